@@ -1,0 +1,515 @@
+"""Embedder: texts -> L2-normalised vectors from a backbone, with prompts and token budgets.
+
+An ``Embedder`` wraps a backbone (see ``diffembed.backbone``) and its tokenizer. ``encode``
+validates the texts, prepends an instruction (``"{instruction}: {text}"`` by default), tokenizes,
+counts and reports truncation, sorts by length and fills batches up to a token budget, runs the
+backbone under ``torch.inference_mode`` (bf16 autocast where the hardware supports it), pools,
+normalises, and returns the vectors in the input order as ``float32 [N, H]``.
+
+On disk an embedder is a sentence-transformers directory: the Hugging Face model files
+(config.json with ``"is_causal": false`` when bidirectional, model.safetensors, tokenizer files),
+modules.json, sentence_bert_config.json, 1_Pooling/config.json, config_sentence_transformers.json
+(with the prompts) and diffembed.json (the settings sentence-transformers has no field for).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from diffembed.backbone import CheckpointError, attention_of, load_backbone, read_json
+from diffembed.io import atomic_dir, write_json
+from diffembed.pooling import POOLINGS, pool
+from diffembed.tokenizer import load_tokenizer, verify_saved_tokenizer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "{instruction}: {text}"
+PRECISIONS = ("auto", "bf16", "fp32")
+FORMAT_VERSION = 1
+# sentence-transformers pooling flags, per our pooling name.
+_ST_POOLING_FLAGS = {
+    "mean": "pooling_mode_mean_tokens",
+    "last": "pooling_mode_lasttoken",
+    "weighted_mean": "pooling_mode_weightedmean_tokens",
+}
+
+
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than ``max_length`` tokens and were truncated."""
+
+
+@dataclass
+class EncodeStats:
+    """What the last ``encode`` call did: counts in texts and tokens."""
+
+    texts: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    longest: int = 0
+    batches: int = 0
+
+
+def validate_texts(texts: Sequence[Any]) -> list[str]:
+    """Return ``texts`` as a list of str, or raise naming the first bad index.
+
+    ``None`` and non-strings raise ``TypeError``; empty or whitespace-only strings ``ValueError``.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    out: list[str] = []
+    for i, t in enumerate(texts):
+        if t is None:
+            raise TypeError(f"texts[{i}] is None")
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        if not t.strip():
+            raise ValueError(f"texts[{i}] is empty or whitespace only")
+        out.append(t)
+    return out
+
+
+def token_budget_batches(
+    lengths: Sequence[int], max_tokens: int, max_batch_size: int | None = None
+) -> list[list[int]]:
+    """Group indices into batches whose padded size (rows x longest) stays within ``max_tokens``.
+
+    Indices are taken longest first, so each batch holds texts of similar length; a text longer
+    than the budget gets a batch of its own. Returns lists of indices into ``lengths``.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (full or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast on ``device`` (native bf16 on this CPU or GPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    return False
+
+
+class Embedder:
+    """Turns texts into embeddings with a backbone LM.
+
+    Args:
+        backbone: a transformers base model (``load_backbone``); returns ``last_hidden_state``.
+        tokenizer: its tokenizer (a fast tokenizer: offsets are used for instruction exclusion).
+        pooling: ``"mean"`` (default), ``"last"`` or ``"weighted_mean"``.
+        normalize: L2-normalise the output vectors.
+        max_length: the most tokens a text may have (instruction and special tokens included).
+        prompts: named instructions, e.g. ``{"query": "Given a question, retrieve passages"}``.
+        prompt_template: how an instruction joins a text; must end with ``{text}``.
+        include_instruction: pool over the instruction tokens too (False pools the text only,
+            located by character offsets, not by a separator string).
+        precision: ``"auto"`` (bf16 autocast where the hardware has fast bf16), ``"bf16"``, ``"fp32"``.
+        padding_side: ``"right"`` or ``"left"``; results do not depend on it.
+        max_tokens_per_batch: default token budget of a batch (rows x longest row).
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_length: int = 512,
+        prompts: dict[str, str] | None = None,
+        prompt_template: str = DEFAULT_TEMPLATE,
+        include_instruction: bool = True,
+        precision: str = "auto",
+        padding_side: str = "right",
+        max_tokens_per_batch: int = 16384,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if "{instruction}" not in prompt_template or not prompt_template.endswith("{text}"):
+            raise ValueError(
+                f"prompt_template must contain '{{instruction}}' and end with '{{text}}', "
+                f"got {prompt_template!r}"
+            )
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError(f"a fast tokenizer is required, got {type(tokenizer).__name__}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length
+        self.prompts = dict(prompts or {})
+        self.prompt_template = prompt_template
+        self.include_instruction = include_instruction
+        self.precision = precision
+        self.padding_side = padding_side
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.last_stats = EncodeStats()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension H."""
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def attention(self) -> str:
+        return attention_of(self.backbone)
+
+    def instruction_prefix(self, instruction: str | None) -> str:
+        """The string put before a text for ``instruction`` (``""`` for none)."""
+        if not instruction:
+            return ""
+        return self.prompt_template[: -len("{text}")].format(instruction=instruction)
+
+    def _resolve_instruction(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        if prompt is not None and prompt_name is not None:
+            raise ValueError("give either prompt or prompt_name, not both")
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise KeyError(
+                    f"unknown prompt_name {prompt_name!r}; known: {sorted(self.prompts)}"
+                )
+            return self.prompts[prompt_name]
+        return prompt
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        device = self.device
+        floating = next(self.backbone.parameters()).dtype
+        want_bf16 = self.precision == "bf16" or (
+            self.precision == "auto" and bf16_supported(device)
+        )
+        if want_bf16 and floating == torch.float32 and device.type in ("cpu", "cuda"):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ tokenization
+    def _tokenize(
+        self, texts: list[str], prefix: str, truncate: bool
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Tokenize ``prefix + text``; return ids and pool masks (lists), truncating if allowed."""
+        full = [prefix + t for t in texts]
+        need_offsets = bool(prefix) and not self.include_instruction
+        kwargs = dict(add_special_tokens=True, return_attention_mask=False, verbose=False)
+        enc = self.tokenizer(full, truncation=False, return_offsets_mapping=need_offsets, **kwargs)
+        ids: list[list[int]] = enc["input_ids"]
+        offsets = enc.get("offset_mapping") if need_offsets else None
+        too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+        if too_long:
+            longest = max(len(ids[i]) for i in too_long)
+            if not truncate:
+                raise ValueError(
+                    f"{len(too_long)} text(s) exceed max_length={self.max_length} tokens "
+                    f"(first: index {too_long[0]}, longest: {longest} tokens); "
+                    "pass truncate=True to truncate them"
+                )
+            cut = self.tokenizer(
+                [full[i] for i in too_long],
+                truncation=True,
+                max_length=self.max_length,
+                return_offsets_mapping=need_offsets,
+                **kwargs,
+            )
+            for j, i in enumerate(too_long):
+                ids[i] = cut["input_ids"][j]
+                if offsets is not None:
+                    offsets[i] = cut["offset_mapping"][j]
+            warnings.warn(
+                f"truncated {len(too_long)} of {len(texts)} text(s) to max_length="
+                f"{self.max_length} tokens (longest was {longest} tokens)",
+                TruncationWarning,
+                stacklevel=3,
+            )
+            self.last_stats.truncated = len(too_long)
+            self.last_stats.longest = longest
+        masks: list[list[int]] = []
+        for i, row in enumerate(ids):
+            if not row:
+                raise ValueError(f"texts[{i}] tokenizes to no tokens")
+            if offsets is None:
+                masks.append([1] * len(row))
+                continue
+            # A token belongs to the text when it covers any character after the prefix.
+            mask = [1 if end > len(prefix) else 0 for _, end in offsets[i]]
+            if not any(mask):
+                raise ValueError(
+                    f"texts[{i}]: no text token left to pool after the instruction "
+                    f"(max_length={self.max_length})"
+                )
+            masks.append(mask)
+        return ids, masks
+
+    def _pad(self, rows: list[list[int]], value: int) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        out = torch.full((len(rows), width), value, dtype=torch.long)
+        for b, r in enumerate(rows):
+            if self.padding_side == "right":
+                out[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+            else:
+                out[b, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        return out
+
+    # ------------------------------------------------------------------ encoding
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        show_progress: bool = False,
+        truncate: bool = True,
+    ) -> np.ndarray:
+        """Embed ``texts``.
+
+        Args:
+            texts: a list of non-empty strings (or one string).
+            prompt: an instruction to prepend (``prompt_template``); ``prompt_name`` names one of
+                ``self.prompts`` instead.
+            batch_size: cap on rows per batch (optional; the token budget always applies).
+            max_tokens_per_batch: token budget per batch (rows x longest), default from init.
+            show_progress: tqdm progress bar over batches.
+            truncate: truncate over-long texts with a ``TruncationWarning`` (True) or raise.
+
+        Returns:
+            ``float32 [N, H]`` (``[H]`` for a single string), in the input order.
+        """
+        single = isinstance(texts, str)
+        items = validate_texts([texts] if single else texts)
+        self.last_stats = EncodeStats(texts=len(items))
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        prefix = self.instruction_prefix(self._resolve_instruction(prompt, prompt_name))
+        ids, masks = self._tokenize(items, prefix, truncate)
+        lengths = [len(x) for x in ids]
+        self.last_stats.tokens = sum(lengths)
+        budget = max_tokens_per_batch or self.max_tokens_per_batch
+        batches = token_budget_batches(lengths, budget, batch_size)
+        self.last_stats.batches = len(batches)
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        device = self.device
+        bar = tqdm(total=len(items), disable=not show_progress, desc="encode", unit="text")
+        with torch.inference_mode(), self._autocast():
+            for batch in batches:
+                input_ids = self._pad([ids[i] for i in batch], pad_id).to(device)
+                attention = self._pad([[1] * lengths[i] for i in batch], 0).to(device)
+                pool_mask = self._pad([masks[i] for i in batch], 0).to(device)
+                # Pad-aware positions: each text starts at 0 whatever the padding side.
+                positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+                hidden = self.backbone(
+                    input_ids=input_ids, attention_mask=attention, position_ids=positions
+                ).last_hidden_state
+                vectors = pool(hidden, pool_mask, self.pooling)
+                self._check_finite(vectors, batch)
+                if self.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
+                out[batch] = vectors.float().cpu().numpy()
+                bar.update(len(batch))
+        bar.close()
+        return out[0] if single else out
+
+    @staticmethod
+    def _check_finite(vectors: torch.Tensor, batch: list[int]) -> None:
+        bad = (~torch.isfinite(vectors).all(dim=1)) | (vectors.norm(dim=1) == 0)
+        if bool(bad.any()):
+            rows = [batch[i] for i in torch.nonzero(bad).flatten().tolist()]
+            raise FloatingPointError(
+                f"non-finite or zero embedding for texts {rows[:10]}; try precision='fp32'"
+            )
+
+    def encode_queries(
+        self, queries: Sequence[str], instruction: str | None = None, **kw: Any
+    ) -> np.ndarray:
+        """Embed queries with ``instruction``, or the ``"query"`` prompt when one is defined."""
+        if instruction is None and "query" in self.prompts:
+            return self.encode(queries, prompt_name="query", **kw)
+        return self.encode(queries, prompt=instruction, **kw)
+
+    def encode_documents(self, documents: Sequence[str], **kw: Any) -> np.ndarray:
+        """Embed documents (no instruction, or the ``"document"`` prompt when one is defined)."""
+        if "document" in self.prompts:
+            return self.encode(documents, prompt_name="document", **kw)
+        return self.encode(documents, **kw)
+
+    # ------------------------------------------------------------------ persistence
+    def settings(self) -> dict[str, Any]:
+        """The settings saved in diffembed.json."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "prompts": self.prompts,
+            "prompt_template": self.prompt_template,
+            "include_instruction": self.include_instruction,
+            "padding_side": self.padding_side,
+            "attention": self.attention,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write a complete model directory (sentence-transformers layout), atomically."""
+        directory = Path(directory)
+        with atomic_dir(directory) as tmp:
+            self.backbone.config.is_causal = self.attention == "causal"
+            self.backbone.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            cfg = read_json(tmp / "config.json")
+            if cfg.get("is_causal") != (self.attention == "causal"):
+                raise CheckpointError(f"{tmp / 'config.json'}: is_causal was not saved")
+            verify_saved_tokenizer(self.tokenizer, tmp, list(self.prompts.values()))
+            write_json(tmp / "diffembed.json", self.settings())
+            write_json(
+                tmp / "sentence_bert_config.json",
+                {"max_seq_length": self.max_length, "do_lower_case": False},
+            )
+            modules = [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": "sentence_transformers.models.Pooling",
+                },
+            ]
+            if self.normalize:
+                modules.append(
+                    {
+                        "idx": 2,
+                        "name": "2",
+                        "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize",
+                    }
+                )
+                (tmp / "2_Normalize").mkdir()
+            write_json(tmp / "modules.json", modules)
+            pooling_cfg: dict[str, Any] = {
+                "word_embedding_dimension": self.dim,
+                "include_prompt": self.include_instruction,
+            }
+            for name, flag in _ST_POOLING_FLAGS.items():
+                pooling_cfg[flag] = name == self.pooling
+            for flag in (
+                "pooling_mode_cls_token",
+                "pooling_mode_max_tokens",
+                "pooling_mode_mean_sqrt_len_tokens",
+            ):
+                pooling_cfg[flag] = False
+            write_json(tmp / "1_Pooling" / "config.json", pooling_cfg)
+            write_json(
+                tmp / "config_sentence_transformers.json",
+                {
+                    "model_type": "SentenceTransformer",
+                    "prompts": {k: self.instruction_prefix(v) for k, v in self.prompts.items()},
+                    "default_prompt_name": None,
+                    "similarity_fn_name": "cosine",
+                    "__version__": {
+                        "transformers": transformers.__version__,
+                        "pytorch": torch.__version__,
+                    },
+                },
+            )
+        return directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        attention: str | None = None,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> Embedder:
+        """Load a model directory: one written by ``save``, any sentence-transformers directory
+        of a supported backbone, or a bare LM directory (then mean pooling and defaults).
+
+        ``overrides`` replace saved settings (e.g. ``pooling="last"``, ``precision="fp32"``).
+        """
+        directory = Path(directory)
+        settings = _read_settings(directory)
+        settings.pop("format_version", None)
+        saved_attention = settings.pop("attention", None)
+        settings.update(overrides)
+        backbone = load_backbone(
+            directory, attention=attention or saved_attention, dtype=dtype, device=device
+        )
+        tokenizer = load_tokenizer(directory)
+        return cls(backbone, tokenizer, **settings)
+
+
+def _read_settings(directory: Path) -> dict[str, Any]:
+    """Embedder settings from diffembed.json, else from the sentence-transformers files."""
+    if (directory / "diffembed.json").exists():
+        settings = read_json(directory / "diffembed.json")
+        version = settings.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{directory / 'diffembed.json'}: unsupported format_version {version!r}"
+            )
+        return settings
+    settings: dict[str, Any] = {}
+    if (directory / "modules.json").exists():
+        modules = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
+        types = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
+        settings["normalize"] = "Normalize" in types
+        if "Pooling" in types:
+            pcfg = read_json(directory / types["Pooling"]["path"] / "config.json")
+            chosen = [name for name, flag in _ST_POOLING_FLAGS.items() if pcfg.get(flag)]
+            if len(chosen) != 1:
+                raise CheckpointError(
+                    f"{directory / types['Pooling']['path'] / 'config.json'}: pooling is not one of "
+                    f"{list(_ST_POOLING_FLAGS)}"
+                )
+            settings["pooling"] = chosen[0]
+            settings["include_instruction"] = bool(pcfg.get("include_prompt", True))
+    if (directory / "sentence_bert_config.json").exists():
+        max_len = read_json(directory / "sentence_bert_config.json").get("max_seq_length")
+        if max_len:
+            settings["max_length"] = int(max_len)
+    if (directory / "config_sentence_transformers.json").exists():
+        prompts = read_json(directory / "config_sentence_transformers.json").get("prompts") or {}
+        # sentence-transformers prompts are literal prefixes: keep them literal.
+        settings["prompts"] = {k: v for k, v in prompts.items() if v}
+        settings["prompt_template"] = "{instruction}{text}"
+    return settings

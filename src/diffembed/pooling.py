@@ -1,0 +1,61 @@
+"""Pooling of token hidden states into one vector per text, as pure functions.
+
+All functions take ``hidden [B, T, H]`` and a 0/1 ``mask [B, T]`` marking the tokens to pool
+(padding is 0; with instruction exclusion, instruction tokens are 0 too) and return ``[B, H]``.
+They are correct for left and right padding alike, and compute in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+POOLINGS: tuple[str, ...] = ("mean", "last", "weighted_mean")
+
+
+def _check(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if hidden.dim() != 3 or mask.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"expected hidden [B,T,H] and mask [B,T], got {hidden.shape}, {mask.shape}"
+        )
+    counts = mask.sum(dim=1)
+    if bool((counts == 0).any()):
+        bad = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"no token to pool in batch rows {bad}")
+    return mask.to(torch.float32)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the masked tokens' hidden states: ``[B, T, H], [B, T] -> [B, H]``."""
+    m = _check(hidden, mask)
+    summed = torch.einsum("bth,bt->bh", hidden.float(), m)
+    return summed / m.sum(dim=1, keepdim=True)
+
+
+def weighted_mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Position-weighted mean (SGPT): the k-th pooled token gets weight k (k = 1, 2, ...).
+
+    Weights count only pooled tokens, so left padding does not shift them.
+    """
+    m = _check(hidden, mask)
+    weights = torch.cumsum(m, dim=1) * m
+    summed = torch.einsum("bth,bt->bh", hidden.float(), weights)
+    return summed / weights.sum(dim=1, keepdim=True)
+
+
+def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state of the last pooled token of each row (any padding side): ``[B, H]``."""
+    m = _check(hidden, mask)
+    positions = torch.arange(m.shape[1], device=m.device).expand_as(m)
+    last = torch.where(m > 0, positions, -1).max(dim=1).values
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Dispatch to the pooling named ``mode`` (one of ``POOLINGS``)."""
+    if mode == "mean":
+        return mean_pool(hidden, mask)
+    if mode == "weighted_mean":
+        return weighted_mean_pool(hidden, mask)
+    if mode == "last":
+        return last_token_pool(hidden, mask)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
