@@ -140,9 +140,136 @@ def run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ tokenizer
+def add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+    verbs = p.add_subparsers(dest="tokenizer_verb", metavar="VERB", required=True)
+    t = verbs.add_parser(
+        "train",
+        help="train on the pretrain split of a corpus",
+        description="Train a byte-level BPE (pad, bos, eos and mask special tokens) on the "
+        "pretrain split only and save it as a Hugging Face tokenizer directory.",
+    )
+    t.add_argument("--corpus", required=True, type=Path, help="corpus directory (pretrain.jsonl)")
+    t.add_argument(
+        "--vocab-size", required=True, type=int, help="vocabulary size, special tokens included"
+    )
+    t.add_argument("--out", required=True, type=Path, help="output tokenizer directory")
+    t.add_argument(
+        "--min-frequency", type=int, default=2, help="minimum pair count to merge (default: 2)"
+    )
+    t.set_defaults(func=run_tokenizer_train)
+
+
+def run_tokenizer_train(args: argparse.Namespace) -> int:
+    from diffembed.pretrain import read_corpus_texts
+    from diffembed.tokenizer import save_tokenizer, train_bpe_tokenizer
+
+    docs = read_corpus_texts(args.corpus, "pretrain")
+    start = time.perf_counter()
+    tokenizer = train_bpe_tokenizer((text for _, text in docs), args.vocab_size, args.min_frequency)
+    save_tokenizer(tokenizer, args.out)
+    logger.info(
+        "trained %d-token BPE on %d pretrain documents in %.1f s -> %s",
+        len(tokenizer),
+        len(docs),
+        time.perf_counter() - start,
+        args.out,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ pretrain
+def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
+    from diffembed.pretrain import PRESETS
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a small diffusion or AR LM from scratch",
+        description="Pretrain a Llama-style LM with the masked-diffusion, autoregressive or MNTP "
+        "objective; everything but the objective is identical across objectives. Works under "
+        "torchrun (DDP).",
+    )
+    p.add_argument(
+        "--objective", required=True, choices=["diffusion", "ar", "mntp"], help="training objective"
+    )
+    p.add_argument(
+        "--preset",
+        default="smoke",
+        choices=sorted(PRESETS),
+        help="model/data size (default: smoke)",
+    )
+    p.add_argument("--config", type=Path, help="JSON file overriding preset fields")
+    p.add_argument("--corpus", required=True, type=Path, help="corpus directory (pretrain.jsonl)")
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory")
+    p.add_argument("--out", required=True, type=Path, help="output model directory")
+    p.add_argument("--init", type=Path, help="start from this model (mntp: the AR model)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--steps", type=int, help="override the number of optimizer steps")
+    p.add_argument("--seed", type=int, help="override the seed")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--stop-after", type=int, help="stop after this step, as an interruption would")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from diffembed.pretrain import make_config, pretrain
+
+    config = make_config(args.preset, args.objective, args.config)
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.seed is not None:
+        config.seed = args.seed
+    config.validate()
+    pretrain(
+        config,
+        args.corpus,
+        args.tokenizer,
+        args.out,
+        init=args.init,
+        resume=args.resume,
+        stop_after=args.stop_after,
+        device=args.device,
+        show_progress=not args.no_progress,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ generate
+def add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a pretrained LM",
+        description="AR models sample left to right; diffusion models by iterative unmasking "
+        "with low-confidence remasking.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--length", type=int, default=64, help="tokens to generate (default: 64)")
+    p.add_argument("--steps", type=int, help="diffusion: unmasking steps (default: --length)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from diffembed.generate import generate_text
+
+    print(
+        generate_text(args.model, args.prompt, args.length, args.steps, args.temperature, args.seed)
+    )
+    return 0
+
+
 # ------------------------------------------------------------------------------ main
 def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = [add_encode_parser]
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = [
+        add_encode_parser,
+        add_tokenizer_parser,
+        add_pretrain_parser,
+        add_generate_parser,
+    ]
     try:
         from diffembed.corpus.cli import add_corpus_parser
     except ImportError:  # the corpus verbs are optional in a partial install
@@ -177,7 +304,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (InputError, CheckpointError, ValueError, TypeError, KeyError) as e:
+    except (
+        InputError,
+        CheckpointError,
+        ValueError,
+        TypeError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+    ) as e:
         if args.verbose:
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -12,11 +12,22 @@ detects such a directory when it is written, instead of letting it tokenize diff
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from diffembed.backbone import CheckpointError
+from diffembed.io import atomic_dir
 
 # Texts that exercise pre-tokenization differences: digits, punctuation, case, spacing, unicode.
 PROBE_TEXTS: tuple[str, ...] = (
@@ -63,3 +74,55 @@ def verify_saved_tokenizer(
             "(qwen2): save such a model with its native tokenizer class, or use a model type "
             "whose tokenizer class is taken from tokenizer_config.json (llama, mistral)."
         )
+
+
+# ----------------------------------------------------------------------------- training
+PAD, BOS, EOS, MASK = "<|pad|>", "<|bos|>", "<|eos|>", "<|mask|>"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, MASK)
+
+
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts``.
+
+    Special tokens: ``<|pad|>`` (id 0), ``<|bos|>`` (1, prepended to every text), ``<|eos|>`` (2,
+    ends documents when they are packed for pretraining) and ``<|mask|>`` (3, diffusion noise).
+    Byte-level, so every string is representable and no text is ever mapped to an unknown token.
+    """
+    if vocab_size < len(SPECIAL_TOKENS) + 256:
+        raise ValueError(
+            f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256}, got {vocab_size}"
+        )
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, bos_id)]),
+        ]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, mask_token=MASK
+    )
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> Path:
+    """Save ``tokenizer`` as a standard HF tokenizer directory, atomically, and verify that
+    ``AutoTokenizer`` loads it back identically."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        tokenizer.save_pretrained(str(tmp))
+        verify_saved_tokenizer(tokenizer, tmp)
+    return directory
