@@ -8,7 +8,12 @@ TORCH_PIN := torch==2.13.0
 EXTRAS := train,eval,serve,dev
 SETUP_STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup test test-slow lint format clean
+# Debian packages: the corpus integration test needs a few; `make data` installs them all.
+TEST_DEB := wordnet-base manpages man-db groff-base
+DATA_DEB := $(shell cat scripts/corpus_packages.txt)
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+
+.PHONY: setup test test-slow lint format clean test-deb data
 
 setup: $(SETUP_STAMP)
 
@@ -19,8 +24,16 @@ $(SETUP_STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.setup-* && touch $@
 
-test: setup
+test-deb:
+	@dpkg -s $(TEST_DEB) >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq --no-install-recommends $(TEST_DEB); }
+
+test: setup test-deb
 	$(PY) -m pytest -q
+
+# All source packages of the corpus (~250 MB of text), then the corpus itself in data/corpus.
+data: setup
+	@dpkg -s $(DATA_DEB) >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq --no-install-recommends $(DATA_DEB); }
+	$(VENV)/bin/diffembed corpus build --out data/corpus
 
 # Checks too slow for every run (minutes each); pytest exit 5 means none are marked yet.
 test-slow: setup

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from diffembed import __version__
+from diffembed.corpus.cli import add_corpus_parser
 
 logger = logging.getLogger("diffembed")
 
@@ -269,13 +270,8 @@ def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_tokenizer_parser,
         add_pretrain_parser,
         add_generate_parser,
+        add_corpus_parser,
     ]
-    try:
-        from diffembed.corpus.cli import add_corpus_parser
-    except ImportError:  # the corpus verbs are optional in a partial install
-        pass
-    else:
-        registrars.append(add_corpus_parser)
     return registrars
 
 
