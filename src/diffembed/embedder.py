@@ -219,10 +219,15 @@ class Embedder:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ tokenization
-    def _tokenize(
-        self, texts: list[str], prefix: str, truncate: bool
+    def tokenize(
+        self, texts: list[str], prefix: str = "", truncate: bool = True
     ) -> tuple[list[list[int]], list[list[int]]]:
-        """Tokenize ``prefix + text``; return ids and pool masks (lists), truncating if allowed."""
+        """Tokenize ``prefix + text`` for each text: ``(ids, pool_masks)``, lists of equal lengths.
+
+        Texts longer than ``max_length`` tokens are truncated with a ``TruncationWarning`` (count
+        in ``last_stats``) or, with ``truncate=False``, refused. The pool mask is 1 on the tokens
+        that are pooled (all, or only the text's when ``include_instruction`` is False).
+        """
         full = [prefix + t for t in texts]
         need_offsets = bool(prefix) and not self.include_instruction
         kwargs = dict(add_special_tokens=True, return_attention_mask=False, verbose=False)
@@ -315,35 +320,52 @@ class Embedder:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.instruction_prefix(self._resolve_instruction(prompt, prompt_name))
-        ids, masks = self._tokenize(items, prefix, truncate)
+        ids, masks = self.tokenize(items, prefix, truncate)
         lengths = [len(x) for x in ids]
         self.last_stats.tokens = sum(lengths)
         budget = max_tokens_per_batch or self.max_tokens_per_batch
         batches = token_budget_batches(lengths, budget, batch_size)
         self.last_stats.batches = len(batches)
-        pad_id = self.tokenizer.pad_token_id
-        pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        device = self.device
         bar = tqdm(total=len(items), disable=not show_progress, desc="encode", unit="text")
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             for batch in batches:
-                input_ids = self._pad([ids[i] for i in batch], pad_id).to(device)
-                attention = self._pad([[1] * lengths[i] for i in batch], 0).to(device)
-                pool_mask = self._pad([masks[i] for i in batch], 0).to(device)
-                # Pad-aware positions: each text starts at 0 whatever the padding side.
-                positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-                hidden = self.backbone(
-                    input_ids=input_ids, attention_mask=attention, position_ids=positions
-                ).last_hidden_state
-                vectors = pool(hidden, pool_mask, self.pooling)
+                vectors = self.embed_tokens(
+                    [ids[i] for i in batch], [masks[i] for i in batch], self._autocast()
+                )
                 self._check_finite(vectors, batch)
                 if self.normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
-                out[batch] = vectors.float().cpu().numpy()
+                out[batch] = vectors.cpu().numpy()
                 bar.update(len(batch))
         bar.close()
         return out[0] if single else out
+
+    def embed_tokens(
+        self,
+        ids: list[list[int]],
+        masks: list[list[int]],
+        autocast: contextlib.AbstractContextManager | None = None,
+    ) -> torch.Tensor:
+        """Pooled, unnormalised embeddings of tokenized texts: ``float32 [n, H]``.
+
+        Pads (``padding_side``), uses pad-aware position ids, runs the backbone under
+        ``autocast`` and pools in float32 outside it. Differentiable: ``encode`` calls it under
+        ``inference_mode``; training calls it with gradients.
+        """
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
+        device = self.device
+        input_ids = self._pad(ids, pad_id).to(device)
+        attention = self._pad([[1] * len(r) for r in ids], 0).to(device)
+        pool_mask = self._pad(masks, 0).to(device)
+        # Pad-aware positions: each text starts at 0 whatever the padding side.
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+        with autocast or contextlib.nullcontext():
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions
+            ).last_hidden_state
+        return pool(hidden.float(), pool_mask, self.pooling)
 
     @staticmethod
     def _check_finite(vectors: torch.Tensor, batch: list[int]) -> None:

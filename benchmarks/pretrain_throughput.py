@@ -1,0 +1,97 @@
+"""Pretraining throughput: tokens/s and MFU of each objective on a preset's model, side by side.
+
+    .venv/bin/python benchmarks/pretrain_throughput.py --preset cpu [--compile] [--steps 8]
+
+Runs forward + backward + AdamW on random token blocks (the data pipeline is not timed), with the
+same model for every objective, and prints one row per objective plus ratios to the first row.
+MFU is measured against the bf16 matmul peak measured at start on the same device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from diffembed.pretrain import (
+    PRESETS,
+    PretrainConfig,
+    ScoredLM,
+    _autocast,
+    build_model,
+    count_flops_per_token,
+    measure_matmul_peak,
+    micro_batch_loss,
+    sample_generators,
+)
+from diffembed.tokenizer import train_bpe_tokenizer
+
+
+def _tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    words = [f"w{i} x{i % 97} y{i % 13}" for i in range(4000)]
+    return train_bpe_tokenizer(words, vocab_size=vocab, min_frequency=1)
+
+
+def measure(config: PretrainConfig, tokenizer, device: torch.device, steps: int, peak: float) -> dict:
+    model = build_model(config, tokenizer).to(device)
+    if config.compile:
+        model.model.compile()
+    scored = ScoredLM(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    body, head = count_flops_per_token(model, config.seq_len)
+    vocab = len(tokenizer)
+    times, flops = [], []
+    for step in range(steps + 2):
+        t0 = time.perf_counter()
+        heads = 0
+        for m in range(0, config.global_batch, config.micro_batch):
+            tokens = torch.randint(4, vocab, (config.micro_batch, config.seq_len), device=device)
+            gens = sample_generators(0, step, range(m, m + config.micro_batch))
+            with _autocast(device, config.bf16):
+                loss, h = micro_batch_loss(scored, tokens, gens, config, tokenizer.mask_token_id, vocab)
+                loss.backward()
+            heads += h
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= 2:  # warm-up (and compilation) excluded
+            times.append(time.perf_counter() - t0)
+            flops.append(body * config.tokens_per_step + head * heads)
+    seconds = sum(times)
+    return {
+        "objective": config.objective,
+        "tokens_per_s": round(config.tokens_per_step * len(times) / seconds),
+        "mfu": round(sum(flops) / seconds / peak, 3),
+        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per objective")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    base = PretrainConfig(**PRESETS[args.preset])
+    tokenizer = _tokenizer(8192 if args.preset != "smoke" else 1000)
+    peak = measure_matmul_peak(device)
+    print(f"device {device}, bf16 matmul peak {peak / 1e9:.0f} GFLOP/s, threads {torch.get_num_threads()}")
+    rows = []
+    for objective in ("ar", "diffusion", "mntp"):
+        config = dataclasses.replace(base, objective=objective, compile=args.compile)
+        rows.append(measure(config, tokenizer, device, args.steps, peak))
+    first = rows[0]["tokens_per_s"]
+    for row in rows:
+        row["speed_vs_ar"] = round(row["tokens_per_s"] / first, 3)
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
