@@ -123,9 +123,22 @@ class PretrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
     "cpu": dict(
-        layers=4, hidden=256, heads=4, kv_heads=4, ffn=1024, seq_len=512, steps=1200,
-        global_batch=16, micro_batch=8, lr=1e-3, warmup_steps=60, eval_every=100,
-        eval_tokens=64 * 512, save_every=100, log_every=10, compile=True,
+        layers=4,
+        hidden=256,
+        heads=4,
+        kv_heads=4,
+        ffn=1024,
+        seq_len=512,
+        steps=1200,
+        global_batch=16,
+        micro_batch=8,
+        lr=1e-3,
+        warmup_steps=60,
+        eval_every=100,
+        eval_tokens=64 * 512,
+        save_every=100,
+        log_every=10,
+        compile=True,
     ),
     "gpu": dict(
         layers=12,
@@ -726,6 +739,15 @@ def pretrain(
                 tok_s=f"{row['tokens_per_s']:.0f}",
                 mfu=f"{row['mfu']:.2f}",
             )
+            if ctx.main and bar.disable:
+                logger.info(
+                    "step %d/%d: loss %.4f, %.0f tokens/s, MFU %.3f",
+                    step,
+                    config.steps,
+                    loss_value,
+                    row["tokens_per_s"],
+                    row["mfu"],
+                )
         if step % config.eval_every == 0 or step == config.steps:
             row = {"step": step, "tokens": step * tokens_done, "loss": round(loss_value, 5), **row}
             row.update(
