@@ -17,6 +17,7 @@ from diffembed import __version__
 from diffembed.corpus.cli import add_corpus_parser
 from diffembed.evaluate import add_eval_parser
 from diffembed.finetune import add_finetune_parser
+from diffembed.pairs_build import add_pairs_parser
 
 logger = logging.getLogger("diffembed")
 
@@ -274,6 +275,7 @@ def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_generate_parser,
         add_corpus_parser,
         add_finetune_parser,
+        add_pairs_parser,
         add_eval_parser,
     ]
     return registrars
