@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaModel, Qwen2Config, Qwen2Model
 
-from conftest import LAYOUTS, llada_reference, write_checkpoint
+from checkpoints import LAYOUTS, llada_reference, write_checkpoint
 from diffembed.backbone import (
     LLADA_KEY_MAPPING,
     CheckpointError,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from conftest import write_checkpoint
+from checkpoints import write_checkpoint
 from diffembed.backbone import CheckpointError, load_backbone
 from diffembed.embedder import Embedder, TruncationWarning, token_budget_batches
 from diffembed.tokenizer import PROBE_TEXTS, load_tokenizer

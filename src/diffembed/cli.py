@@ -18,6 +18,7 @@ from diffembed.corpus.cli import add_corpus_parser
 from diffembed.evaluate import add_eval_parser
 from diffembed.finetune import add_finetune_parser
 from diffembed.pairs_build import add_pairs_parser
+from diffembed.tasks.cli import add_tasks_parser
 
 logger = logging.getLogger("diffembed")
 
@@ -276,6 +277,7 @@ def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_corpus_parser,
         add_finetune_parser,
         add_pairs_parser,
+        add_tasks_parser,
         add_eval_parser,
     ]
     return registrars
