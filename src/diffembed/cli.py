@@ -17,6 +17,7 @@ from diffembed import __version__
 from diffembed.corpus.cli import add_corpus_parser
 from diffembed.evaluate import add_eval_parser
 from diffembed.finetune import add_finetune_parser
+from diffembed.index import add_index_parser, add_search_parser
 from diffembed.pairs_build import add_pairs_parser
 from diffembed.tasks.cli import add_tasks_parser
 
@@ -279,6 +280,8 @@ def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_pairs_parser,
         add_tasks_parser,
         add_eval_parser,
+        add_index_parser,
+        add_search_parser,
     ]
     return registrars
 
