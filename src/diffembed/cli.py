@@ -19,6 +19,7 @@ from diffembed.evaluate import add_eval_parser
 from diffembed.finetune import add_finetune_parser
 from diffembed.index import add_index_parser, add_search_parser
 from diffembed.pairs_build import add_pairs_parser
+from diffembed.serve import add_serve_parser
 from diffembed.tasks.cli import add_tasks_parser
 
 logger = logging.getLogger("diffembed")
@@ -282,6 +283,7 @@ def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_eval_parser,
         add_index_parser,
         add_search_parser,
+        add_serve_parser,
     ]
     return registrars
 
