@@ -632,7 +632,6 @@ def create_app(
         where = ".".join(loc) or "body"
         message = f"{where}: {first.get('msg', 'invalid request')}"
         if loc and loc[0] == "input" and first.get("type") != "missing":
-            where = "input"
             message = "input must be a string or a list of strings (token arrays are not accepted)"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more error(s))"
@@ -815,8 +814,17 @@ def make_server(app: Any, host: str = "127.0.0.1", port: int = 8080, **kw: Any) 
 
     kw.setdefault("log_level", "info")
     kw.setdefault("timeout_graceful_shutdown", 60)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after its graceful shutdown; a clean stop exits 0.
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False, **kw)
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
