@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from diffembed.backbone import load_backbone
 from diffembed.embedder import Embedder
 from diffembed.index import Doc, Searcher, VectorIndex, build_index
-from diffembed.serve import ServeConfig, create_app, make_server
+from diffembed.serve import ServeConfig, bind_socket, create_app, make_server
 from diffembed.tokenizer import load_tokenizer
 
 TEXTS = [
@@ -43,9 +43,7 @@ class ServerThread:
     """A real uvicorn server on 127.0.0.1 and a free port, run in a thread of this process."""
 
     def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = bind_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.server = make_server(app, log_level="warning", timeout_graceful_shutdown=30)
         self.thread = threading.Thread(
