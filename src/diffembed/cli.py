@@ -20,6 +20,7 @@ from diffembed.finetune import add_finetune_parser
 from diffembed.index import add_index_parser, add_search_parser
 from diffembed.pairs_build import add_pairs_parser
 from diffembed.serve import add_serve_parser
+from diffembed.study import add_reproduce_parser
 from diffembed.tasks.cli import add_tasks_parser
 
 logger = logging.getLogger("diffembed")
@@ -280,6 +281,7 @@ def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_finetune_parser,
         add_pairs_parser,
         add_tasks_parser,
+        add_reproduce_parser,
         add_eval_parser,
         add_index_parser,
         add_search_parser,

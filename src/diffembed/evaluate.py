@@ -1205,58 +1205,75 @@ def collect_task_dirs(tasks_root: Path | None, suite: str, task_dirs: Sequence[P
     return unique
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    """Run ``diffembed eval``; returns the exit status (0)."""
-    start = time.time()
+def evaluate_model(
+    model: str | Path,
+    task_dirs: Sequence[Path],
+    out: Path,
+    *,
+    max_length: int | None = None,
+    batch_tokens: int | None = 16384,
+    dtype: str = "auto",
+    device: str | None = None,
+    top_k: int = 100,
+    use_faiss: bool = False,
+    seed: int = 0,
+    show_progress: bool = True,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (a model directory, ``"bm25"`` or ``"minilm"``) on task folders.
+
+    Writes ``out`` (all records with provenance), ``OUT.tasks/<suite>__<task>.json`` as each
+    task finishes, and a Markdown table ``OUT.md``; returns the summary written to ``out``.
+    """
     from diffembed.provenance import provenance
 
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.out.suffix != ".json":
-        raise ValueError(f"{args.out}: the output must be a .json file")
-    seed_everything(args.seed)
-    tasks = [load_task(d) for d in collect_task_dirs(args.tasks_root, args.suite, args.task_dir)]
+    start = time.time()
+    out = Path(out)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if out.suffix != ".json":
+        raise ValueError(f"{out}: the output must be a .json file")
+    seed_everything(seed)
+    tasks = [load_task(d) for d in task_dirs]
+    if not tasks:
+        raise ValueError("no tasks to evaluate")
     keys = [t.key for t in tasks]
     duplicate = sorted({k for k in keys if keys.count(k) > 1})
     if duplicate:
         raise ValueError(f"several task folders have the same suite/name: {duplicate}")
-    device = args.device
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    progress = not args.no_progress
-    retriever = make_retriever(
-        args.model, args.max_length, args.batch_tokens, args.dtype, device, progress
-    )
-    if args.faiss and not isinstance(retriever, DenseRetriever):
-        logger.warning("%s: --faiss applies to dense models only; searching exactly", args.model)
+    retriever = make_retriever(str(model), max_length, batch_tokens, dtype, device, show_progress)
+    if use_faiss and not isinstance(retriever, DenseRetriever):
+        logger.warning("%s: faiss applies to dense models only; searching exactly", model)
     model_info = retriever.describe()
-    command = list(sys.argv)
+    command = list(sys.argv if command is None else command)
     settings = {
-        "top_k": args.top_k,
-        "faiss": bool(args.faiss),
-        "max_length": args.max_length,
-        "batch_tokens": args.batch_tokens,
-        "dtype": args.dtype,
+        "top_k": top_k,
+        "faiss": bool(use_faiss),
+        "max_length": max_length,
+        "batch_tokens": batch_tokens,
+        "dtype": dtype,
         "device": device,
-        "seed": args.seed,
+        "seed": seed,
     }
     logger.info("evaluating %s on %d task(s)", retriever.name, len(tasks))
     records: list[dict[str, Any]] = []
-    for task in tqdm(tasks, desc="tasks", unit="task", disable=not progress):
+    for task in tqdm(tasks, desc="tasks", unit="task", disable=not show_progress):
         t0 = time.time()
-        record = evaluate_task(retriever, task, args.top_k, args.faiss, progress)
+        record = evaluate_task(retriever, task, top_k, use_faiss, show_progress)
         record.update(
             format_version=RESULT_FORMAT_VERSION,
             model=model_info,
             task_dir=str(task.path.resolve()),
             task_hash=hash_task(task.path),
             settings=settings,
-            seed=args.seed,
+            seed=seed,
             provenance=provenance(t0, command),
         )
-        write_json(_task_file(args.out, task), record)
+        write_json(_task_file(out, task), record)
         logger.info(
             "%s: %s = %.4f (%d queries, %d docs, %.1f s)",
             task.key,
@@ -1271,13 +1288,31 @@ def run_eval(args: argparse.Namespace) -> int:
         "format_version": RESULT_FORMAT_VERSION,
         "model": model_info,
         "settings": settings,
-        "seed": args.seed,
+        "seed": seed,
         "provenance": provenance(start, command),
         "tasks": records,
     }
-    write_json(args.out, summary)
+    write_json(out, summary)
     table = markdown_table(records, title=f"{retriever.name} ({model_info['hash'][:19]})")
-    with atomic_write(args.out.with_suffix(".md")) as f:
+    with atomic_write(out.with_suffix(".md")) as f:
         f.write(table)
-    logger.info("wrote %s and %s", args.out, args.out.with_suffix(".md"))
+    logger.info("wrote %s and %s", out, out.with_suffix(".md"))
+    return summary
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``diffembed eval``; returns the exit status (0)."""
+    evaluate_model(
+        args.model,
+        collect_task_dirs(args.tasks_root, args.suite, args.task_dir),
+        args.out,
+        max_length=args.max_length,
+        batch_tokens=args.batch_tokens,
+        dtype=args.dtype,
+        device=args.device,
+        top_k=args.top_k,
+        use_faiss=args.faiss,
+        seed=args.seed,
+        show_progress=not args.no_progress,
+    )
     return 0

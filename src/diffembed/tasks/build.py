@@ -29,9 +29,14 @@ def _context(
     tokenizer: Any,
     max_length_tokens: int,
     measure_bm25: bool,
+    max_queries: int | None = None,
+    max_docs: int | None = None,
 ) -> BuildContext:
     if max_length_tokens < 64:
         raise ValueError(f"max_length_tokens must be at least 64, got {max_length_tokens}")
+    for label, cap in (("max_queries", max_queries), ("max_docs", max_docs)):
+        if cap is not None and cap < 10:
+            raise ValueError(f"{label} must be at least 10 (or None), got {cap}")
     eval_corpus = corpus if isinstance(corpus, EvalCorpus) else EvalCorpus.load(corpus)
     return BuildContext(
         corpus=eval_corpus,
@@ -39,6 +44,8 @@ def _context(
         meter=make_meter(tokenizer),
         max_length_tokens=max_length_tokens,
         measure_bm25=measure_bm25,
+        max_queries=max_queries,
+        max_docs=max_docs,
     )
 
 
@@ -53,6 +60,8 @@ def _build_into(ctx: BuildContext, suite: str, out_root: Path) -> list[TaskSumma
                 "seed": ctx.seed,
                 "length_unit": ctx.meter.unit,
                 "max_length_tokens": ctx.max_length_tokens,
+                "max_queries": ctx.max_queries,
+                "max_docs": ctx.max_docs,
                 "eval_sha256": ctx.corpus.eval_sha256,
                 "tasks": [s.row() for s in summaries],
             },
@@ -75,6 +84,8 @@ def build_suite(
     tokenizer: Any = None,
     max_length_tokens: int = 32768,
     measure_bm25: bool = True,
+    max_queries: int | None = None,
+    max_docs: int | None = None,
 ) -> list[TaskSummary]:
     """Build one suite's tasks into ``out_root/<suite>/`` (replacing that folder atomically).
 
@@ -90,13 +101,17 @@ def build_suite(
         max_length_tokens: the longest passkey/needle length built, and the cap on real long
             documents (whitespace tokens).
         measure_bm25: record each task's BM25 score in task.json.
+        max_queries: cap on the queries of every task (None: each builder's default).
+        max_docs: cap on the sampled documents and distractors of every task (None: defaults).
 
     Returns:
         One :class:`~diffembed.tasks.common.TaskSummary` per task written.
     """
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
-    ctx = _context(corpus_dir, seed, tokenizer, max_length_tokens, measure_bm25)
+    ctx = _context(
+        corpus_dir, seed, tokenizer, max_length_tokens, measure_bm25, max_queries, max_docs
+    )
     return _build_into(ctx, suite, Path(out_root))
 
 
@@ -108,12 +123,16 @@ def build_all(
     max_length_tokens: int = 32768,
     measure_bm25: bool = True,
     suites: Sequence[str] = SUITES,
+    max_queries: int | None = None,
+    max_docs: int | None = None,
 ) -> list[TaskSummary]:
     """Build every suite (or ``suites``) into ``out_root``; see :func:`build_suite`."""
     for suite in suites:
         if suite not in SUITES:
             raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
-    ctx = _context(corpus_dir, seed, tokenizer, max_length_tokens, measure_bm25)
+    ctx = _context(
+        corpus_dir, seed, tokenizer, max_length_tokens, measure_bm25, max_queries, max_docs
+    )
     out: list[TaskSummary] = []
     for suite in suites:
         out.extend(_build_into(ctx, suite, Path(out_root)))

@@ -43,6 +43,14 @@ def add_tasks_parser(sub: argparse._SubParsersAction) -> None:
         help="measure passkey/needle lengths in this tokenizer's tokens (default: whitespace)",
     )
     b.add_argument("--no-bm25", action="store_true", help="do not measure BM25 scores")
+    b.add_argument(
+        "--max-queries", type=int, help="cap on the queries of every task (default: no cap)"
+    )
+    b.add_argument(
+        "--max-docs",
+        type=int,
+        help="cap on the sampled documents and distractors of every task (default: no cap)",
+    )
     b.set_defaults(func=run_tasks_build)
 
 
@@ -73,6 +81,8 @@ def run_tasks_build(args: argparse.Namespace) -> int:
         max_length_tokens=args.max_length_tokens,
         measure_bm25=not args.no_bm25,
         suites=suites,
+        max_queries=args.max_queries,
+        max_docs=args.max_docs,
     )
     logger.info(
         "built %d tasks in %.1f s:\n%s",

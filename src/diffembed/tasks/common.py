@@ -354,10 +354,21 @@ class BuildContext:
     meter: LengthMeter = field(default_factory=WhitespaceMeter)
     max_length_tokens: int = 32768
     measure_bm25: bool = True
+    # Caps on every task's size (None: the builders' own defaults); for quick, smaller suites.
+    max_queries: int | None = None
+    max_docs: int | None = None
 
     def rng(self, *names: str) -> random.Random:
         """A random stream for ``names`` under this build's seed."""
         return derive_rng(self.seed, *names)
+
+    def n_queries(self, default: int) -> int:
+        """How many queries a task with ``default`` queries gets under this build's cap."""
+        return default if self.max_queries is None else min(default, self.max_queries)
+
+    def n_docs(self, default: int) -> int:
+        """How many documents a task with ``default`` documents gets under this build's cap."""
+        return default if self.max_docs is None else min(default, self.max_docs)
 
 
 def _in_memory_task(

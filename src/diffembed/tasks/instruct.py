@@ -196,7 +196,7 @@ def _wordnet_task(
         keep = [g for g in groups if 0 < sum(group_of(d) == g for d in senses) < len(senses)]
         if keep:
             candidates.append((lemma, senses, keep[rng.randrange(len(keep))]))
-    chosen = sample_ordered(rng, candidates, MAX_QUERIES)
+    chosen = sample_ordered(rng, candidates, ctx.n_queries(MAX_QUERIES))
     if not chosen:
         logger.warning("%s: no polysemous word in the eval split", name)
         return None
@@ -208,10 +208,10 @@ def _wordnet_task(
         for d in wordnet
         if d.id not in relevant and forms.intersection(re.findall(r"[a-z][a-z-]*", d.text.lower()))
     ]
-    hard = sample_ordered(ctx.rng(name, "hard"), hard, MAX_DOCS // 2)
+    hard = sample_ordered(ctx.rng(name, "hard"), hard, ctx.n_docs(MAX_DOCS) // 2)
     taken = relevant | {d.id for d in hard}
     rest = [d for d in wordnet if d.id not in taken]
-    fill = sample_ordered(ctx.rng(name, "fill"), rest, max(MAX_DOCS - len(taken), 0))
+    fill = sample_ordered(ctx.rng(name, "fill"), rest, max(ctx.n_docs(MAX_DOCS) - len(taken), 0))
     keep_ids = taken | {d.id for d in fill}
     corpus = [doc_row(d) for d in wordnet if d.id in keep_ids]
     queries, qrels_og, qrels_changed = [], {}, {}
@@ -240,7 +240,7 @@ def _wordnet_task(
         "the dictionary entries that define those senses",
         description=description,
         builder=f"{BUILDER}.{name.replace('-', '_')}",
-        params={"max_queries": MAX_QUERIES, "max_docs": MAX_DOCS},
+        params={"max_queries": ctx.n_queries(MAX_QUERIES), "max_docs": ctx.n_docs(MAX_DOCS)},
         source_ids=sorted(keep_ids),
         corpus=corpus,
         queries=queries,
@@ -312,7 +312,7 @@ def build_man_section(ctx: BuildContext, suite_dir: Path) -> TaskSummary | None:
         if len(docs) < 2 or len(sections) < 2:
             continue
         candidates.append((word, docs, sections[rng.randrange(len(sections))]))
-    chosen = sample_ordered(rng, candidates, MAX_QUERIES)
+    chosen = sample_ordered(rng, candidates, ctx.n_queries(MAX_QUERIES))
     if len(chosen) < 3:
         logger.warning("%s: only %d usable topic words; skipped", name, len(chosen))
         return None
@@ -350,7 +350,7 @@ def build_man_section(ctx: BuildContext, suite_dir: Path) -> TaskSummary | None:
             f"only those of one section. Pages are capped at {MAN_DOC_WORDS} whitespace tokens."
         ),
         builder=f"{BUILDER}.build_man_section",
-        params={"max_queries": MAX_QUERIES, "doc_words": MAN_DOC_WORDS},
+        params={"max_queries": ctx.n_queries(MAX_QUERIES), "doc_words": MAN_DOC_WORDS},
         source_ids=[d.id for d in pages],
         corpus=corpus,
         queries=queries,

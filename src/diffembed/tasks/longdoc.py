@@ -595,7 +595,7 @@ def build_section_heading(ctx: BuildContext, suite_dir: Path) -> TaskSummary | N
             usable.append((raw, head))
         for raw, head in sample_ordered(rng, usable, 2):
             candidates.append((d, raw, head))
-    chosen = sample_ordered(rng, candidates, 500)
+    chosen = sample_ordered(rng, candidates, ctx.n_queries(500))
     if not chosen:
         logger.warning("%s: no usable section headings in the eval split", name)
         return None
@@ -625,7 +625,11 @@ def build_section_heading(ctx: BuildContext, suite_dir: Path) -> TaskSummary | N
             "the heading's own line removed from it; at most 2 headings per document."
         ),
         builder=f"{BUILDER}.build_section_heading",
-        params={"max_queries": 500, "per_doc": 2, "cap_words": ctx.max_length_tokens},
+        params={
+            "max_queries": ctx.n_queries(500),
+            "per_doc": 2,
+            "cap_words": ctx.max_length_tokens,
+        },
         source_ids=[d.id for d in docs],
         corpus=corpus,
         queries=queries,

@@ -72,14 +72,16 @@ def build_wordnet_hypernym(ctx: BuildContext, suite_dir: Path) -> TaskSummary | 
         candidates.append((d, hypers, query))
     targets = {h for _, hypers, _ in candidates for h in hypers}
     leaves = [c for c in candidates if c[0].id not in targets]
-    chosen = sample_ordered(ctx.rng(name, "queries"), leaves, MAX_QUERIES)
+    chosen = sample_ordered(ctx.rng(name, "queries"), leaves, ctx.n_queries(MAX_QUERIES))
     if not chosen:
         logger.warning("%s: no WordNet noun with its hypernym in the eval split", name)
         return None
     queried = {d.id for d, _, _ in chosen}
     relevant = sorted({h for _, hypers, _ in chosen for h in hypers})
     others = [d for d in nouns if d.id not in queried and d.id not in set(relevant)]
-    fill = sample_ordered(ctx.rng(name, "fill"), others, max(MAX_DOCS - len(relevant), 0))
+    fill = sample_ordered(
+        ctx.rng(name, "fill"), others, max(ctx.n_docs(MAX_DOCS) - len(relevant), 0)
+    )
     keep = set(relevant) | {d.id for d in fill}
     corpus = [doc_row(d) for d in nouns if d.id in keep]
     queries = [{"_id": f"{name}-{d.id}", "text": q} for d, _, q in chosen]
@@ -99,7 +101,11 @@ def build_wordnet_hypernym(ctx: BuildContext, suite_dir: Path) -> TaskSummary | 
             "the corpus and are never hypernyms of another query."
         ),
         builder=f"{BUILDER}.build_wordnet_hypernym",
-        params={"max_queries": MAX_QUERIES, "max_docs": MAX_DOCS, "blank": BLANK},
+        params={
+            "max_queries": ctx.n_queries(MAX_QUERIES),
+            "max_docs": ctx.n_docs(MAX_DOCS),
+            "blank": BLANK,
+        },
         source_ids=sorted(keep | queried),
         corpus=corpus,
         queries=queries,
@@ -148,9 +154,11 @@ def gloss_webster_pairs(
 def webster_corpus(
     ctx: BuildContext, entries: Sequence[CorpusDoc], relevant: set[str], name: str
 ) -> list[dict[str, Any]]:
-    """The relevant Webster entries plus random others, at most MAX_DOCS, in corpus order."""
+    """The relevant Webster entries plus random others, at most ``ctx.n_docs(MAX_DOCS)``, in corpus order."""
     others = [e for e in entries if e.id not in relevant]
-    fill = sample_ordered(ctx.rng(name, "fill"), others, max(MAX_DOCS - len(relevant), 0))
+    fill = sample_ordered(
+        ctx.rng(name, "fill"), others, max(ctx.n_docs(MAX_DOCS) - len(relevant), 0)
+    )
     keep = relevant | {e.id for e in fill}
     return [doc_row(e) for e in entries if e.id in keep]
 
@@ -166,7 +174,7 @@ def build_reverse_dictionary(ctx: BuildContext, suite_dir: Path) -> TaskSummary 
         query = mask_terms(d.meta.get("definition") or "", _lemmas(d) + heads, BLANK)
         if word_count(query.replace(BLANK, "")) >= 4:
             candidates.append((d, ids, query))
-    chosen = sample_ordered(ctx.rng(name, "queries"), candidates, MAX_QUERIES)
+    chosen = sample_ordered(ctx.rng(name, "queries"), candidates, ctx.n_queries(MAX_QUERIES))
     if not chosen:
         logger.warning("%s: no WordNet synset with a Webster entry in the eval split", name)
         return None
@@ -189,7 +197,11 @@ def build_reverse_dictionary(ctx: BuildContext, suite_dir: Path) -> TaskSummary 
             "entries copied from WordNet are excluded."
         ),
         builder=f"{BUILDER}.build_reverse_dictionary",
-        params={"max_queries": MAX_QUERIES, "max_docs": MAX_DOCS, "blank": BLANK},
+        params={
+            "max_queries": ctx.n_queries(MAX_QUERIES),
+            "max_docs": ctx.n_docs(MAX_DOCS),
+            "blank": BLANK,
+        },
         source_ids=[r["_id"] for r in corpus] + [d.id for d, _, _ in chosen],
         corpus=corpus,
         queries=queries,
@@ -232,7 +244,7 @@ def build_concept_problems(ctx: BuildContext, suite_dir: Path) -> TaskSummary:
         for d in ctx.corpus.sources(("foldoc", "jargon"))
         if not mentions(d.title, terms) and word_count(d.text) >= 8
     ]
-    distractors = sample_ordered(ctx.rng(name, "distractors"), pool, 3000)
+    distractors = sample_ordered(ctx.rng(name, "distractors"), pool, ctx.n_docs(3000))
     corpus += [doc_row(d) for d in distractors]
     return write_suite_task(
         ctx,

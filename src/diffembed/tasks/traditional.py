@@ -79,13 +79,15 @@ def build_headword_definition(ctx: BuildContext, suite_dir: Path) -> TaskSummary
         for key in _headword_keys(e):
             by_key.setdefault(key, []).append(e)
             display.setdefault(key, e.title if e.title.lower() == key else key)
-    keys = sample_ordered(ctx.rng(name, "queries"), sorted(by_key), MAX_QUERIES)
+    keys = sample_ordered(ctx.rng(name, "queries"), sorted(by_key), ctx.n_queries(MAX_QUERIES))
     if not keys:
         logger.warning("%s: no dictionary entries in the eval split", name)
         return None
     relevant = {e.id for k in keys for e in by_key[k]}
     others = [e for e in entries if e.id not in relevant]
-    fill = sample_ordered(ctx.rng(name, "fill"), others, max(MAX_DOCS - len(relevant), 0))
+    fill = sample_ordered(
+        ctx.rng(name, "fill"), others, max(ctx.n_docs(MAX_DOCS) - len(relevant), 0)
+    )
     keep = relevant | {e.id for e in fill}
     corpus = [doc_row(e, text=strip_headword(e), title="") for e in entries if e.id in keep]
     queries = [{"_id": f"{name}-{i:04d}", "text": display[k]} for i, k in enumerate(keys)]
@@ -105,7 +107,7 @@ def build_headword_definition(ctx: BuildContext, suite_dir: Path) -> TaskSummary
             "and their opening headword is removed, so the match is by meaning."
         ),
         builder=f"{BUILDER}.build_headword_definition",
-        params={"max_queries": MAX_QUERIES, "max_docs": MAX_DOCS},
+        params={"max_queries": ctx.n_queries(MAX_QUERIES), "max_docs": ctx.n_docs(MAX_DOCS)},
         source_ids=sorted(keep),
         corpus=corpus,
         queries=queries,
@@ -180,7 +182,7 @@ def build_faq(ctx: BuildContext, suite_dir: Path) -> TaskSummary | None:
             continue
         for k, text in enumerate(passages(d)):
             pool.append({"_id": f"{d.id}#p{k:03d}", "title": "", "text": text, "source_id": d.id})
-    distractors = sample_ordered(ctx.rng(name, "distractors"), pool, 3000)
+    distractors = sample_ordered(ctx.rng(name, "distractors"), pool, ctx.n_docs(3000))
     corpus += distractors
     return write_suite_task(
         ctx,
@@ -242,7 +244,7 @@ def build_gloss_webster(ctx: BuildContext, suite_dir: Path) -> TaskSummary | Non
     """WordNet gloss -> the Webster entry of the same word."""
     name = "gloss-webster"
     pairs, entries = gloss_webster_pairs(ctx)
-    chosen = sample_ordered(ctx.rng(name, "queries"), pairs, MAX_QUERIES)
+    chosen = sample_ordered(ctx.rng(name, "queries"), pairs, ctx.n_queries(MAX_QUERIES))
     if not chosen:
         logger.warning("%s: no WordNet synset with a Webster entry in the eval split", name)
         return None
@@ -264,7 +266,7 @@ def build_gloss_webster(ctx: BuildContext, suite_dir: Path) -> TaskSummary | Non
             "entries copied from WordNet are excluded."
         ),
         builder=f"{BUILDER}.build_gloss_webster",
-        params={"max_queries": MAX_QUERIES, "max_docs": MAX_DOCS},
+        params={"max_queries": ctx.n_queries(MAX_QUERIES), "max_docs": ctx.n_docs(MAX_DOCS)},
         source_ids=[r["_id"] for r in corpus] + [d.id for d, _ in chosen],
         corpus=corpus,
         queries=queries,
