@@ -13,7 +13,7 @@ TEST_DEB := wordnet-base manpages man-db groff-base
 DATA_DEB := $(shell cat scripts/corpus_packages.txt)
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: setup test test-slow lint format clean test-deb data
+.PHONY: setup test test-slow lint format clean test-deb data demo reproduce
 
 setup: $(SETUP_STAMP)
 
@@ -34,6 +34,14 @@ test: setup test-deb
 data: setup
 	@dpkg -s $(DATA_DEB) >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq --no-install-recommends $(DATA_DEB); }
 	$(VENV)/bin/diffembed corpus build --out data/corpus
+
+# Search the Python standard library's docs with the shipped model, then evaluate it (< 5 min).
+demo: setup
+	$(VENV)/bin/diffembed demo --model models/diffembed-tiny --out demo-output
+
+# The study's cpu preset on the corpus of `make data`: results/cpu/report.md (about 75 min).
+reproduce: data
+	$(VENV)/bin/diffembed reproduce --preset cpu --corpus data/corpus --out results/cpu
 
 # Checks too slow for every run (minutes each); pytest exit 5 means none are marked yet.
 test-slow: setup

@@ -15,6 +15,7 @@ import numpy as np
 
 from diffembed import __version__
 from diffembed.corpus.cli import add_corpus_parser
+from diffembed.demo import add_demo_parser
 from diffembed.evaluate import add_eval_parser
 from diffembed.finetune import add_finetune_parser
 from diffembed.index import add_index_parser, add_search_parser
@@ -282,6 +283,7 @@ def _verb_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_pairs_parser,
         add_tasks_parser,
         add_reproduce_parser,
+        add_demo_parser,
         add_eval_parser,
         add_index_parser,
         add_search_parser,
