@@ -66,6 +66,8 @@ class ServeConfig:
         api_key: required bearer token (None: open).
         max_k: largest ``k`` for search.
         retry_after_s: the ``Retry-After`` of a 503.
+        threads: torch intra-op threads of the worker (None: torch's default). Leaving a core
+            or two to the event loop and the clients avoids oversubscribing the CPU.
     """
 
     model_name: str = "diffembed"
@@ -78,6 +80,7 @@ class ServeConfig:
     api_key: str | None = None
     max_k: int = 1000
     retry_after_s: int = 1
+    threads: int | None = None
 
     def validate(self) -> None:
         for name in ("max_batch_tokens", "max_step_texts", "max_queue_texts", "max_inputs"):
@@ -301,6 +304,8 @@ class Batcher:
     def _run(self) -> None:
         import torch
 
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
         while True:
             jobs = self._take()
             if jobs is None:
@@ -868,6 +873,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms)
+    p.add_argument("--threads", type=int, help="torch threads of the worker (default: torch's)")
     p.set_defaults(func=run_serve)
 
 
@@ -895,6 +901,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         batch_wait_ms=args.batch_wait_ms,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        threads=args.threads,
     )
     app = create_app(embedder, config, index)
     logger.info(
