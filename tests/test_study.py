@@ -190,3 +190,15 @@ def test_outputs_heavy_files_are_git_ignored(smoke: Study) -> None:
     emb = Embedder.load(smoke.ft_dir(ROWS[0], smoke.preset.seeds[0]))
     vec = emb.encode(["a query about harbours"])
     assert vec.shape[0] == 1 and np.isfinite(vec).all()
+
+
+def test_export_best_writes_a_loadable_model_with_its_card(smoke: Study, tmp_path: Path) -> None:
+    from diffembed.embedder import Embedder
+    from diffembed.study import export_best
+
+    dest = export_best(smoke, tmp_path / "tiny")
+    card = (dest / "README.md").read_text()
+    assert "`diffusion-bi`" in card and "git commit" in card
+    emb = Embedder.load(dest)
+    assert emb.max_length == smoke.preset.eval["max_length"]
+    assert np.isfinite(emb.encode(["harbour repairs"])).all()
