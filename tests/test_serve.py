@@ -376,6 +376,7 @@ def test_fuzz_from_own_openapi_spec_never_crashes(server, openapi, path):
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         derandomize=True,
+        database=None,
     )
     @given(raw=bodies)
     def check(raw: bytes) -> None:
