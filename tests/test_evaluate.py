@@ -554,3 +554,13 @@ def test_eval_cli_errors(tasks_root, tmp_path):
             str(tmp_path / "r.json"),
         )
     assert load_task(tasks_root / "traditional" / "qa").kind == "retrieval"
+
+
+def test_minilm_max_length_is_capped_at_its_positions_and_truncation_counted() -> None:
+    from diffembed.evaluate import MiniLMRetriever
+
+    r = MiniLMRetriever(max_length=1024)
+    assert r.model.max_seq_length == 512
+    vectors, truncated = r._encode(["word " * 2000, "short text"], None, "document")
+    assert vectors.shape == (2, 384) and np.isfinite(vectors).all()
+    assert truncated == 1

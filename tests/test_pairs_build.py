@@ -321,13 +321,17 @@ def test_negatives_exclude_same_headword_and_lemma(built):
     ]
 
 
-def test_concept_problems_reuse_the_catalogue_but_no_eval_query(built):
+def test_concept_problems_use_only_the_finetune_side_and_no_eval_query(built):
     from diffembed.pairs_build import eval_problem_texts
-    from diffembed.tasks.concepts import CONCEPTS
+    from diffembed.tasks.concepts import concepts_of
 
     rows = by_task(load(built[0]))["problem-concept"]
-    documents = {f"{c.name} {c.document}" for c in CONCEPTS}
+    documents = {f"{c.name} {c.document}" for c in concepts_of("finetune")}
     assert {r["positive"] for r in rows} == documents
+    eval_documents = {f"{c.name} {c.document}" for c in concepts_of("eval")}
+    for r in rows:  # the reasoning suite's relevant documents are never shown in training
+        assert r["positive"] not in eval_documents
+        assert not eval_documents.intersection(r["negatives"])
     assert len(rows) == len({r["query"] for r in rows})
     reserved = eval_problem_texts([0])
     assert len(reserved) > 100

@@ -632,7 +632,17 @@ class MiniLMRetriever(DenseRetriever):
         self.path = minilm_path()
         self.model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
         if max_length is not None:
-            self.model.max_seq_length = max_length
+            # Never past the model's learned positions (512): longer inputs are truncated there
+            # and counted as truncated, instead of crashing the position embedding.
+            limit = int(self.model[0].auto_model.config.max_position_embeddings)
+            if max_length > limit:
+                logger.warning(
+                    "minilm: max_length %d exceeds its %d positions; using %d",
+                    max_length,
+                    limit,
+                    limit,
+                )
+            self.model.max_seq_length = min(max_length, limit)
         self.batch_size = max(1, (batch_tokens or 16384) // self.model.max_seq_length)
         self.device = device
         self.bf16 = bf16_wanted(precision, device)

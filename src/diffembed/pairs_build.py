@@ -821,7 +821,8 @@ def eval_problem_texts(seeds: Sequence[int]) -> set[str]:
 
 
 def build_problem_concept(ctx: BuildContext) -> list[Candidate]:
-    """Generated problems -> concept documents (catalogue of :mod:`diffembed.tasks.concepts`).
+    """Generated problems -> concept documents of the finetune side of the catalogue of
+    :mod:`diffembed.tasks.concepts` (``concepts_of("finetune")``; the eval side is never used).
 
     Per concept, ``ctx.problems_per_concept`` distinct problems from the catalogue's generator
     (``Concept.problem``) with a seed stream of this builder (``"{seed}:problem-concept:..."``,
@@ -832,7 +833,7 @@ def build_problem_concept(ctx: BuildContext) -> list[Candidate]:
     title names no concept (the evaluation's distractor kind).
     """
     try:
-        from diffembed.tasks.concepts import CONCEPTS
+        from diffembed.tasks.concepts import CONCEPTS, concepts_of
         from diffembed.tasks.reasoning import build_concept_problems  # noqa: F401
     except ImportError as e:
         ctx.notes["problem-concept"] = f"left out: the concept catalogue is not available ({e})"
@@ -840,7 +841,10 @@ def build_problem_concept(ctx: BuildContext) -> list[Candidate]:
     reserved = eval_problem_texts(ctx.eval_seeds)
     pool = Pool("concepts", ctx.max_tokens)
     terms = [t for c in CONCEPTS for t in (c.name, *c.aliases)]
-    for c in CONCEPTS:
+    # Only the finetune side of the catalogue: the eval side's documents are the reasoning
+    # suite's relevant documents and are never shown in training, not even as negatives.
+    train_concepts = concepts_of("finetune")
+    for c in train_concepts:
         pool.add(f"concept:{c.id}", doc_string(c.name, c.document), [c.id, c.name, *c.aliases])
     for namespace in ("foldoc", "jargon"):
         for d in ctx.by_namespace(namespace):
@@ -849,7 +853,7 @@ def build_problem_concept(ctx: BuildContext) -> list[Candidate]:
     ctx.pools[pool.name] = pool
     out: list[Candidate] = []
     dropped: set[str] = set()
-    for c in CONCEPTS:
+    for c in train_concepts:
         rng = _seeded(ctx.seed, "problem-concept", "problems", c.id)
         frames = _seeded(ctx.seed, "problem-concept", "frames", c.id)
         seen: set[str] = set()
@@ -868,7 +872,8 @@ def build_problem_concept(ctx: BuildContext) -> list[Candidate]:
             positive = pool.by_id[f"concept:{c.id}"]
             out.append(Candidate(query, pool, positive, origin=c.id, bm25_query=core))
     ctx.notes["problem-concept"] = (
-        f"{len(CONCEPTS)} concepts; {len(dropped)} distinct generated problems dropped as equal "
+        f"{len(train_concepts)} finetune-side concepts of {len(CONCEPTS)}; {len(dropped)} distinct "
+        "generated problems dropped as equal "
         f"to an evaluation query (task seeds {list(ctx.eval_seeds)})"
     )
     return out

@@ -234,6 +234,24 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def code_digest(*modules: str) -> str:
+    """sha256 of the source files of ``modules`` (a package: all its ``.py`` files), so that a
+    stage whose data builder changed is rebuilt even when its parameters did not."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(name)
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+        for f in files:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 @dataclass
 class Study:
     """One study run: its preset, output folder and stage bookkeeping."""
@@ -328,7 +346,13 @@ class Study:
             summaries = build_all(corpus, path, seed=0, tokenizer=tok, **caps)
             write_json(self.out / "logs" / "tasks.json", [s.row() for s in summaries])
 
-        key = {"corpus": corpus_d, "tokenizer": tok_d, "caps": caps, "seed": 0}
+        key = {
+            "corpus": corpus_d,
+            "tokenizer": tok_d,
+            "caps": caps,
+            "seed": 0,
+            "code": code_digest("diffembed.tasks"),
+        }
         outputs = [path / s / "summary.json" for s in SUITE_ORDER]
         return path, self.stage("tasks", key, outputs, run)
 
@@ -341,7 +365,12 @@ class Study:
             report = build_pairs(corpus, path, seed=0, **self.preset.pairs)
             write_json(self.out / "logs" / "pairs.json", report)
 
-        key = {"corpus": corpus_d, "pairs": self.preset.pairs, "seed": 0}
+        key = {
+            "corpus": corpus_d,
+            "pairs": self.preset.pairs,
+            "seed": 0,
+            "code": code_digest("diffembed.pairs_build", "diffembed.tasks"),
+        }
         return path, self.stage("pairs", key, [path], run)
 
     # ------------------------------------------------------------------ pretraining

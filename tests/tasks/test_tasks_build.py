@@ -12,6 +12,7 @@ import pytest
 
 from diffembed.beir import find_tasks, load_task
 from diffembed.tasks import SUITES, add_tasks_parser, build_suite
+from diffembed.tasks.concepts import concepts_of
 from diffembed.tasks.traditional import gensim_test_data
 
 EXPECTED = {
@@ -185,8 +186,13 @@ def test_reasoning_queries_hide_their_answers(built_tasks: Path) -> None:
             for lemma in titles[d].split(", "):
                 assert not re.search(rf"\b{re.escape(lemma)}\b", q.text, re.IGNORECASE)
     concepts = load_task(built_tasks / "reasoning" / "concept-problems")
-    assert concepts.meta["external"]["n_concepts"] >= 40
-    assert len({q.meta["concept"] for q in concepts.queries}) >= 40
+    eval_side = {c.id for c in concepts_of("eval")}
+    assert concepts.meta["external"]["n_concepts"] == len(eval_side) >= 15
+    assert {q.meta["concept"] for q in concepts.queries} == eval_side
+    # no finetune-side concept document is in the evaluation corpus
+    assert {d.id for d in concepts.corpus if d.id.startswith("concept:")} == {
+        f"concept:{c}" for c in eval_side
+    }
 
 
 def test_traditional_tasks(built_tasks: Path) -> None:

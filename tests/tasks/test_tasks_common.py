@@ -80,6 +80,18 @@ def test_eval_corpus_rejects_other_splits(tmp_path: Path) -> None:
         EvalCorpus.load(tmp_path / "missing")
 
 
+def test_concept_split_is_disjoint_deterministic_and_covers_the_catalogue() -> None:
+    from diffembed.tasks.concepts import concept_split, concepts_of
+
+    eval_side, train_side = concepts_of("eval"), concepts_of("finetune")
+    assert {c.id for c in eval_side}.isdisjoint({c.id for c in train_side})
+    assert len(eval_side) + len(train_side) == len(CONCEPTS)
+    assert len(eval_side) >= 15 and len(train_side) >= 15
+    assert all(concept_split(c.id) == "eval" for c in eval_side)
+    with pytest.raises(ValueError):
+        concepts_of("pretrain")
+
+
 def test_concept_catalogue() -> None:
     assert len(CONCEPTS) >= 40 and len({c.id for c in CONCEPTS}) == len(CONCEPTS)
     rng = derive_rng(0, "concepts")

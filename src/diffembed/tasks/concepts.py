@@ -9,6 +9,7 @@ and values and are reproducible from a seed.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -1138,3 +1139,23 @@ CONCEPTS: tuple[Concept, ...] = (
 def concept_ids() -> list[str]:
     """Ids of every concept, in catalogue order."""
     return [c.id for c in CONCEPTS]
+
+
+EVAL_FRACTION = 0.5
+
+
+def concept_split(concept_id: str) -> str:
+    """``"eval"`` or ``"finetune"``: the side of the catalogue a concept belongs to, from the
+    sha256 of its id (like the corpus's document-level splits). The reasoning suite asks only
+    about eval concepts and training pairs use only finetune concepts, so no evaluation
+    document is ever a training positive or negative (the model must generalise to new
+    concepts, as ReasonAug -> BRIGHT does)."""
+    h = int(hashlib.sha256(f"concept:{concept_id}".encode()).hexdigest()[:8], 16) / 2**32
+    return "eval" if h < EVAL_FRACTION else "finetune"
+
+
+def concepts_of(split: str) -> tuple[Concept, ...]:
+    """The concepts of one side of the split (``"eval"`` or ``"finetune"``), catalogue order."""
+    if split not in ("eval", "finetune"):
+        raise ValueError(f"split must be 'eval' or 'finetune', got {split!r}")
+    return tuple(c for c in CONCEPTS if concept_split(c.id) == split)

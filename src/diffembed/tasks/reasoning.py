@@ -32,7 +32,7 @@ from diffembed.tasks.common import (
     word_count,
     write_suite_task,
 )
-from diffembed.tasks.concepts import CONCEPTS
+from diffembed.tasks.concepts import CONCEPTS, concepts_of
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ def build_concept_problems(ctx: BuildContext, suite_dir: Path) -> TaskSummary:
     queries: list[dict[str, Any]] = []
     qrels: dict[str, dict[str, int]] = {}
     seen: set[str] = set()
-    for concept in CONCEPTS:
+    concepts = concepts_of("eval")  # finetune-side concepts are training positives
+    for concept in concepts:
         made = 0
         for _ in range(PROBLEMS_PER_CONCEPT * 5):
             text = concept.problem(rng)
@@ -236,7 +237,7 @@ def build_concept_problems(ctx: BuildContext, suite_dir: Path) -> TaskSummary:
             "text": c.document,
             "category": c.category,
         }
-        for c in CONCEPTS
+        for c in concepts
     ]
     terms = [t for c in CONCEPTS for t in (c.name, *c.aliases)]
     pool = [
@@ -255,8 +256,9 @@ def build_concept_problems(ctx: BuildContext, suite_dir: Path) -> TaskSummary:
         instruction="Given a problem, retrieve the document describing the theorem, algorithm, "
         "data structure or formula needed to solve it",
         description=(
-            f"ReasonAug-style problem -> concept: {len(CONCEPTS)} concepts (theorems, algorithms, "
-            "data structures, finance and physics formulas) from the package's catalogue, "
+            f"ReasonAug-style problem -> concept: the {len(concepts)} evaluation-side concepts "
+            "(theorems, algorithms, data structures, finance and physics formulas) of the "
+            "package's catalogue (the other side trains; diffembed.tasks.concepts.concept_split), "
             f"{PROBLEMS_PER_CONCEPT} generated problems each (several templates, random numbers "
             "and names; no problem names its concept), among eval-split FOLDOC and Jargon "
             "entries as distractors (entries whose title names a concept are left out)."
@@ -267,7 +269,10 @@ def build_concept_problems(ctx: BuildContext, suite_dir: Path) -> TaskSummary:
         corpus=corpus,
         queries=queries,
         qrels=qrels,
-        external={"concepts": "diffembed.tasks.concepts.CONCEPTS", "n_concepts": len(CONCEPTS)},
+        external={
+            "concepts": "diffembed.tasks.concepts.concepts_of('eval')",
+            "n_concepts": len(concepts),
+        },
     )
 
 
