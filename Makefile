@@ -57,3 +57,12 @@ format: setup
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+
+# Encoding benchmarks (tens of minutes on 2 CPU cores; numbers are printed, never asserted).
+# BENCH_SCALE multiplies the input-set sizes of the larger model's run (1 = the full sets).
+BENCH_SCALE ?= 0.1
+.PHONY: bench
+bench: setup
+	$(PY) benchmarks/encode_throughput.py --model small
+	$(PY) benchmarks/encode_throughput.py --model base --scale $(BENCH_SCALE)
+	$(PY) benchmarks/longdoc_memory.py --model base

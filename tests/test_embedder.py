@@ -262,3 +262,73 @@ def test_layouts_seeded_differently_give_different_embeddings(tmp_path, tokenize
     ea = Embedder.load(a, precision="fp32").encode(TEXTS)
     eb = Embedder.load(b, precision="fp32").encode(TEXTS)
     assert not np.allclose(ea, eb, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- fast paths
+@pytest.mark.parametrize("pooling", ["mean", "last", "weighted_mean"])
+@pytest.mark.parametrize(
+    "layout,attention",
+    [
+        ("llama", "bidirectional"),
+        ("llama", "causal"),
+        ("qwen2", "bidirectional"),
+        ("dream", None),
+        ("llada", None),
+        ("mistral", "bidirectional"),
+        ("mistral", "causal"),
+    ],
+)
+def test_packed_equals_padded_in_fp32(checkpoints, layout, attention, pooling):
+    emb = make(checkpoints, layout, attention, pooling=pooling, prompts={"q": "Find it"})
+    prefix = emb.instruction_prefix("Find it")
+    for include in (True, False):
+        emb.include_instruction = include
+        ids, masks = emb.tokenize(TEXTS, prefix)
+        assert emb.packing_supported(max(len(x) for x in ids))
+        with torch.no_grad():
+            padded = emb.embed_tokens(ids, masks)
+            packed = emb.embed_tokens(ids, masks, packed=True)
+            alone = torch.cat([emb.embed_tokens([i], [m]) for i, m in zip(ids, masks, strict=True)])
+        torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
+    assert emb.backbone.config._attn_implementation == "sdpa"  # restored after the packed call
+
+
+def test_packed_path_is_differentiable(checkpoints):
+    emb = make(checkpoints, "llama", "bidirectional")
+    ids, masks = emb.tokenize(TEXTS[:3])
+    out = emb.embed_tokens(ids, masks, packed=True)
+    out.sum().backward()
+    grads = [p.grad for p in emb.backbone.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_packed_layout_round_trip():
+    from diffembed.embedder import PackedLayout
+
+    layout = PackedLayout.of([3, 1, 2])
+    x = torch.arange(6.0)[:, None]  # packed [N=6, 1]
+    padded = layout.pad(x)
+    assert padded.shape == (3, 3, 1)
+    assert padded[:, :, 0].tolist()[0] == [0.0, 1.0, 2.0] and padded[2, :2, 0].tolist() == [4, 5]
+    # The key mask is [B, 1, 1, T]: linear in T, never a T x T matrix.
+    assert layout.key_mask.shape == (3, 1, 1, 3)
+    assert layout.key_mask[:, 0, 0].tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    torch.testing.assert_close(layout.unpad(padded), x)
+    single = PackedLayout.of([4])
+    assert single.gather is None and single.key_mask is None
+    assert PackedLayout.of([2, 2]).key_mask is None
+
+
+def test_bf16_packed_encode_is_close_to_fp32_alone(checkpoints):
+    fp32 = make(checkpoints, "qwen2", "bidirectional", precision="fp32")
+    alone = np.stack([fp32.encode([t])[0] for t in TEXTS])
+    for dtype in (torch.float32, torch.bfloat16):
+        emb = Embedder(
+            load_backbone(checkpoints["qwen2"], attention="bidirectional", dtype=dtype),
+            load_tokenizer(checkpoints["qwen2"]),
+            precision="bf16",
+        )
+        out = emb.encode(TEXTS, max_tokens_per_batch=10_000)
+        assert emb.last_stats.batches == 1
+        assert (out * alone).sum(1).min() > 0.999, dtype  # cosine

@@ -6,6 +6,13 @@ counts and reports truncation, sorts by length and fills batches up to a token b
 backbone under ``torch.inference_mode`` (bf16 autocast where the hardware supports it), pools,
 normalises, and returns the vectors in the input order as ``float32 [N, H]``.
 
+Each batch runs *packed* where the backbone allows (``PackedLayout``): its texts are concatenated
+into one pad-free row, so the linear layers (most of the compute) never see a pad, and attention,
+restricted to each text by ``packed_attention_forward``, takes only a ``[B, 1, 1, T]`` key mask
+that SDPA's flash / memory-efficient kernels accept: memory stays linear in the text length.
+The padded path (transformers' own ``[B, 1, T, T]`` mask) remains for other backbones and for
+``embed_tokens`` by default.
+
 On disk an embedder is a sentence-transformers directory: the Hugging Face model files
 (config.json with ``"is_causal": false`` when bidirectional, model.safetensors, tokenizer files),
 modules.json, sentence_bert_config.json, 1_Pooling/config.json, config_sentence_transformers.json
@@ -15,10 +22,11 @@ modules.json, sentence_bert_config.json, 1_Pooling/config.json, config_sentence_
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,9 @@ import numpy as np
 import torch
 import transformers
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface
 
 from diffembed.backbone import CheckpointError, attention_of, load_backbone, read_json
 from diffembed.io import atomic_dir, write_json
@@ -117,6 +127,136 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------------- packed attention
+PACKED_ATTENTION = "diffembed_packed"
+
+
+@dataclass
+class PackedLayout:
+    """Where the texts of a packed batch lie.
+
+    ``encode`` hands the backbone all texts of a batch concatenated into one row of ``N`` tokens
+    (``[1, N]``, position ids restarting at 0 for each text), so its linear layers never touch a
+    pad and no ``[B, 1, T, T]`` mask is built. Attention alone regathers the row into ``B`` rows
+    of ``T`` (the longest text) and scatters its result back (``packed_attention_forward``).
+
+    Attributes:
+        lengths: tokens per text, in the order of the packed row (``B`` entries).
+        width: ``T``, the longest text.
+        gather: ``long [B*T]``: the packed position of each padded slot (pads point at 0), or
+            None when ``B == 1``.
+        slots: ``long [N]``: the padded slot (``b*T + t``) of each packed token, or None when
+            ``B == 1``.
+        key_mask: ``bool [B, 1, 1, T]``, True on real tokens; None when every text is ``T`` long.
+    """
+
+    lengths: list[int]
+    width: int
+    gather: torch.Tensor | None
+    slots: torch.Tensor | None
+    key_mask: torch.Tensor | None
+
+    @classmethod
+    def of(cls, lengths: Sequence[int], device: torch.device | str = "cpu") -> PackedLayout:
+        """The layout of texts of ``lengths`` tokens packed in this order."""
+        width = max(lengths)
+        if len(lengths) == 1:
+            return cls(list(lengths), width, None, None, None)
+        lens = torch.tensor(lengths, dtype=torch.long)
+        starts = torch.cumsum(lens, 0) - lens
+        t = torch.arange(width)
+        real = t[None, :] < lens[:, None]  # [B, T]
+        gather = torch.where(real, starts[:, None] + t[None, :], 0).flatten()
+        slots = torch.nonzero(real.flatten()).flatten()
+        key_mask = None if min(lengths) == width else real[:, None, None, :].to(device)
+        return cls(list(lengths), width, gather.to(device), slots.to(device), key_mask)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed ``[N, ...]`` -> padded ``[B, T, ...]`` (pad slots repeat token 0's values)."""
+        if self.gather is None:
+            return x.unsqueeze(0)
+        return x.index_select(0, self.gather).view(len(self.lengths), self.width, *x.shape[1:])
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """Padded ``[B, T, ...]`` -> packed ``[N, ...]``."""
+        flat = x.reshape(-1, *x.shape[2:])
+        return flat if self.slots is None else flat.index_select(0, self.slots)
+
+
+def packed_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    diffembed_layout: PackedLayout | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention over the texts of a packed row (a transformers attention function).
+
+    ``query [1, h, N, d]``, ``key``/``value [1, kv, N, d]`` -> ``[1, N, h, d]``: each text
+    attends to itself only (bidirectionally, or causally when the model is causal), with
+    ``torch.nn.functional.scaled_dot_product_attention`` on the regathered ``[B, h, T, d]``
+    rows: its flash / memory-efficient kernels take a key mask, so memory stays linear in ``T``
+    (no ``T x T`` matrix is materialised). Without a layout it is plain sdpa.
+    """
+    layout = diffembed_layout
+    if layout is None:
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    groups = query.shape[1] // key.shape[1]
+    # [1, h, N, d] -> [N, h, d] -> [B, T, h, d] -> [B, h, T, d]
+    q, k, v = (layout.pad(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
+    if groups > 1:  # repeat kv heads: sdpa's enable_gqa is not taken by every CPU kernel
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        # Causal rows are right-padded: a real token never sees a pad, so no mask is needed.
+        attn_mask=None if causal else layout.key_mask,
+        dropout_p=dropout,
+        is_causal=causal,
+        scale=scaling,
+    )
+    return layout.unpad(out.transpose(1, 2)).unsqueeze(0), None
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    """Mask builder of the packed attention: the layout carries the mask, transformers none."""
+    return None
+
+
+AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
+AttentionMaskInterface.register(PACKED_ATTENTION, _no_mask)
+
+
+@contextlib.contextmanager
+def attention_implementation(model: PreTrainedModel, name: str) -> Iterator[None]:
+    """Run ``model`` with the attention implementation ``name`` for the duration."""
+    config = model.config
+    old = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
+
+
 class Embedder:
     """Turns texts into embeddings with a backbone LM.
 
@@ -175,6 +315,8 @@ class Embedder:
         self.precision = precision
         self.padding_side = padding_side
         self.max_tokens_per_batch = max_tokens_per_batch
+        # encode runs batches packed (pad-free) where the backbone allows; False: padded path.
+        self.packing = True
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ properties
@@ -330,8 +472,12 @@ class Embedder:
         bar = tqdm(total=len(items), disable=not show_progress, desc="encode", unit="text")
         with torch.inference_mode():
             for batch in batches:
+                rows = [ids[i] for i in batch]
                 vectors = self.embed_tokens(
-                    [ids[i] for i in batch], [masks[i] for i in batch], self._autocast()
+                    rows,
+                    [masks[i] for i in batch],
+                    self._autocast(),
+                    packed=self.packing and self.packing_supported(max(len(r) for r in rows)),
                 )
                 self._check_finite(vectors, batch)
                 if self.normalize:
@@ -341,18 +487,38 @@ class Embedder:
         bar.close()
         return out[0] if single else out
 
+    def packing_supported(self, longest: int) -> bool:
+        """Whether texts up to ``longest`` tokens can run packed (``embed_tokens(packed=True)``).
+
+        True for full-attention backbones on the sdpa or eager kernel; False with sliding-window
+        layers that the texts are long enough to feel, or any other attention kernel.
+        """
+        cfg = self.backbone.config
+        if cfg._attn_implementation not in ("sdpa", "eager", PACKED_ATTENTION):
+            return False
+        if set(getattr(cfg, "layer_types", None) or ["full_attention"]) != {"full_attention"}:
+            return False
+        window = getattr(cfg, "sliding_window", None)
+        return window is None or longest < window
+
     def embed_tokens(
         self,
         ids: list[list[int]],
         masks: list[list[int]],
         autocast: contextlib.AbstractContextManager | None = None,
+        packed: bool = False,
     ) -> torch.Tensor:
         """Pooled, unnormalised embeddings of tokenized texts: ``float32 [n, H]``.
 
-        Pads (``padding_side``), uses pad-aware position ids, runs the backbone under
-        ``autocast`` and pools in float32 outside it. Differentiable: ``encode`` calls it under
-        ``inference_mode``; training calls it with gradients.
+        Padded (default): pads (``padding_side``), uses pad-aware position ids, runs the backbone
+        under ``autocast`` and pools in float32 outside it. Packed (``packed=True``, see
+        ``PackedLayout``; check ``packing_supported`` first): the texts run as one row of
+        ``sum(len)`` tokens, pad-free, with attention restricted to each text; same results (to
+        float rounding), less compute and linear memory. Differentiable: ``encode`` calls it
+        under ``inference_mode``; training calls it with gradients.
         """
+        if packed:
+            return self._embed_packed(ids, masks, autocast)
         pad_id = self.tokenizer.pad_token_id
         pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
         device = self.device
@@ -366,6 +532,34 @@ class Embedder:
                 input_ids=input_ids, attention_mask=attention, position_ids=positions
             ).last_hidden_state
         return pool(hidden.float(), pool_mask, self.pooling)
+
+    def _embed_packed(
+        self,
+        ids: list[list[int]],
+        masks: list[list[int]],
+        autocast: contextlib.AbstractContextManager | None = None,
+    ) -> torch.Tensor:
+        """``embed_tokens`` on one packed row: ``[1, N]`` ids -> pooled ``float32 [B, H]``."""
+        device = self.device
+        lengths = [len(r) for r in ids]
+        layout = PackedLayout.of(lengths, device)
+        input_ids = torch.tensor(list(itertools.chain.from_iterable(ids)), dtype=torch.long)
+        positions = torch.tensor(
+            list(itertools.chain.from_iterable(range(n) for n in lengths)), dtype=torch.long
+        )
+        pool_mask = torch.zeros(len(ids), layout.width, dtype=torch.long)
+        for b, m in enumerate(masks):
+            pool_mask[b, : len(m)] = torch.tensor(m, dtype=torch.long)
+        with (
+            autocast or contextlib.nullcontext(),
+            attention_implementation(self.backbone, PACKED_ATTENTION),
+        ):
+            hidden = self.backbone(
+                input_ids=input_ids[None].to(device),
+                position_ids=positions[None].to(device),
+                diffembed_layout=layout,
+            ).last_hidden_state  # [1, N, H]
+        return pool(layout.pad(hidden[0]).float(), pool_mask.to(device), self.pooling)
 
     @staticmethod
     def _check_finite(vectors: torch.Tensor, batch: list[int]) -> None:

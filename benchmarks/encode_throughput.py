@@ -1,0 +1,181 @@
+"""Encoding throughput: diffembed's Embedder vs sentence-transformers, side by side.
+
+The same model directory, inputs and dtype are encoded by ``diffembed.embedder.Embedder`` and by
+``sentence_transformers.SentenceTransformer`` (its default ``encode``, with the batch size that
+was fastest for it on a sample) in one process, repeats interleaved, median reported. Input sets:
+(a) 5,000 short texts (10-60 tokens), (b) 2,000 mixed-length texts (20-2,000 tokens,
+log-uniform), (c) 100 documents of 4k-8k tokens. Prints tokens/s, the ratio, achieved GFLOP/s
+and MFU against the measured matmul peak in the run's dtype, and the embeddings' cosine to an
+fp32 per-text reference (a sample of texts) for both systems.
+
+    .venv/bin/python benchmarks/encode_throughput.py --model small
+    .venv/bin/python benchmarks/encode_throughput.py --model base --sets c --scale 0.1 --repeats 5
+
+``--model`` is a model directory or a preset (``small`` 4x256, ``base`` 12x768, ``qwen0.5b``),
+written once under ``benchmarks/.cache`` with random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import build_sets, device_name, ensure_model, forward_flops, text_pools  # noqa: E402
+
+from diffembed.embedder import Embedder  # noqa: E402
+from diffembed.pretrain import measure_matmul_peak  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+NAMES = {
+    "a": "short 10-60 tok",
+    "b": "mixed 20-2000 tok",
+    "c": "long 4k-8k tok",
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device) -> tuple[float, np.ndarray]:
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def tune_st_batch(st, texts: list[str], sizes: list[int], device: torch.device) -> int:
+    """The batch size at which sentence-transformers encodes a sample of ``texts`` fastest."""
+    rng = np.random.default_rng(1)
+    sample = [texts[i] for i in rng.choice(len(texts), min(len(texts), 256), replace=False)]
+    best, best_t = sizes[0], float("inf")
+    for bs in sizes:
+        st.encode(sample[: 2 * bs], batch_size=bs)  # warm-up at this shape
+        t, _ = timed(lambda bs=bs: st.encode(sample, batch_size=bs), device)
+        if t < best_t:
+            best, best_t = bs, t
+    return best
+
+
+def reference(model_dir: Path, texts: list[str], idx: list[int], device: str) -> np.ndarray:
+    """fp32 embeddings of ``texts[idx]``, each text encoded alone."""
+    ref = Embedder.load(model_dir, dtype=torch.float32, device=device, precision="fp32")
+    return np.stack([ref.encode([texts[i]])[0] for i in idx])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="small", help="model directory or preset")
+    p.add_argument("--sets", default="a,b,c", help="comma-separated input sets (a, b, c)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the text counts")
+    p.add_argument("--st-batch-sizes", default="8,16,32,64,128")
+    p.add_argument("--max-tokens", type=int, default=None, help="Embedder token budget")
+    p.add_argument("--check", type=int, default=48, help="texts checked against fp32 (per set)")
+    p.add_argument("--no-packing", action="store_true", help="Embedder's padded path")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = p.parse_args()
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from sentence_transformers import SentenceTransformer
+
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    model_dir = ensure_model(args.model)
+    ours = Embedder.load(model_dir, dtype=dtype, device=device, precision=args.dtype)
+    if args.max_tokens:
+        ours.max_tokens_per_batch = args.max_tokens
+    ours.packing = not args.no_packing
+    st = SentenceTransformer(
+        str(model_dir), device=str(device), local_files_only=True, model_kwargs={"dtype": dtype}
+    )
+    config = ours.backbone.config
+    pools = text_pools()
+    sets = build_sets(ours.tokenizer, pools, args.sets.split(","), args.scale)
+    peak = measure_matmul_peak(device, dtype)
+    n_params = sum(p.numel() for p in ours.backbone.parameters())
+    print(f"# encode_throughput: {' '.join(sys.argv[1:])}")
+    print(f"device: {device_name(device)}; torch {torch.__version__}")
+    print(
+        f"model: {model_dir} ({config.num_hidden_layers} layers x {config.hidden_size}, "
+        f"{n_params / 1e6:.1f}M parameters), dtype {args.dtype}; texts from {pools.origin}"
+    )
+    print(f"measured {args.dtype} matmul peak: {peak / 1e9:.0f} GFLOP/s")
+    sizes = [int(x) for x in args.st_batch_sizes.split(",")]
+    rows = []
+    for name, texts in sets.items():
+        lengths = [len(x) for x in ours.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        lengths = [min(n, ours.max_length) for n in lengths]
+        tokens, flops = sum(lengths), forward_flops(config, lengths)
+        bs = tune_st_batch(st, texts, sizes, device)
+        ours.encode(texts[: max(8, len(texts) // 20)])  # warm-up (and compile, if any)
+        t_ours, t_st = [], []
+        out_ours = out_st = None
+        for _ in range(args.repeats):
+            t, out_ours = timed(lambda x=texts: ours.encode(x), device)
+            t_ours.append(t)
+            t, out_st = timed(lambda x=texts, b=bs: st.encode(x, batch_size=b), device)
+            t_st.append(t)
+        rng = np.random.default_rng(2)
+        idx = sorted(rng.choice(len(texts), min(args.check, len(texts)), replace=False).tolist())
+        ref = reference(model_dir, texts, idx, args.device)
+        cos_ours = float((ref * out_ours[idx]).sum(1).min())
+        cos_st = float((ref * np.asarray(out_st, dtype=np.float32)[idx]).sum(1).min())
+        m_ours, m_st = statistics.median(t_ours), statistics.median(t_st)
+        row = dict(
+            set=name,
+            texts=len(texts),
+            tokens=tokens,
+            ours=tokens / m_ours,
+            st=tokens / m_st,
+            ratio=m_st / m_ours,
+            st_bs=bs,
+            gflops_ours=flops / m_ours / 1e9,
+            gflops_st=flops / m_st / 1e9,
+            mfu_ours=flops / m_ours / peak,
+            mfu_st=flops / m_st / peak,
+            cos_ours=cos_ours,
+            cos_st=cos_st,
+            checked=len(idx),
+        )
+        rows.append(row)
+        print(
+            f"[{name}] {len(texts)} texts, {tokens} tokens: diffembed {row['ours']:.0f} tok/s, "
+            f"ST(bs={bs}) {row['st']:.0f} tok/s, ratio {row['ratio']:.2f} "
+            f"(times ours {[round(x, 2) for x in t_ours]}, ST {[round(x, 2) for x in t_st]})",
+            flush=True,
+        )
+    print()
+    print(
+        "| set | texts | tokens | diffembed tok/s | ST tok/s (batch) | ratio | "
+        "diffembed GFLOP/s | MFU | ST GFLOP/s | ST MFU | min cos vs fp32 (ours / ST) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['set']} {NAMES[r['set']]} | {r['texts']} | {r['tokens']} | {r['ours']:.0f} | "
+            f"{r['st']:.0f} ({r['st_bs']}) | {r['ratio']:.2f} | {r['gflops_ours']:.0f} | "
+            f"{100 * r['mfu_ours']:.1f}% | {r['gflops_st']:.0f} | {100 * r['mfu_st']:.1f}% | "
+            f"{r['cos_ours']:.5f} / {r['cos_st']:.5f} (n={r['checked']}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
