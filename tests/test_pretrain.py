@@ -17,7 +17,14 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from diffembed.backbone import CheckpointError, inspect_backbone, load_backbone
 from diffembed.generate import diffusion_sample, generate_text
-from diffembed.pretrain import batch_indices, lr_at, make_config, pack_documents, pretrain
+from diffembed.pretrain import (
+    SAMPLE_PROMPTS,
+    batch_indices,
+    lr_at,
+    make_config,
+    pack_documents,
+    pretrain,
+)
 from diffembed.tokenizer import MASK, save_tokenizer, train_bpe_tokenizer
 
 WORDS = [
@@ -164,6 +171,10 @@ def test_pretraining_learns_and_writes_a_loadable_model(trained, objective):
     assert (out / "train_log.png").stat().st_size > 1000
     meta = json.loads((out / "pretrain.json").read_text())
     assert meta["tokens_trained"] == 6 * 8 * 32 and meta["provenance"]["wall_time_s"] > 0
+    # generated samples are part of the report, one per fixed prompt, as `generate` makes them
+    assert set(meta["samples"]) == set(SAMPLE_PROMPTS)
+    first = SAMPLE_PROMPTS[0]
+    assert meta["samples"][first] == generate_text(out, first, length=32)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["diffembed_objective"] == objective and cfg["mask_token_id"] == 3
     assert cfg["is_causal"] is (objective == "ar")

@@ -772,6 +772,7 @@ def pretrain(
         _write_log(out, state["log"])
         if state["step"] >= config.steps:
             _write_model(out, model, tokenizer, config, state, data_stats, start_time)
+            _write_samples(out)
     if ctx.world > 1:
         dist.barrier()
     return out
@@ -878,6 +879,24 @@ def _write_model(
             "provenance": provenance(start_time),
         },
     )
+
+
+SAMPLE_PROMPTS = ("The word", "A function that", "And the king said")
+
+
+def _write_samples(out: Path, length: int = 32) -> None:
+    """Greedy samples from the finished model (left to right for AR, iterative unmasking for
+    diffusion; none for MNTP) for a few fixed prompts, added to ``pretrain.json`` as ``samples``, so
+    the report shows what the model learned."""
+    from diffembed.generate import generate_text
+
+    info = read_json(out / "pretrain.json")
+    if info["config"]["objective"] == "mntp":
+        # A bidirectional next-token predictor has no sampling order of its own.
+        info["samples"] = None
+    else:
+        info["samples"] = {p: generate_text(out, p, length=length) for p in SAMPLE_PROMPTS}
+    write_json(out / "pretrain.json", info)
 
 
 def iter_log(path: Path) -> Iterator[dict[str, str]]:
