@@ -36,7 +36,9 @@ def _tokenizer(vocab: int) -> PreTrainedTokenizerFast:
     return train_bpe_tokenizer(words, vocab_size=vocab, min_frequency=1)
 
 
-def measure(config: PretrainConfig, tokenizer, device: torch.device, steps: int, peak: float) -> dict:
+def measure(
+    config: PretrainConfig, tokenizer, device: torch.device, steps: int, peak: float
+) -> dict:
     model = build_model(config, tokenizer).to(device)
     if config.compile:
         model.model.compile()
@@ -52,7 +54,9 @@ def measure(config: PretrainConfig, tokenizer, device: torch.device, steps: int,
             tokens = torch.randint(4, vocab, (config.micro_batch, config.seq_len), device=device)
             gens = sample_generators(0, step, range(m, m + config.micro_batch))
             with _autocast(device, config.bf16):
-                loss, h = micro_batch_loss(scored, tokens, gens, config, tokenizer.mask_token_id, vocab)
+                loss, h = micro_batch_loss(
+                    scored, tokens, gens, config, tokenizer.mask_token_id, vocab
+                )
                 loss.backward()
             heads += h
         opt.step()
@@ -72,7 +76,9 @@ def measure(config: PretrainConfig, tokenizer, device: torch.device, steps: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per objective")
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer")
@@ -82,7 +88,9 @@ def main() -> None:
     base = PretrainConfig(**PRESETS[args.preset])
     tokenizer = _tokenizer(8192 if args.preset != "smoke" else 1000)
     peak = measure_matmul_peak(device)
-    print(f"device {device}, bf16 matmul peak {peak / 1e9:.0f} GFLOP/s, threads {torch.get_num_threads()}")
+    print(
+        f"device {device}, bf16 matmul peak {peak / 1e9:.0f} GFLOP/s, threads {torch.get_num_threads()}"
+    )
     rows = []
     for objective in ("ar", "diffusion", "mntp"):
         config = dataclasses.replace(base, objective=objective, compile=args.compile)

@@ -43,9 +43,11 @@ def make(checkpoints, layout="llama", attention=None, **kw) -> Embedder:
         ("mistral", "bidirectional"),
     ],
 )
-def test_alone_right_padded_left_padded_agree(checkpoints, layout, attention, pooling):
+@pytest.mark.parametrize("packing", [False, True])
+def test_alone_right_padded_left_padded_agree(checkpoints, layout, attention, pooling, packing):
     right = make(checkpoints, layout, attention, pooling=pooling, padding_side="right")
     left = make(checkpoints, layout, attention, pooling=pooling, padding_side="left")
+    right.packing = left.packing = packing  # False: the padded path, where the side matters
     alone = np.stack([right.encode([t])[0] for t in TEXTS])
     batched_right = right.encode(TEXTS, max_tokens_per_batch=10_000)
     batched_left = left.encode(TEXTS, max_tokens_per_batch=10_000)

@@ -537,59 +537,6 @@ class VectorIndex:
             fetch = min(self.ntotal, fetch * 4)
 
 
-def _resolve_hits(index: VectorIndex, found: list[tuple[int, float]], k: int) -> list[Hit]:
-    """Map ``(row, score)`` pairs (best first) to the best ``k`` distinct documents."""
-    if not found:
-        return []
-    rows = [r for r, _ in found]
-    marks = ",".join("?" * len(rows))
-    info = {
-        r[0]: r[1:]
-        for r in index.db.execute(
-            f"SELECT row, doc_id, chunk, char_start, char_end FROM vectors WHERE row IN ({marks})",
-            rows,
-        )
-    }
-    chosen: list[tuple[int, float, tuple]] = []
-    seen: set[str] = set()
-    for row, score in found:
-        doc_id = info[row][0]
-        if doc_id in seen:
-            continue
-        seen.add(doc_id)
-        chosen.append((row, score, info[row]))
-        if len(chosen) == k:
-            break
-    ids = [c[2][0] for c in chosen]
-    marks = ",".join("?" * len(ids))
-    docs = {
-        r[0]: r[1:]
-        for r in index.db.execute(
-            f"SELECT doc_id, title, text, meta, truncated FROM documents WHERE doc_id IN ({marks})",
-            ids,
-        )
-    }
-    hits = []
-    for rank, (_, score, (doc_id, chunk, start, end)) in enumerate(chosen, start=1):
-        title, text, meta, truncated = docs[doc_id]
-        full = f"{title} {text}".strip() if title else text
-        hits.append(
-            Hit(
-                rank=rank,
-                id=doc_id,
-                score=float(score),
-                title=title,
-                snippet=_snippet(full[start:end]),
-                chunk=int(chunk),
-                char_start=int(start),
-                char_end=int(end),
-                truncated=bool(truncated),
-                meta=json.loads(meta),
-            )
-        )
-    return hits
-
-
 def _select_in(db: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list[tuple]:
     """Run ``sql`` (with one ``{marks}`` placeholder for an IN list) over ``values`` in slices."""
     out: list[tuple] = []

@@ -796,12 +796,26 @@ def analyse(study: Study, rows: Sequence[Row]) -> dict[str, Any]:
     }
 
 
-def _plot_lengths(analysis: dict[str, Any], rows: Sequence[Row], path: Path) -> None:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically and free it."""
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    _pyplot().close(fig)
+
+
+def _plot_lengths(analysis: dict[str, Any], rows: Sequence[Row], path: Path) -> None:
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, kind in zip(axes, ("passkey", "needle"), strict=True):
         for name in [r.name for r in rows] + ["bm25", "minilm"]:
@@ -817,18 +831,11 @@ def _plot_lengths(analysis: dict[str, Any], rows: Sequence[Row], path: Path) -> 
         ax.set_xscale("log", base=2)
         ax.set(xlabel="document length (tokens)", ylabel="nDCG@1 x100", title=kind)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def _plot_position(analysis: dict[str, Any], rows: Sequence[Row], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     positions = ("start", "middle", "end")
     names = [r.name for r in rows] + ["bm25", "minilm"]
     fig, ax = plt.subplots(figsize=(11, 4))
@@ -842,10 +849,7 @@ def _plot_position(analysis: dict[str, Any], rows: Sequence[Row], path: Path) ->
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="nDCG@10 x100", title="evidence position in long documents")
     ax.legend()
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -854,11 +858,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def _plot_pretraining(study: Study, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     logs = {o: study.out / "logs" / "lm" / o / "train_log.csv" for o in ("diffusion", "ar", "mntp")}
     logs = {o: p for o, p in logs.items() if p.exists()}
     if not logs:
@@ -876,19 +876,12 @@ def _plot_pretraining(study: Study, path: Path) -> bool:
     axes[1].set(xlabel="tokens", ylabel="nats / token", title="held-out")
     axes[0].legend()
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
     return True
 
 
 def _plot_finetuning(study: Study, rows: Sequence[Row], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     seed = study.preset.seeds[0]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     found = False
@@ -904,10 +897,7 @@ def _plot_finetuning(study: Study, rows: Sequence[Row], path: Path) -> bool:
     axes[0].set(xlabel="step", ylabel="InfoNCE loss", title=f"fine-tuning (seed {seed})")
     axes[1].set(xlabel="step", ylabel="in-batch accuracy", title=f"fine-tuning (seed {seed})")
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
     return found
 
 
