@@ -182,7 +182,7 @@ def test_rerun_skips_finished_stages(smoke: Study) -> None:
 
 def test_outputs_heavy_files_are_git_ignored(smoke: Study) -> None:
     ignore = (smoke.out / ".gitignore").read_text().split()
-    for heavy in ("lm/", "ft/", "tasks/", "tokenizer/"):
+    for heavy in ("/lm/", "/ft/", "/tasks/", "/tokenizer/"):
         assert heavy in ignore
     # the fine-tuned models are complete embedding models
     from diffembed.embedder import Embedder

@@ -230,13 +230,13 @@ PRESETS: dict[str, StudyPreset] = {
 }
 
 # Heavy or rebuildable outputs that stay out of version control inside OUT.
-GITIGNORE = """# written by diffembed reproduce: heavy or rebuildable outputs
-corpus/
-tokenizer/
-tasks/
-lm/
-ft/
-pairs/
+GITIGNORE = """# written by diffembed reproduce: heavy or rebuildable outputs (logs/ keeps their logs)
+/corpus/
+/tokenizer/
+/tasks/
+/lm/
+/ft/
+/pairs/
 *.tasks/
 """
 
