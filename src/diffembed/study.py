@@ -150,7 +150,7 @@ PRESETS: dict[str, StudyPreset] = {
             "lr": 1e-3,
             "global_batch_size": 8,
             "hard_negatives": 1,
-            "max_query_length": 48,
+            "max_query_length": 128,  # the tiny vocabulary spends many tokens on instructions
             "max_doc_length": 96,
             "lora_r": 0,
             "exclude_instruction": True,
