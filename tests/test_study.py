@@ -73,6 +73,11 @@ def test_similarity_statistic_is_the_mean_pearson_over_seeds() -> None:
     ts = TaskScores("traditional", "lee50", "pearson", "similarity", list("abcd"), values, gold)
     assert ts.statistic() == pytest.approx(0.0)
     assert ts.statistic(np.array([0, 1, 2])) == pytest.approx(0.0)
+    monotone = np.array([[1.0, 2.0, 3.0, 10.0]])
+    rho = TaskScores(
+        "traditional", "simlex", "spearman", "similarity", list("abcd"), monotone, gold
+    )
+    assert rho.statistic() == pytest.approx(1.0)  # ranks agree although the values are not linear
 
 
 def test_stage_skips_unchanged_and_reruns_changed(tmp_path: Path) -> None:

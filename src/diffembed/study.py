@@ -596,7 +596,8 @@ class TaskScores:
         v = self.values if idx is None else self.values[:, idx]
         if self.kind == "similarity":
             g = self.gold if idx is None else self.gold[idx]
-            return float(np.mean([_pearson(row, g) for row in v]))
+            corr = _spearman if self.metric == "spearman" else _pearson
+            return float(np.mean([corr(row, g) for row in v]))
         return float(v.mean())
 
 
@@ -604,6 +605,13 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     if a.std() == 0 or b.std() == 0:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho: Pearson on average ranks (ties share their mean rank)."""
+    from scipy.stats import rankdata
+
+    return _pearson(rankdata(a), rankdata(b))
 
 
 def task_group(task: str) -> str:
