@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import pydoc
 import sys
@@ -76,39 +75,29 @@ def stdlib_documents(limit: int = 250, max_chars: int = 20000) -> list[dict[str,
 
 def write_synopsis_task(docs: list[dict[str, Any]], out: Path) -> Path:
     """A BEIR task folder: module synopsis -> module page (synopsis line removed), nDCG@10."""
-    from diffembed.io import atomic_dir, write_json
+    from diffembed.beir import write_task
 
     usable = [d for d in docs if len(d["synopsis"].split()) >= 3]
-    with atomic_dir(out) as tmp:
-        with (tmp / "corpus.jsonl").open("w", encoding="utf-8") as f:
-            for d in docs:
-                text = (
-                    "\n".join(line for line in d["text"].split("\n") if d["synopsis"] not in line)
-                    if d["synopsis"]
-                    else d["text"]
-                )
-                f.write(json.dumps({"_id": d["_id"], "title": "", "text": text}) + "\n")
-        with (tmp / "queries.jsonl").open("w", encoding="utf-8") as f:
-            for d in usable:
-                f.write(json.dumps({"_id": f"q-{d['_id']}", "text": d["synopsis"]}) + "\n")
-        (tmp / "qrels").mkdir()
-        with (tmp / "qrels" / "test.tsv").open("w", encoding="utf-8") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            for d in usable:
-                f.write(f"q-{d['_id']}\t{d['_id']}\t1\n")
-        write_json(
-            tmp / "task.json",
-            {
-                "name": "stdlib-synopsis",
-                "suite": "longdoc",
-                "kind": "retrieval",
-                "metric": "ndcg_at_10",
-                "instruction": "Given the one-line summary of a Python module, retrieve the "
-                "module's documentation",
-                "description": "Python standard-library module docstring summary -> its pydoc "
-                "page with the summary line removed (the demo's task; built on this machine).",
-            },
-        )
+    corpus = []
+    for d in docs:
+        text = d["text"]
+        if d["synopsis"]:
+            text = "\n".join(line for line in text.split("\n") if d["synopsis"] not in line)
+        corpus.append({"_id": d["_id"], "title": "", "text": text})
+    write_task(
+        out,
+        name="stdlib-synopsis",
+        suite="longdoc",
+        kind="retrieval",
+        metric="ndcg_at_10",
+        instruction="Given the one-line summary of a Python module, retrieve the module's "
+        "documentation",
+        description="Python standard-library module docstring summary -> its pydoc page with "
+        "the summary line removed (the demo's task; built on this machine).",
+        corpus=corpus,
+        queries=[{"_id": f"q-{d['_id']}", "text": d["synopsis"]} for d in usable],
+        qrels={f"q-{d['_id']}": {d["_id"]: 1} for d in usable},
+    )
     return out
 
 

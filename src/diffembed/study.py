@@ -89,6 +89,16 @@ ROW_NAMES = tuple(r.name for r in ROWS)
 REFERENCES = ("bm25", "minilm")
 
 
+def select_rows(names: Sequence[str] | None) -> tuple[Row, ...]:
+    """The rows named (in :data:`ROWS` order), or all rows for None; unknown names raise."""
+    if not names:
+        return ROWS
+    unknown = sorted(set(names) - set(ROW_NAMES))
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; choose from {list(ROW_NAMES)}")
+    return tuple(r for r in ROWS if r.name in names)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A claim of the paper about one suite: diffusion minus AR, in points (scores x100)."""
@@ -543,8 +553,7 @@ class Study:
         ``rows``: the rows to fine-tune and evaluate (default: the preset's, else all).
         """
         if rows is None:
-            names = self.preset.rows or ROW_NAMES
-            rows = tuple(r for r in ROWS if r.name in names)
+            rows = select_rows(self.preset.rows)
         start = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.out / ".gitignore") as f:
@@ -658,20 +667,25 @@ def load_scores(files: Sequence[Path]) -> dict[str, TaskScores]:
     return out
 
 
+def _group_mean(
+    scores: dict[str, TaskScores], suite: str, value: Callable[[str, TaskScores], float]
+) -> float:
+    """Mean over the suite's task groups of the mean of ``value(key, task)`` in each group, x100
+    (NaN when the suite has no task)."""
+    groups: dict[str, list[float]] = {}
+    for key, ts in scores.items():
+        if ts.suite == suite:
+            groups.setdefault(task_group(ts.task), []).append(value(key, ts))
+    if not groups:
+        return float("nan")
+    return 100.0 * float(np.mean([np.mean(v) for v in groups.values()]))
+
+
 def suite_score(
     scores: dict[str, TaskScores], suite: str, idx: dict[str, np.ndarray] | None
 ) -> float:
     """Mean over task groups of the suite (groups: mean of their tasks), x100."""
-    groups: dict[str, list[float]] = {}
-    for key, ts in scores.items():
-        if ts.suite != suite:
-            continue
-        groups.setdefault(task_group(ts.task), []).append(
-            ts.statistic(None if idx is None else idx[key])
-        )
-    if not groups:
-        return float("nan")
-    return 100.0 * float(np.mean([np.mean(v) for v in groups.values()]))
+    return _group_mean(scores, suite, lambda k, ts: ts.statistic(None if idx is None else idx[k]))
 
 
 def bootstrap_indices(
@@ -695,14 +709,9 @@ def ci(values: Sequence[float]) -> tuple[float, float]:
 def per_seed_suite(scores: dict[str, TaskScores], suite: str) -> list[float]:
     """The suite score of each seed separately (x100), from the main scores evaluate wrote."""
     n_seeds = len(next(iter(scores.values())).main_scores)
-    out = []
-    for s in range(n_seeds):
-        groups: dict[str, list[float]] = {}
-        for ts in scores.values():
-            if ts.suite == suite:
-                groups.setdefault(task_group(ts.task), []).append(ts.main_scores[s])
-        out.append(100.0 * float(np.mean([np.mean(v) for v in groups.values()])))
-    return out
+    return [
+        _group_mean(scores, suite, lambda _, ts, s=s: ts.main_scores[s]) for s in range(n_seeds)
+    ]
 
 
 def verdict(claim: Claim, diff: float, lo: float, hi: float) -> str:
@@ -1164,13 +1173,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
-    rows = ROWS
-    wanted = args.rows.split(",") if args.rows else preset.rows
-    if wanted:
-        unknown = sorted(set(wanted) - {r.name for r in ROWS})
-        if unknown:
-            raise ValueError(f"unknown rows {unknown}; choose from {[r.name for r in ROWS]}")
-        rows = tuple(r for r in ROWS if r.name in wanted)
+    rows = select_rows(args.rows.split(",") if args.rows else preset.rows)
     study = Study(
         preset=preset,
         out=args.out or Path("results") / preset.name,
