@@ -374,7 +374,7 @@ def test_grad_cache_matches_full_batch(checkpoints, data, tmp_path, lora_r, chec
         )
         trainer = Trainer(cfg)
         randomize_lora_b(trainer)
-        loss, acc = trainer.forward_backward(trainer.local_batch(0))
+        loss, acc, _ = trainer.forward_backward(trainer.local_batch(0))
         results.append((loss, acc, grads(trainer)))
     (l0, a0, g0), (l1, a1, g1) = results
     assert l1 == pytest.approx(l0, rel=1e-5) and a1 == a0
@@ -534,7 +534,7 @@ DDP_SCRIPT = textwrap.dedent(
             for name, p in trainer.trainable.items():
                 if "lora_B" in name:
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        loss, acc = trainer.forward_backward(trainer.local_batch(0))
+        loss, acc, _ = trainer.forward_backward(trainer.local_batch(0))
         if trainer.rank == 0:
             grads = {n: p.grad.detach().clone() for n, p in trainer.trainable.items()}
             save_file(grads, str(out / "grads.safetensors"))

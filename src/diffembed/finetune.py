@@ -45,16 +45,21 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from diffembed.backbone import ATTENTIONS
+from diffembed.contrastive import (
+    CollapseMonitor,
+    in_batch_accuracy,
+    info_nce_loss,
+    mean_offdiag_cosine,
+)
 from diffembed.embedder import Embedder, EncodeStats, TruncationWarning
 from diffembed.io import atomic_dir, atomic_write, write_json
 from diffembed.pairs import Pair, read_pairs
@@ -75,6 +80,8 @@ LOG_COLUMNS: tuple[str, ...] = (
     "step",
     "loss",
     "accuracy",
+    "doc_cosine",
+    "scale",
     "lr",
     "grad_norm",
     "tokens",
@@ -97,56 +104,21 @@ _RESUME_KEYS: tuple[str, ...] = (
     "exclude_instruction",
     "seed",
     "scale",
+    "initial_scale",
+    "scale_warmup_steps",
 )
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-# ------------------------------------------------------------------------------ the loss
-def info_nce_loss(
-    queries: torch.Tensor,
-    docs: torch.Tensor,
-    positives: torch.Tensor,
-    scale: float = 50.0,
-    exclude: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE on cosine similarity: each query against one shared set of candidate documents.
-
-    ``loss = mean_i CE(scale * cos(q_i, D), positives_i)``, i.e. temperature ``1 / scale``
-    (scale 50 = temperature 0.02).
-
-    Args:
-        queries: ``[B, H]`` query embeddings (any norm; normalised here).
-        docs: ``[M, H]`` candidate documents: every query's positive and hard negatives, and in
-            the distributed case those of all ranks (normalised here).
-        positives: ``[B]`` long, the index in ``docs`` of each query's positive.
-        scale: multiplier of the cosine similarities (1 / temperature).
-        exclude: optional ``[B, M]`` bool, True for candidates left out of a query's softmax
-            (e.g. another copy of its positive); a query's own positive must not be excluded.
-
-    Returns:
-        ``(loss, logits)``: the scalar mean loss (float32) and the ``[B, M]`` scaled
-        similarities (excluded candidates at ``-inf``).
-    """
-    if queries.dim() != 2 or docs.dim() != 2 or queries.shape[1] != docs.shape[1]:
-        raise ValueError(
-            f"expected queries [B,H] and docs [M,H], got {queries.shape}, {docs.shape}"
-        )
-    if positives.shape != (queries.shape[0],):
-        raise ValueError(f"expected positives [{queries.shape[0]}], got {list(positives.shape)}")
-    q = F.normalize(queries.float(), p=2.0, dim=-1)
-    d = F.normalize(docs.float(), p=2.0, dim=-1)
-    logits = scale * (q @ d.T)
-    if exclude is not None:
-        rows = torch.arange(len(positives), device=positives.device)
-        if bool(exclude[rows, positives].any()):
-            raise ValueError("a query's own positive is excluded")
-        logits = logits.masked_fill(exclude, float("-inf"))
-    return F.cross_entropy(logits, positives), logits
-
-
-def in_batch_accuracy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Fraction of queries whose positive scores highest: ``[B, M], [B] -> []`` (float32)."""
-    return (logits.argmax(dim=1) == positives).float().mean()
+# ------------------------------------------------------------------------------ schedule
+def scale_factor(step: int, scale: float, initial: float | None, warmup_steps: int) -> float:
+    """The similarity scale at 0-based ``step``: ``initial * (scale / initial) ** (step /
+    warmup_steps)`` during the warm-up (geometric, i.e. the temperature falls by a constant
+    factor per step), then ``scale``. No warm-up when ``initial`` is None or ``warmup_steps``
+    is 0."""
+    if initial is None or warmup_steps <= 0 or step >= warmup_steps:
+        return scale
+    return initial * (scale / initial) ** (step / warmup_steps)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -264,6 +236,16 @@ def choose_negatives(
     )
 
 
+class StepResult(NamedTuple):
+    """What one forward/backward pass measured: loss and in-batch accuracy (tensors inside the
+    step, floats once averaged over ranks) and the mean cosine between the global batch's
+    documents (the collapse meter)."""
+
+    loss: Any
+    accuracy: Any
+    doc_cosine: float
+
+
 @dataclass
 class LocalBatch:
     """One rank's share of a global batch, tokenized.
@@ -298,6 +280,15 @@ class FinetuneConfig:
 
     Lengths are in tokens (instruction and special tokens included); ``lr`` is the peak learning
     rate of AdamW; ``scale`` multiplies cosine similarities (1 / temperature).
+
+    The similarity scale warms up from ``initial_scale`` (5) to ``scale`` (50, the paper's)
+    over ``scale_warmup_steps``. Why: a model whose embeddings do not yet rank well pays at scale
+    50 for every random similarity difference (loss 9-17 against ln(32) = 3.5 for chance on our
+    pairs), and the cheapest way down is to make every embedding alike (one shared vector added
+    to every token); runs that started at 50 collapsed within 3-20 steps (mean cosine between
+    documents 0.2 -> 0.95+) and stayed at chance. At scale 5 random similarities cost little and
+    the loss follows relevance; the scale rises as the model learns. Set ``initial_scale`` to
+    None for the paper's constant scale.
     """
 
     model: Path
@@ -317,7 +308,9 @@ class FinetuneConfig:
     hard_negatives: int = 1
     max_query_length: int = 512
     max_doc_length: int = 512
-    scale: float = 50.0
+    scale: float = 20.0
+    initial_scale: float | None = 5.0
+    scale_warmup_steps: int = 100
     gradient_checkpointing: bool = False
     bf16: bool = True
     seed: int = 0
@@ -347,6 +340,11 @@ class FinetuneConfig:
             (self.max_query_length >= 2, "max_query_length must be >= 2"),
             (self.max_doc_length >= 2, "max_doc_length must be >= 2"),
             (self.scale > 0, "scale must be > 0"),
+            (
+                self.initial_scale is None or self.initial_scale > 0,
+                "initial_scale must be > 0",
+            ),
+            (self.scale_warmup_steps >= 0, "scale_warmup_steps must be >= 0"),
             (self.mini_batch >= 0, "mini_batch must be >= 0 (0 = no GradCache)"),
             (self.save_every >= 0, "save_every must be >= 0"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
@@ -591,6 +589,7 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, warmup, config.steps)
         )
         self.step = 0
+        self.monitor = CollapseMonitor()
         self.log: list[dict[str, float]] = []
         self.truncated = 0
         n_train = sum(p.numel() for p in self.trainable.values())
@@ -711,15 +710,21 @@ class Trainer:
         )
 
     # -------------------------------------------------------------- one step
-    def _loss(
-        self, q: torch.Tensor, d: torch.Tensor, batch: LocalBatch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, q: torch.Tensor, d: torch.Tensor, batch: LocalBatch) -> StepResult:
+        docs = gather_with_grad(d)
         loss, logits = info_nce_loss(
-            q, gather_with_grad(d), batch.positives, self.config.scale, batch.exclude
+            q, docs, batch.positives, self.scale_at(batch.step), batch.exclude
         )
-        return loss, in_batch_accuracy(logits.detach(), batch.positives)
+        accuracy = in_batch_accuracy(logits.detach(), batch.positives)
+        return StepResult(loss, accuracy, mean_offdiag_cosine(docs))
 
-    def forward_backward(self, batch: LocalBatch) -> tuple[float, float]:
+    def scale_at(self, step: int) -> float:
+        """The similarity scale used at 0-based ``step``: ``scale``, after a geometric warm-up
+        from ``initial_scale`` over ``scale_warmup_steps`` steps when one is set."""
+        cfg = self.config
+        return scale_factor(step, cfg.scale, cfg.initial_scale, cfg.scale_warmup_steps)
+
+    def forward_backward(self, batch: LocalBatch) -> StepResult:
         """Zero the gradients, compute the loss of ``batch`` and its gradients, averaged over
         ranks (= the gradient of the mean loss over the global batch).
 
@@ -729,24 +734,25 @@ class Trainer:
         (so dropout masks are identical), and back-propagates the cached embedding gradients.
 
         Returns:
-            ``(loss, accuracy)`` averaged over the global batch.
+            loss and in-batch accuracy averaged over the global batch (floats), and the mean
+            cosine between the global batch's documents.
         """
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.mini_batch > 0:
-            loss, acc = self._grad_cache_step(batch)
+            result = self._grad_cache_step(batch)
         else:
             q = embed_tokens(self.query_view, batch.query_ids, batch.query_masks, self._autocast())
             d = embed_tokens(self.doc_view, batch.doc_ids, batch.doc_masks, self._autocast())
-            loss, acc = self._loss(q, d, batch)
-            loss.backward()
+            result = self._loss(q, d, batch)
+            result.loss.backward()
         self._sync_gradients()
-        stats = torch.stack([loss.detach().float(), acc.float()])
+        stats = torch.stack([result.loss.detach().float(), result.accuracy.float()])
         if self.world_size > 1:
             dist.all_reduce(stats)
             stats /= self.world_size
-        return float(stats[0]), float(stats[1])
+        return StepResult(float(stats[0]), float(stats[1]), result.doc_cosine)
 
-    def _grad_cache_step(self, batch: LocalBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _grad_cache_step(self, batch: LocalBatch) -> StepResult:
         size = self.config.mini_batch
         parts = [
             (self.query_view, batch.query_ids, batch.query_masks),
@@ -764,8 +770,8 @@ class Trainer:
                 states.append(rngs)
         q = torch.cat(cached[0]).requires_grad_(True)
         d = torch.cat(cached[1]).requires_grad_(True)
-        loss, acc = self._loss(q, d, batch)
-        loss.backward()
+        result = self._loss(q, d, batch)
+        result.loss.backward()
         grads = (q.grad, d.grad)
         after_pass_1 = _rng_state(self.device)
         for (view, ids, masks), grad, rngs in zip(parts, grads, states, strict=True):
@@ -774,7 +780,7 @@ class Trainer:
                 vecs = embed_tokens(view, ids[sl], masks[sl], self._autocast())
                 vecs.backward(grad[sl])
         _set_rng_state(after_pass_1, self.device)
-        return loss, acc
+        return result
 
     def _sync_gradients(self) -> None:
         """Replace each gradient by its mean over ranks (one flat all-reduce)."""
@@ -798,7 +804,9 @@ class Trainer:
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         batch = self.local_batch(self.step)
-        loss, acc = self.forward_backward(batch)
+        scale = self.scale_at(self.step)
+        result = self.forward_backward(batch)
+        loss = result.loss
         if not math.isfinite(loss):
             raise FloatingPointError(f"step {self.step + 1}: loss is {loss}; try --no-bf16")
         params = list(self.trainable.values())
@@ -815,13 +823,17 @@ class Trainer:
         row = {
             "step": self.step,
             "loss": loss,
-            "accuracy": acc,
+            "accuracy": result.accuracy,
+            "doc_cosine": result.doc_cosine,
+            "scale": scale,
             "lr": lr,
             "grad_norm": grad_norm,
             "tokens": int(tokens.item()),
             "tokens_per_s": float(tokens.item()) / max(seconds, 1e-9),
             "seconds": seconds,
         }
+        if self.rank == 0:
+            self.monitor.update(self.step, loss, batch.exclude.shape[1], result.doc_cosine)
         self.log.append(row)
         return row
 
@@ -985,16 +997,20 @@ class Trainer:
                 bar.set_postfix(
                     loss=f"{row['loss']:.4f}",
                     acc=f"{row['accuracy']:.3f}",
+                    cos=f"{row['doc_cosine']:.2f}",
                     lr=f"{row['lr']:.2e}",
                     tok_s=f"{row['tokens_per_s']:.0f}",
                 )
                 if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                     logger.info(
-                        "step %d/%d loss %.4f acc %.3f lr %.3g %.0f tokens/s",
+                        "step %d/%d loss %.4f acc %.3f doc-doc cos %.3f scale %.1f lr %.3g "
+                        "%.0f tokens/s",
                         self.step,
                         cfg.steps,
                         row["loss"],
                         row["accuracy"],
+                        row["doc_cosine"],
+                        row["scale"],
                         row["lr"],
                         row["tokens_per_s"],
                     )
@@ -1053,7 +1069,7 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=list(LOG_COLUMNS), lineterminator="\n")
         writer.writeheader()
         for row in self.log:
-            writer.writerow({k: row[k] for k in LOG_COLUMNS})
+            writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
         with atomic_write(directory / "log.csv") as f:
             f.write(buf.getvalue())
         plot_log(self.log, directory / "training.png")
@@ -1084,22 +1100,25 @@ class Trainer:
 
 
 def plot_log(rows: Sequence[dict[str, float]], path: Path) -> None:
-    """Plot loss, in-batch accuracy, learning rate and tokens/s per step to a PNG (Agg)."""
+    """Plot loss, in-batch accuracy, document-document cosine, similarity scale, learning rate
+    and tokens/s per step to a PNG (Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 7), tight_layout=True)
+    fig = Figure(figsize=(10, 9), tight_layout=True)
     FigureCanvasAgg(fig)
     steps = [r["step"] for r in rows]
     panels = [
         ("loss", "InfoNCE loss"),
         ("accuracy", "in-batch accuracy"),
+        ("doc_cosine", "mean cosine between documents"),
+        ("scale", "similarity scale"),
         ("lr", "learning rate"),
         ("tokens_per_s", "tokens / s"),
     ]
     for i, (key, title) in enumerate(panels):
-        ax = fig.add_subplot(2, 2, i + 1)
-        ax.plot(steps, [r[key] for r in rows], lw=1)
+        ax = fig.add_subplot(3, 2, i + 1)
+        ax.plot(steps, [r.get(key, math.nan) for r in rows], lw=1)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -1220,6 +1239,19 @@ def _add_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=d.scale,
         help=f"cosine-similarity scale = 1 / temperature (default: {d.scale})",
+    )
+    p.add_argument(
+        "--initial-scale",
+        type=lambda v: None if float(v) == 0 else float(v),
+        default=d.initial_scale,
+        help="similarity scale at step 0, raised geometrically to --scale over "
+        f"--scale-warmup-steps; 0 = no warm-up (default: {d.initial_scale})",
+    )
+    p.add_argument(
+        "--scale-warmup-steps",
+        type=int,
+        default=d.scale_warmup_steps,
+        help=f"steps of the scale warm-up (default: {d.scale_warmup_steps})",
     )
     p.add_argument(
         "--gradient-checkpointing",

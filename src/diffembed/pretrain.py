@@ -59,6 +59,9 @@ ELBO_GRID = 8  # t values for the held-out diffusion bound: (k + 0.5) / ELBO_GRI
 
 
 # ============================================================================ configuration
+RESIDUAL_INITS: tuple[str, ...] = ("zero", "normal")
+
+
 @dataclass
 class PretrainConfig:
     """Everything that defines a pretraining run (the model, data and optimisation)."""
@@ -72,6 +75,10 @@ class PretrainConfig:
     ffn: int = 256
     seq_len: int = 128
     rope_theta: float = 10000.0
+    # "zero": the residual branches' output projections (o_proj, down_proj) start at zero, so
+    # the untrained model is the identity on its token embeddings; "normal": every matrix
+    # N(0, 0.02) as transformers initialises it.
+    residual_init: str = "zero"
     # optimisation
     steps: int = 30
     global_batch: int = 8  # sequences per optimizer step, over all processes
@@ -98,6 +105,10 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.residual_init not in RESIDUAL_INITS:
+            raise ValueError(
+                f"residual_init must be one of {RESIDUAL_INITS}, got {self.residual_init!r}"
+            )
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise ValueError(
                 f"hidden {self.hidden}, heads {self.heads}, kv_heads {self.kv_heads} do not divide"
@@ -110,7 +121,16 @@ class PretrainConfig:
             raise ValueError("steps must be >= 1 and seq_len >= 8")
 
     def model_fields(self) -> dict[str, Any]:
-        keys = ("layers", "hidden", "heads", "kv_heads", "ffn", "seq_len", "rope_theta")
+        keys = (
+            "layers",
+            "hidden",
+            "heads",
+            "kv_heads",
+            "ffn",
+            "seq_len",
+            "rope_theta",
+            "residual_init",
+        )
         return {k: getattr(self, k) for k in keys}
 
     @property
@@ -304,7 +324,15 @@ def sample_generators(seed: int, step: int, indices: range | list[int]) -> list[
 
 # ============================================================================ model
 def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
-    """A randomly initialised Llama-style LM for ``config`` (seeded)."""
+    """A randomly initialised Llama-style LM for ``config`` (seeded).
+
+    With ``residual_init="zero"`` (the default, as in modded-nanoGPT) the output projections of
+    the attention and MLP branches start at zero: each block starts as the identity and the
+    untrained model's mean-pooled states are a bag of its token embeddings. Why: with every
+    matrix N(0, 0.02), the branches' outputs at initialisation are near-uniform attention
+    averages that every token and document share, they outweigh the token embeddings, and
+    contrastive fine-tuning of such a model collapses (see ``diffembed.contrastive``).
+    """
     if config.objective in ("diffusion", "mntp") and tokenizer.mask_token_id is None:
         raise ValueError(
             f"the tokenizer has no mask token, needed by the {config.objective} objective"
@@ -327,7 +355,13 @@ def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> L
     hf.diffembed_objective = config.objective
     hf.mask_token_id = tokenizer.mask_token_id
     torch.manual_seed(config.seed)
-    return LlamaForCausalLM(hf)
+    model = LlamaForCausalLM(hf)
+    if config.residual_init == "zero":
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+    return model
 
 
 def count_flops_per_token(model: LlamaForCausalLM, seq_len: int) -> tuple[float, float]:

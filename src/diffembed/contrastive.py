@@ -1,0 +1,127 @@
+"""The contrastive objective as pure functions, and the checks that tell learning from collapse.
+
+* ``info_nce_loss``: InfoNCE on cosine similarity, query -> documents (the paper's loss);
+* ``mean_offdiag_cosine``: the mean cosine between distinct rows, the collapse meter.
+* ``CollapseMonitor``: warns when training sits at chance or the embeddings collapse.
+
+Why collapse happens (measured, see README "Fine-tuning that learns"): the gradient reaching the
+residual branches' output projections (``o_proj``, ``down_proj``) is nearly rank one along an
+input direction that every token shares (near-uniform attention at initialisation and frequent
+tokens); Adam's per-element normalisation turns it into an update that writes one constant vector
+into every token's hidden state. Mean pooling keeps a constant and averages token-specific parts
+away (by ``1/sqrt(n)`` for ``n`` tokens), so long documents become one point first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+def info_nce_loss(
+    queries: torch.Tensor,
+    docs: torch.Tensor,
+    positives: torch.Tensor,
+    scale: float = 50.0,
+    exclude: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE on cosine similarity: each query against one shared set of candidate documents.
+
+    ``loss = mean_i CE(scale * cos(q_i, D), positives_i)``, i.e. temperature ``1 / scale``
+    (scale 50 = temperature 0.02).
+
+    Args:
+        queries: ``[B, H]`` query embeddings (any norm; normalised here).
+        docs: ``[M, H]`` candidate documents: every query's positive and hard negatives, and in
+            the distributed case those of all ranks (normalised here).
+        positives: ``[B]`` long, the index in ``docs`` of each query's positive.
+        scale: multiplier of the cosine similarities (1 / temperature).
+        exclude: optional ``[B, M]`` bool, True for candidates left out of a query's softmax
+            (e.g. another copy of its positive); a query's own positive must not be excluded.
+
+    Returns:
+        ``(loss, logits)``: the scalar mean loss (float32) and the ``[B, M]`` scaled
+        query-document similarities (excluded candidates at ``-inf``).
+    """
+    if queries.dim() != 2 or docs.dim() != 2 or queries.shape[1] != docs.shape[1]:
+        raise ValueError(
+            f"expected queries [B,H] and docs [M,H], got {queries.shape}, {docs.shape}"
+        )
+    if positives.shape != (queries.shape[0],):
+        raise ValueError(f"expected positives [{queries.shape[0]}], got {list(positives.shape)}")
+    q = F.normalize(queries.float(), p=2.0, dim=-1)
+    d = F.normalize(docs.float(), p=2.0, dim=-1)
+    logits = scale * (q @ d.T)
+    if exclude is not None:
+        rows = torch.arange(len(positives), device=positives.device)
+        if bool(exclude[rows, positives].any()):
+            raise ValueError("a query's own positive is excluded")
+        logits = logits.masked_fill(exclude, float("-inf"))
+    return F.cross_entropy(logits, positives), logits
+
+
+def in_batch_accuracy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Fraction of queries whose positive scores highest: ``[B, M], [B] -> []`` (float32)."""
+    return (logits.argmax(dim=1) == positives).float().mean()
+
+
+def mean_offdiag_cosine(x: torch.Tensor) -> float:
+    """Mean cosine similarity between distinct rows of ``x [n, H]`` (nan for n < 2).
+
+    Near 1 means the vectors point one way (collapse); unrelated texts of a healthy embedding
+    model sit well below 0.5.
+    """
+    n = x.shape[0]
+    if n < 2:
+        return math.nan
+    with torch.no_grad():
+        v = F.normalize(x.detach().float(), p=2.0, dim=-1)
+        total = v.sum(dim=0).pow(2).sum() - n  # sum over i != j of cos(v_i, v_j)
+        return float(total / (n * (n - 1)))
+
+
+class CollapseMonitor:
+    """Watches a contrastive run and warns (once per kind, via ``logging``) when it is not
+    learning.
+
+    * "stuck at chance": the loss stayed within ``tolerance`` (relative) of
+      ``ln(candidates)`` for ``window`` consecutive steps;
+    * "collapsing": the mean cosine between the step's documents exceeded ``max_cosine``.
+
+    ``update`` returns the warnings raised at that step (for tests and logs).
+    """
+
+    def __init__(self, window: int = 50, tolerance: float = 0.05, max_cosine: float = 0.95):
+        self.window = window
+        self.tolerance = tolerance
+        self.max_cosine = max_cosine
+        self.run = 0
+        self.warned: set[str] = set()
+
+    def update(self, step: int, loss: float, candidates: int, doc_cosine: float) -> list[str]:
+        """Feed one step: its loss, the number of candidates per query and the documents'
+        mean cosine. Returns the warning messages issued now."""
+        out: list[str] = []
+        chance = math.log(max(candidates, 2))
+        self.run = self.run + 1 if abs(loss - chance) <= self.tolerance * chance else 0
+        if self.run >= self.window and "chance" not in self.warned:
+            out.append(
+                f"step {step}: the loss has stayed within {self.tolerance:.0%} of "
+                f"ln({candidates}) = {chance:.2f} for {self.run} steps: the model is not "
+                "learning (try a lower --lr, more --steps, --symmetric-loss)"
+            )
+            self.warned.add("chance")
+        if doc_cosine > self.max_cosine and "collapse" not in self.warned:
+            out.append(
+                f"step {step}: embeddings are collapsing: the mean cosine between the batch's "
+                f"documents is {doc_cosine:.3f} (> {self.max_cosine})"
+            )
+            self.warned.add("collapse")
+        for message in out:
+            logger.warning(message)
+        return out
