@@ -31,7 +31,7 @@ from diffembed.embedder import Embedder
 from diffembed.evaluate import evaluate_model, find_tasks
 from diffembed.finetune import FinetuneConfig, finetune
 from diffembed.io import write_json
-from diffembed.pairs import Pair, read_pairs
+from diffembed.pairs import Pair, read_pairs, write_pairs
 from diffembed.provenance import provenance
 
 
@@ -86,16 +86,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train, held = split_pairs(read_pairs(args.pairs), args.heldout, seed=0)
     train_file = args.out / "train_pairs.jsonl"
-    with train_file.open("w", encoding="utf-8") as f:
-        for p in train:
-            row = dict(
-                query=p.query,
-                positive=p.positive,
-                negatives=list(p.negatives),
-                instruction=p.instruction,
-                task=p.task,
-            )
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_pairs(train_file, train)
     tasks = [d for s in args.suites.split(",") for d in find_tasks(args.tasks, s)]
     results: dict[str, dict] = {}
     if args.bm25:

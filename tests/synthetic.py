@@ -9,13 +9,13 @@ one point does not. Held-out queries name people never seen in training.
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import numpy as np
 
-from diffembed.pairs import Pair
+from diffembed.pairs import Pair, write_pairs
+
+__all__ = ["PeopleTask", "mean_cosine", "top1", "write_pairs"]
 
 SYLLABLES = [
     "ka", "to", "mi", "ra", "ne", "sol", "vin", "dar", "lo", "pe",
@@ -75,21 +75,6 @@ class PeopleTask:
     def held_out(self) -> tuple[list[str], list[str]]:
         """Queries and documents of unseen people; query i is relevant to document i only."""
         return [self.query(n) for n in self.test_names], [self.document(n) for n in self.test_names]
-
-
-def write_pairs(path: Path, pairs: list[Pair]) -> Path:
-    """Write pairs as the JSONL that ``diffembed finetune --pairs`` reads."""
-    with path.open("w", encoding="utf-8") as f:
-        for p in pairs:
-            row = dict(
-                query=p.query,
-                positive=p.positive,
-                negatives=list(p.negatives),
-                instruction=p.instruction,
-                task=p.task,
-            )
-            f.write(json.dumps(row) + "\n")
-    return path
 
 
 def top1(queries: np.ndarray, docs: np.ndarray) -> float:

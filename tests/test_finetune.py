@@ -32,7 +32,7 @@ from diffembed.finetune import (
     list_checkpoints,
     lr_factor,
 )
-from diffembed.pairs import Pair
+from diffembed.pairs import Pair, write_pairs
 
 # ------------------------------------------------------------------------------ synthetic data
 FILLER = [
@@ -113,20 +113,6 @@ class Synthetic:
         queries = [self._text(c, 3) for c in self.test_combos]
         docs = [self._text(c, 10) for c in self.test_combos]
         return queries, docs
-
-
-def write_pairs(path: Path, pairs: list[Pair]) -> Path:
-    with path.open("w", encoding="utf-8") as f:
-        for p in pairs:
-            row = dict(
-                query=p.query,
-                positive=p.positive,
-                negatives=list(p.negatives),
-                instruction=p.instruction,
-                task=p.task,
-            )
-            f.write(json.dumps(row) + "\n")
-    return path
 
 
 def ndcg_at_10(query_vecs: np.ndarray, doc_vecs: np.ndarray) -> float:

@@ -84,8 +84,8 @@ def random_model(tokenizer_dir: Path, out: Path) -> Path:
 
 
 def run(model: Path, pairs: Path, out: Path, **overrides) -> Path:
-    """Fine-tune with the default recipe sized for a test: 60 steps of 16 pairs (about 20 s on
-    two CPU cores)."""
+    """Fine-tune with the default recipe sized for a test: 60 steps of 16 pairs (about 20 s of
+    full fine-tuning on two CPU cores)."""
     settings = dict(
         model=model,
         pairs=pairs,
@@ -124,7 +124,6 @@ def quality(model_dir: Path, task: PeopleTask) -> dict[str, float]:
 
 
 def assert_learned(got: dict[str, float]) -> None:
-    print(got)
     assert got["top1"] >= 0.8, got
     assert got["final_loss"] < 0.5 * math.log(CANDIDATES), got
     assert got["unrelated_cosine"] < 0.5, got
@@ -156,7 +155,8 @@ def test_lora_on_a_briefly_pretrained_model_learns(people, tmp_path):
             f.write(json.dumps({"id": f"d{i}", "text": task.document(name)}) + "\n")
     torch.manual_seed(0)
     lm = pretrain(model_config("ar", steps=60), corpus, tok, tmp_path / "lm", show_progress=False)
-    out = run(lm, pairs, tmp_path / "ft", lora_r=16, lora_dropout=0.0, lr=3e-3)
+    # LoRA moves the model more slowly than full fine-tuning: a higher rate, more steps.
+    out = run(lm, pairs, tmp_path / "ft", lora_r=16, lora_dropout=0.0, lr=3e-3, steps=150)
     assert_learned(quality(out, task))
 
 
@@ -167,7 +167,14 @@ def test_collapse_is_reported(people, tmp_path, caplog):
     model = random_model(tok, tmp_path / "random")
     with caplog.at_level(logging.WARNING, logger="diffembed.contrastive"):
         out = run(
-            model, pairs, tmp_path / "ft", lr=3e-2, initial_scale=None, warmup_steps=0, steps=8
+            model,
+            pairs,
+            tmp_path / "ft",
+            lr=3e-2,
+            scale=50.0,
+            initial_scale=None,
+            warmup_steps=0,
+            steps=8,
         )
     messages = [r.getMessage() for r in caplog.records]
     assert any("embeddings are collapsing" in m for m in messages), messages

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from diffembed.pairs import Pair, PairsError, read_pairs
+from diffembed.pairs import Pair, PairsError, read_pairs, write_pairs
 
 GOOD = {
     "query": "what is a fox",
@@ -78,3 +78,13 @@ def test_duplicates_and_empty_negatives_are_warned_with_counts(tmp_path, caplog)
     text = caplog.text
     assert "2 queries occur more than once (3 extra rows)" in text
     assert "2 of 6 pairs have an empty negatives list" in text
+
+
+def test_write_pairs_round_trips(tmp_path):
+    pairs = [
+        Pair("q1", "p1", ("n1", "n2"), "Find it", "t"),
+        Pair("q2 ü", "p2", (), "Find it", "t"),
+    ]
+    path = write_pairs(tmp_path / "pairs.jsonl", pairs)
+    assert read_pairs(path) == pairs
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[1])["query"] == "q2 ü"

@@ -281,14 +281,15 @@ class FinetuneConfig:
     Lengths are in tokens (instruction and special tokens included); ``lr`` is the peak learning
     rate of AdamW; ``scale`` multiplies cosine similarities (1 / temperature).
 
-    The similarity scale warms up from ``initial_scale`` (5) to ``scale`` (50, the paper's)
-    over ``scale_warmup_steps``. Why: a model whose embeddings do not yet rank well pays at scale
-    50 for every random similarity difference (loss 9-17 against ln(32) = 3.5 for chance on our
-    pairs), and the cheapest way down is to make every embedding alike (one shared vector added
-    to every token); runs that started at 50 collapsed within 3-20 steps (mean cosine between
-    documents 0.2 -> 0.95+) and stayed at chance. At scale 5 random similarities cost little and
-    the loss follows relevance; the scale rises as the model learns. Set ``initial_scale`` to
-    None for the paper's constant scale.
+    The similarity scale warms up from ``initial_scale`` (5) to ``scale`` (20) over
+    ``scale_warmup_steps``; the paper's constant 50 is ``scale=50, initial_scale=None``. Why:
+    a model whose embeddings do not yet rank well pays at scale 50 for every random similarity
+    difference (loss 9-17 against ln(32) = 3.5 for chance on our pairs), and the cheapest way
+    down is to make every embedding alike (one shared vector added to every token); runs that
+    started at 50 collapsed within 3-20 steps (mean cosine between documents 0.2 -> 0.95+) and
+    stayed at chance. At scale 5 random similarities cost little and the loss follows
+    relevance. Ending at 20 rather than 50 gave the same held-out accuracy on our pairs with
+    documents kept further apart (mean cosine 0.39 vs 0.71 after 300 steps).
     """
 
     model: Path

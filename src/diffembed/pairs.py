@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from diffembed.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,26 @@ def parse_pair(record: Any, where: str) -> Pair:
         instruction=record["instruction"],
         task=record["task"],
     )
+
+
+def pair_record(pair: Pair) -> dict[str, Any]:
+    """The JSON object of one pair, as a pairs file holds it."""
+    return {
+        "query": pair.query,
+        "positive": pair.positive,
+        "negatives": list(pair.negatives),
+        "instruction": pair.instruction,
+        "task": pair.task,
+    }
+
+
+def write_pairs(path: str | Path, pairs: Sequence[Pair]) -> Path:
+    """Write ``pairs`` as a pairs JSONL file (atomically); ``read_pairs`` reads it back."""
+    path = Path(path)
+    with atomic_write(path) as f:
+        for pair in pairs:
+            f.write(json.dumps(pair_record(pair), ensure_ascii=False) + "\n")
+    return path
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
