@@ -561,3 +561,16 @@ def test_two_processes_equal_one_process_with_the_global_batch(checkpoints, data
     )
     np.testing.assert_allclose(r2["losses"], r1["losses"], rtol=1e-4)
     assert (two / "model" / "model.safetensors").exists()
+
+
+def test_cli_scale_warm_up_options(capsys):
+    parser = argparse.ArgumentParser(prog="diffembed")
+    add_finetune_parser(parser.add_subparsers(dest="verb"))
+    base = ["finetune", "--model", "m", "--pairs", "p", "--out", "o"]
+    default = config_from_args(parser.parse_args(base))
+    assert (default.initial_scale, default.scale_warmup_steps, default.scale) == (5.0, 100, 20.0)
+    paper = config_from_args(parser.parse_args([*base, "--scale", "50", "--initial-scale", "0"]))
+    assert (paper.initial_scale, paper.scale) == (None, 50.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--initial-scale", "abc"])
+    assert "invalid scale value: 'abc'" in capsys.readouterr().err

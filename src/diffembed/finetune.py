@@ -1143,6 +1143,15 @@ def finetune(config: FinetuneConfig, pairs: list[Pair] | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------------ CLI
+def _scale_or_off(value: str) -> float | None:
+    """``--initial-scale``: a number, 0 meaning no warm-up (None)."""
+    scale = float(value)
+    return None if scale == 0 else scale
+
+
+_scale_or_off.__name__ = "scale"  # argparse names the type in its error: "invalid scale value"
+
+
 def _add_options(p: argparse.ArgumentParser) -> None:
     d = FinetuneConfig(model=Path("."), pairs=Path("."), out=Path("."))
     p.add_argument(
@@ -1243,7 +1252,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--initial-scale",
-        type=lambda v: None if float(v) == 0 else float(v),
+        type=_scale_or_off,
         default=d.initial_scale,
         help="similarity scale at step 0, raised geometrically to --scale over "
         f"--scale-warmup-steps; 0 = no warm-up (default: {d.initial_scale})",
