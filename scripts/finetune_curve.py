@@ -54,9 +54,11 @@ def heldout_accuracy(model: Path, pairs: list[Pair], batch: int) -> float:
             chunk = task_pairs[k : k + batch]
             docs = [t for p in chunk for t in (p.positive, *p.negatives[:1])]
             per = len(docs) // len(chunk)
-            q = torch.from_numpy(
-                np.stack([embedder.encode(p.query, prompt=p.instruction) for p in chunk])
-            )
+            q = torch.empty(len(chunk), embedder.dim)
+            for instruction in {p.instruction for p in chunk}:  # one encode per instruction
+                rows = [i for i, p in enumerate(chunk) if p.instruction == instruction]
+                texts = [chunk[i].query for i in rows]
+                q[rows] = torch.from_numpy(embedder.encode(texts, prompt=instruction))
             d = torch.from_numpy(embedder.encode(docs))
             positives = torch.arange(len(chunk)) * per
             _, logits = info_nce_loss(q, d, positives)

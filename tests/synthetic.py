@@ -15,7 +15,7 @@ import numpy as np
 
 from diffembed.pairs import Pair, write_pairs
 
-__all__ = ["PeopleTask", "mean_cosine", "top1", "write_pairs"]
+__all__ = ["PeopleTask", "top1", "write_pairs"]
 
 SYLLABLES = [
     "ka", "to", "mi", "ra", "ne", "sol", "vin", "dar", "lo", "pe",
@@ -80,10 +80,3 @@ class PeopleTask:
 def top1(queries: np.ndarray, docs: np.ndarray) -> float:
     """Fraction of queries whose own document (same row) scores highest."""
     return float(((queries @ docs.T).argmax(axis=1) == np.arange(len(queries))).mean())
-
-
-def mean_cosine(vectors: np.ndarray) -> float:
-    """Mean cosine between distinct rows (the rows need not be normalised)."""
-    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    n = len(v)
-    return float(((v @ v.T).sum() - n) / (n * (n - 1)))

@@ -4,12 +4,13 @@
 * ``mean_offdiag_cosine``: the mean cosine between distinct rows, the collapse meter.
 * ``CollapseMonitor``: warns when training sits at chance or the embeddings collapse.
 
-Why collapse happens (measured, see README "Fine-tuning that learns"): the gradient reaching the
-residual branches' output projections (``o_proj``, ``down_proj``) is nearly rank one along an
-input direction that every token shares (near-uniform attention at initialisation and frequent
-tokens); Adam's per-element normalisation turns it into an update that writes one constant vector
-into every token's hidden state. Mean pooling keeps a constant and averages token-specific parts
-away (by ``1/sqrt(n)`` for ``n`` tokens), so long documents become one point first.
+Why collapse happens (measured, see README "Fine-tuning that learns"): the residual branches'
+output projections (``o_proj``, ``down_proj``) read an input that every token shares
+(near-uniform attention at initialisation, frequent tokens), so updating them writes one constant
+vector into every token's hidden state; while similarities are still random, the loss rewards
+that (equal similarities cost ln(candidates), random ones more). It happened with AdamW and with
+SGD alike. Mean pooling keeps a constant and averages token-specific parts away (by
+``1/sqrt(n)`` for ``n`` tokens), so long documents become one point first.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class CollapseMonitor:
             out.append(
                 f"step {step}: the loss has stayed within {self.tolerance:.0%} of "
                 f"ln({candidates}) = {chance:.2f} for {self.run} steps: the model is not "
-                "learning (try a lower --lr, more --steps, --symmetric-loss)"
+                "learning (try a lower --lr, a lower --initial-scale, more --steps)"
             )
             self.warned.add("chance")
         if doc_cosine > self.max_cosine and "collapse" not in self.warned:
