@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2Model
 
-from diffembed.embedder import Embedder
-from diffembed.tokenizer import load_tokenizer, train_bpe_tokenizer
+from diffembed.model.embedder import Embedder
+from diffembed.model.tokenizer import load_tokenizer, train_bpe_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / ".cache"

@@ -1,6 +1,6 @@
 """Encoding throughput: diffembed's Embedder vs sentence-transformers, side by side.
 
-The same model directory, inputs and dtype are encoded by ``diffembed.embedder.Embedder`` and by
+The same model directory, inputs and dtype are encoded by ``diffembed.model.embedder.Embedder`` and by
 ``sentence_transformers.SentenceTransformer`` (its default ``encode``, with the batch size that
 was fastest for it on a sample) in one process, repeats interleaved, median reported. Input sets:
 (a) 5,000 short texts (10-60 tokens), (b) 2,000 mixed-length texts (20-2,000 tokens,
@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_sets, device_name, ensure_model, forward_flops, text_pools  # noqa: E402
 
-from diffembed.embedder import Embedder  # noqa: E402
-from diffembed.pretrain import measure_matmul_peak  # noqa: E402
+from diffembed.model.embedder import Embedder  # noqa: E402
+from diffembed.train.pretrain import measure_matmul_peak  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 NAMES = {

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from diffembed.finetune import FinetuneConfig, Trainer
-from diffembed.pairs import Pair
-from diffembed.tokenizer import train_bpe_tokenizer
+from diffembed.formats.pairs import Pair
+from diffembed.model.tokenizer import train_bpe_tokenizer
+from diffembed.train.finetune import FinetuneConfig, Trainer
 
 WORDS = [
     "model",

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, document_of, ensure_model, forward_flops, text_pools  # noqa: E402
 
-from diffembed.embedder import Embedder  # noqa: E402
+from diffembed.model.embedder import Embedder  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 

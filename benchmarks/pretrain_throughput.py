@@ -17,7 +17,8 @@ import time
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from diffembed.pretrain import (
+from diffembed.model.tokenizer import train_bpe_tokenizer
+from diffembed.train.pretrain import (
     PRESETS,
     PretrainConfig,
     ScoredLM,
@@ -28,7 +29,6 @@ from diffembed.pretrain import (
     micro_batch_loss,
     sample_generators,
 )
-from diffembed.tokenizer import train_bpe_tokenizer
 
 
 def _tokenizer(vocab: int) -> PreTrainedTokenizerFast:

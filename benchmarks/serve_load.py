@@ -90,8 +90,8 @@ def write_random_model(directory: Path, layers: int, hidden: int, texts: list[st
     import torch
     from transformers import LlamaConfig, LlamaModel
 
-    from diffembed.embedder import Embedder
-    from diffembed.tokenizer import train_bpe_tokenizer
+    from diffembed.model.embedder import Embedder
+    from diffembed.model.tokenizer import train_bpe_tokenizer
 
     tok = train_bpe_tokenizer(texts * 4, vocab_size=4000)
     config = LlamaConfig(
@@ -239,7 +239,7 @@ def main() -> None:
     if args.requests < 1 or args.clients < 1 or args.inputs < 1:
         p.error("--requests, --clients and --inputs must be >= 1")
 
-    from diffembed.embedder import Embedder
+    from diffembed.model.embedder import Embedder
 
     cpus: set[int] | None = None
     if args.server_cpus:
@@ -275,7 +275,7 @@ def main() -> None:
     port = free_port()
     proc = server = thread = None
     if args.in_process:
-        from diffembed.serve import ServeConfig, bind_socket, create_app, make_server
+        from diffembed.serve.app import ServeConfig, bind_socket, create_app, make_server
 
         config = ServeConfig(
             model_name="bench",
@@ -288,7 +288,7 @@ def main() -> None:
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
     else:
-        cmd = [sys.executable, "-m", "diffembed.cli", "serve", "--model", str(model)]
+        cmd = [sys.executable, "-m", "diffembed", "serve", "--model", str(model)]
         cmd += ["--port", str(port), "--dtype", args.dtype, "--model-name", "bench"]
         cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
         cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffembed.contrastive import in_batch_accuracy, info_nce_loss
-from diffembed.embedder import Embedder
-from diffembed.evaluate import evaluate_model, find_tasks
-from diffembed.finetune import FinetuneConfig, finetune
+from diffembed.eval.evaluate import evaluate_model, find_tasks
+from diffembed.formats.pairs import Pair, read_pairs, write_pairs
 from diffembed.io import write_json
-from diffembed.pairs import Pair, read_pairs, write_pairs
+from diffembed.model.embedder import Embedder
 from diffembed.provenance import provenance
+from diffembed.train.contrastive import in_batch_accuracy, info_nce_loss
+from diffembed.train.finetune import FinetuneConfig, finetune
 
 
 def split_pairs(pairs: list[Pair], held: int, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -13,7 +13,7 @@ import random
 
 import numpy as np
 
-from diffembed.pairs import Pair, write_pairs
+from diffembed.formats.pairs import Pair, write_pairs
 
 __all__ = ["PeopleTask", "top1", "write_pairs"]
 

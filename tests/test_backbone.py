@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaModel, Qwen2Config, Qwen2Model
 
 from checkpoints import LAYOUTS, llada_reference, write_checkpoint
-from diffembed.backbone import (
+from diffembed.model.backbone import (
     LLADA_KEY_MAPPING,
     CheckpointError,
     build_config,

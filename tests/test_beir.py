@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.beir import (
+from diffembed.formats.tasks import (
     QRELS_HEADER,
     TaskFormatError,
     find_tasks,

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from diffembed.cli import InputError, build_parser, main, read_texts
-from diffembed.embedder import Embedder
+from diffembed.cli.main import InputError, build_parser, main, read_texts
+from diffembed.model.embedder import Embedder
 
 TEXTS = ["A dictionary defines words.", "Retrieval finds relevant documents.", "fox 2024"]
 
@@ -31,7 +31,7 @@ def test_encode_txt_matches_python_api(model_dir, tmp_path):
         [
             sys.executable,
             "-m",
-            "diffembed.cli",
+            "diffembed",
             "encode",
             "--model",
             str(model_dir),

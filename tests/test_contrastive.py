@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffembed.contrastive import CollapseMonitor, mean_offdiag_cosine
-from diffembed.finetune import scale_factor
+from diffembed.train.contrastive import CollapseMonitor, mean_offdiag_cosine
+from diffembed.train.finetune import scale_factor
 
 
 def test_mean_offdiag_cosine_matches_brute_force():
@@ -25,7 +25,7 @@ def test_mean_offdiag_cosine_matches_brute_force():
 def test_monitor_warns_after_a_window_at_chance_and_once(caplog):
     monitor = CollapseMonitor(window=50, tolerance=0.05, max_cosine=0.95)
     chance = math.log(32)
-    with caplog.at_level(logging.WARNING, logger="diffembed.contrastive"):
+    with caplog.at_level(logging.WARNING, logger="diffembed.train.contrastive"):
         for step in range(1, 50):
             assert monitor.update(step, chance * 1.04, 32, 0.3) == []
         (message,) = monitor.update(50, chance * 0.97, 32, 0.3)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffembed.backbone import load_backbone
-from diffembed.beir import load_task
 from diffembed.demo import run_demo, stdlib_documents, write_synopsis_task
-from diffembed.embedder import Embedder
-from diffembed.tokenizer import load_tokenizer
+from diffembed.formats.tasks import load_task
+from diffembed.model.backbone import load_backbone
+from diffembed.model.embedder import Embedder
+from diffembed.model.tokenizer import load_tokenizer
 
 
 def test_stdlib_documents_are_real_pages_with_synopses() -> None:

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from checkpoints import write_checkpoint
-from diffembed.backbone import CheckpointError, load_backbone
-from diffembed.embedder import Embedder, TruncationWarning, token_budget_batches
-from diffembed.tokenizer import PROBE_TEXTS, load_tokenizer
+from diffembed.model.backbone import CheckpointError, load_backbone
+from diffembed.model.embedder import Embedder, TruncationWarning, token_budget_batches
+from diffembed.model.tokenizer import PROBE_TEXTS, load_tokenizer
 
 TEXTS = [
     "A dictionary defines words.",
@@ -49,19 +49,19 @@ def test_alone_right_padded_left_padded_agree(checkpoints, layout, attention, po
     left = make(checkpoints, layout, attention, pooling=pooling, padding_side="left")
     right.packing = left.packing = packing  # False: the padded path, where the side matters
     alone = np.stack([right.encode([t])[0] for t in TEXTS])
-    batched_right = right.encode(TEXTS, max_tokens_per_batch=10_000)
+    batched_right, stats = right.encode_with_stats(TEXTS, max_tokens_per_batch=10_000)
     batched_left = left.encode(TEXTS, max_tokens_per_batch=10_000)
-    assert right.last_stats.batches == 1  # really padded together
+    assert stats.batches == 1  # really padded together
     np.testing.assert_allclose(batched_right, alone, atol=1e-5)
     np.testing.assert_allclose(batched_left, alone, atol=1e-5)
 
 
 def test_output_shape_norm_order_and_single_string(checkpoints):
     emb = make(checkpoints)
-    out = emb.encode(TEXTS, max_tokens_per_batch=40)
+    out, stats = emb.encode_with_stats(TEXTS, max_tokens_per_batch=40)
     assert out.shape == (len(TEXTS), 64) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    assert emb.last_stats.batches > 1
+    assert stats.batches > 1
     # Order is the input order, whatever the batching.
     np.testing.assert_allclose(out, emb.encode(TEXTS, batch_size=1), atol=1e-5)
     np.testing.assert_allclose(emb.encode(TEXTS[1]), out[1], atol=1e-5)
@@ -109,8 +109,8 @@ def test_truncation_is_reported_or_refused(checkpoints):
         TruncationWarning,
         match=r"truncated 2 of 3 text\(s\) to max_length=8 tokens \(longest was \d+",
     ):
-        out = emb.encode([long, "fox", long + " again"])
-    assert emb.last_stats.truncated == 2 and emb.last_stats.longest > 8
+        out, stats = emb.encode_with_stats([long, "fox", long + " again"])
+    assert stats.truncated == 2 and stats.longest > 8
     assert np.isfinite(out).all()
     with pytest.raises(ValueError, match="exceed max_length=8"):
         emb.encode([long], truncate=False)
@@ -285,7 +285,7 @@ def test_packed_equals_padded_in_fp32(checkpoints, layout, attention, pooling):
     prefix = emb.instruction_prefix("Find it")
     for include in (True, False):
         emb.include_instruction = include
-        ids, masks = emb.tokenize(TEXTS, prefix)
+        ids, masks, *_ = emb.tokenize(TEXTS, prefix)
         assert emb.packing_supported(max(len(x) for x in ids))
         with torch.no_grad():
             padded = emb.embed_tokens(ids, masks)
@@ -298,7 +298,7 @@ def test_packed_equals_padded_in_fp32(checkpoints, layout, attention, pooling):
 
 def test_packed_path_is_differentiable(checkpoints):
     emb = make(checkpoints, "llama", "bidirectional")
-    ids, masks = emb.tokenize(TEXTS[:3])
+    ids, masks, *_ = emb.tokenize(TEXTS[:3])
     out = emb.embed_tokens(ids, masks, packed=True)
     out.sum().backward()
     grads = [p.grad for p in emb.backbone.parameters() if p.grad is not None]
@@ -306,7 +306,7 @@ def test_packed_path_is_differentiable(checkpoints):
 
 
 def test_packed_layout_round_trip():
-    from diffembed.embedder import PackedLayout
+    from diffembed.model.embedder import PackedLayout
 
     layout = PackedLayout.of([3, 1, 2])
     x = torch.arange(6.0)[:, None]  # packed [N=6, 1]
@@ -331,6 +331,6 @@ def test_bf16_packed_encode_is_close_to_fp32_alone(checkpoints):
             load_tokenizer(checkpoints["qwen2"]),
             precision="bf16",
         )
-        out = emb.encode(TEXTS, max_tokens_per_batch=10_000)
-        assert emb.last_stats.batches == 1
+        out, stats = emb.encode_with_stats(TEXTS, max_tokens_per_batch=10_000)
+        assert stats.batches == 1
         assert (out * alone).sum(1).min() > 0.999, dtype  # cosine

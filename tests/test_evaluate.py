@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffembed import evaluate as ev
-from diffembed.beir import TaskFormatError, hash_task, load_task, write_task
-from diffembed.embedder import Embedder
-from diffembed.evaluate import (
+from diffembed.eval import evaluate as ev
+from diffembed.eval.evaluate import (
     BM25Retriever,
     DenseRetriever,
     EmbedderRetriever,
@@ -34,6 +32,8 @@ from diffembed.evaluate import (
     tiebreak_keys,
     with_instruction,
 )
+from diffembed.formats.tasks import TaskFormatError, hash_task, load_task, write_task
+from diffembed.model.embedder import Embedder
 
 L3, L5 = math.log2(3), math.log2(5)
 
@@ -352,21 +352,23 @@ def test_embedder_retriever_uses_task_instruction(checkpoints):
 
 
 def test_hash_model_dir(tmp_path, monkeypatch):
+    from diffembed.model import model_dir as md
+
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(bytes(3 << 20))
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "state.pt").write_text("a")
-    first = ev.hash_model_dir(tmp_path)
+    first = md.hash_model_dir(tmp_path)
     (tmp_path / "checkpoint" / "state.pt").write_text("b")  # training state does not count
-    assert ev.hash_model_dir(tmp_path) == first
-    monkeypatch.setattr(ev, "HASH_FULL_LIMIT", 1 << 20)
-    sampled = ev.hash_model_dir(tmp_path)
+    assert md.hash_model_dir(tmp_path) == first
+    monkeypatch.setattr(md, "HASH_FULL_LIMIT", 1 << 20)
+    sampled = md.hash_model_dir(tmp_path)
     assert "sampled" in sampled["hash_method"]
     with (tmp_path / "model.safetensors").open("r+b") as f:
         f.write(b"\1")
-    assert ev.hash_model_dir(tmp_path)["hash"] != sampled["hash"]
+    assert md.hash_model_dir(tmp_path)["hash"] != sampled["hash"]
     (tmp_path / "config.json").write_text('{"a": 1}')
-    assert ev.hash_model_dir(tmp_path)["hash"] != first["hash"]
+    assert md.hash_model_dir(tmp_path)["hash"] != first["hash"]
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -557,7 +559,7 @@ def test_eval_cli_errors(tasks_root, tmp_path):
 
 
 def test_minilm_max_length_is_capped_at_its_positions_and_truncation_counted() -> None:
-    from diffembed.evaluate import MiniLMRetriever
+    from diffembed.eval.evaluate import MiniLMRetriever
 
     r = MiniLMRetriever(max_length=1024)
     assert r.model.max_seq_length == 512

@@ -19,8 +19,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffembed.embedder import Embedder
-from diffembed.finetune import (
+from diffembed.formats.pairs import Pair, write_pairs
+from diffembed.model.embedder import Embedder
+from diffembed.train.finetune import (
     BatchPlan,
     FinetuneConfig,
     Trainer,
@@ -32,7 +33,6 @@ from diffembed.finetune import (
     list_checkpoints,
     lr_factor,
 )
-from diffembed.pairs import Pair, write_pairs
 
 # ------------------------------------------------------------------------------ synthetic data
 FILLER = [
@@ -504,7 +504,7 @@ DDP_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     from safetensors.torch import save_file
-    from diffembed.finetune import FinetuneConfig, Trainer
+    from diffembed.train.finetune import FinetuneConfig, Trainer
 
     def run(model, pairs, out, mini_batch="0"):
         out = Path(out)

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffembed.contrastive import mean_offdiag_cosine
-from diffembed.embedder import Embedder
-from diffembed.finetune import FinetuneConfig, finetune
-from diffembed.pretrain import PretrainConfig, build_model, pretrain
-from diffembed.tokenizer import save_tokenizer, train_bpe_tokenizer
+from diffembed.model.embedder import Embedder
+from diffembed.model.tokenizer import save_tokenizer, train_bpe_tokenizer
+from diffembed.train.contrastive import mean_offdiag_cosine
+from diffembed.train.finetune import FinetuneConfig, finetune
+from diffembed.train.pretrain import PretrainConfig, build_model, pretrain
 from synthetic import INSTRUCTION, TEXT_CORPUS, PeopleTask, top1, write_pairs
 
 # Unrelated texts: a healthy model keeps them apart (mean cosine < 0.5); a collapsed one maps
@@ -74,7 +74,7 @@ def model_config(objective: str = "ar", steps: int = 1) -> PretrainConfig:
 
 def random_model(tokenizer_dir: Path, out: Path) -> Path:
     """A never-trained LM as ``diffembed pretrain`` initialises it (bidirectional)."""
-    from diffembed.tokenizer import load_tokenizer
+    from diffembed.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     model = build_model(model_config(), tok)
@@ -166,7 +166,7 @@ def test_collapse_is_reported(people, tmp_path, caplog):
     and logs the document-document cosine that shows it."""
     task, pairs, tok = people
     model = random_model(tok, tmp_path / "random")
-    with caplog.at_level(logging.WARNING, logger="diffembed.contrastive"):
+    with caplog.at_level(logging.WARNING, logger="diffembed.train.contrastive"):
         out = run(
             model,
             pairs,

@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffembed.backbone import load_backbone
-from diffembed.cli import main
-from diffembed.embedder import Embedder
-from diffembed.index import (
+from diffembed.cli.main import main
+from diffembed.index.index import (
     CURRENT,
-    Doc,
+    Document,
     DocumentsError,
     DuplicateIdError,
     IndexFormatError,
@@ -33,7 +31,9 @@ from diffembed.index import (
     current_generation,
     read_documents,
 )
-from diffembed.tokenizer import load_tokenizer
+from diffembed.model.backbone import load_backbone
+from diffembed.model.embedder import Embedder
+from diffembed.model.tokenizer import load_tokenizer
 
 WORDS = [
     "fox",
@@ -61,10 +61,10 @@ WORDS = [
 ]
 
 
-def make_docs(n: int, seed: int = 0, prefix: str = "d", length: int = 12) -> list[Doc]:
+def make_docs(n: int, seed: int = 0, prefix: str = "d", length: int = 12) -> list[Document]:
     rng = np.random.default_rng(seed)
     return [
-        Doc(
+        Document(
             id=f"{prefix}{i}",
             text=" ".join(rng.choice(WORDS, size=length)),
             title=f"title {i}" if i % 3 == 0 else "",
@@ -100,7 +100,7 @@ def embedder(model_dir) -> Embedder:
     return Embedder.load(model_dir, precision="fp32")
 
 
-def brute_force(emb: Embedder, docs: list[Doc], query: str, k: int) -> list[tuple[str, float]]:
+def brute_force(emb: Embedder, docs: list[Document], query: str, k: int) -> list[tuple[str, float]]:
     d = emb.encode_documents([x.full_text for x in docs])
     q = emb.encode([query])[0]
     scores = d @ q
@@ -168,7 +168,7 @@ def test_add_append_duplicate_and_upsert(model_dir, embedder, tmp_path):
         assert index.n_documents == index.ntotal == 15 and index.meta["generation"] == 2
         assert index.ids() == [d.id for d in docs + extra]
     # A duplicate id is an error naming it, and changes nothing.
-    clash = [Doc(id="d4", text="a new text about fox", source="new.jsonl:1")]
+    clash = [Document(id="d4", text="a new text about fox", source="new.jsonl:1")]
     with pytest.raises(DuplicateIdError, match=r"new.jsonl:1: id 'd4' is already"):
         add_documents(tmp_path / "ix", clash, embedder=embedder)
     with VectorIndex.open(tmp_path / "ix") as index:
@@ -198,7 +198,7 @@ def test_refuses_to_mix_models(model_dir, other_model_dir, embedder, tmp_path):
 
 
 def test_chunked_long_documents(model_dir, embedder, tmp_path):
-    long_doc = Doc(id="long", text=make_docs(1, seed=5, length=150)[0].text)  # >> 48 tokens
+    long_doc = Document(id="long", text=make_docs(1, seed=5, length=150)[0].text)  # >> 48 tokens
     docs = [long_doc, *make_docs(5)]
     with build_index(
         docs, tmp_path / "ix", model_dir, embedder=embedder, chunk_tokens=20, chunk_overlap=5
@@ -227,7 +227,7 @@ def test_chunked_long_documents(model_dir, embedder, tmp_path):
 
 
 def test_whole_documents_truncated_are_reported(model_dir, embedder, tmp_path, capsys):
-    docs = [Doc(id="long", text=" ".join(WORDS * 6)), *make_docs(3)]
+    docs = [Document(id="long", text=" ".join(WORDS * 6)), *make_docs(3)]
     with build_index(docs, tmp_path / "ix", model_dir, embedder=embedder) as index:
         assert index.meta["documents"]["mode"] == "whole"
         assert index.meta["documents"]["truncated"] == 1
@@ -344,8 +344,8 @@ def test_open_detects_inconsistent_generation(model_dir, embedder, tmp_path):
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import diffembed.index as ix
-    from diffembed.embedder import Embedder
+    import diffembed.index.index as ix
+    from diffembed.model.embedder import Embedder
     where, index_dir, model_dir = sys.argv[1:4]
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -353,7 +353,7 @@ KILLER = textwrap.dedent(
         ix._swap_current = die
     elif where == "faiss":  # SQLite written, faiss file not
         ix._fsync_path = die
-    docs = [ix.Doc(id=f"k{i}", text=f"killed writer text {i} fox") for i in range(6)]
+    docs = [ix.Document(id=f"k{i}", text=f"killed writer text {i} fox") for i in range(6)]
     ix.add_documents(index_dir, docs, embedder=Embedder.load(model_dir))
     """
 )
@@ -361,13 +361,13 @@ KILLER = textwrap.dedent(
 LOOPER = textwrap.dedent(
     """
     import sys
-    import diffembed.index as ix
-    from diffembed.embedder import Embedder
+    import diffembed.index.index as ix
+    from diffembed.model.embedder import Embedder
     index_dir, model_dir = sys.argv[1:3]
     emb = Embedder.load(model_dir)
     print("ready", flush=True)
     for n in range(10_000):
-        docs = [ix.Doc(id=f"loop{n}-{i}", text=f"loop text {n} {i} river") for i in range(20)]
+        docs = [ix.Document(id=f"loop{n}-{i}", text=f"loop text {n} {i} river") for i in range(20)]
         ix.add_documents(index_dir, docs, embedder=emb)
     """
 )

@@ -1,4 +1,4 @@
-"""diffembed.mteb: ``mteb.evaluate`` runs a diffembed model on a tiny retrieval task built here
+"""diffembed.eval.mteb: ``mteb.evaluate`` runs a diffembed model on a tiny retrieval task built here
 (no download), with query instructions and plain documents, and scores what our own ranking
 says it should."""
 
@@ -16,10 +16,10 @@ from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.models.models_protocols import EncoderProtocol
 
-from diffembed.backbone import load_backbone
-from diffembed.embedder import Embedder
-from diffembed.mteb import DiffEmbedEncoder, get_model, model_meta
-from diffembed.tokenizer import load_tokenizer
+from diffembed.eval.mteb import DiffEmbedEncoder, get_model, model_meta
+from diffembed.model.backbone import load_backbone
+from diffembed.model.embedder import Embedder
+from diffembed.model.tokenizer import load_tokenizer
 
 WORDS = ["fox", "river", "bank", "words", "tokens", "attention", "retrieval", "keys", "needles"]
 RNG = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from diffembed.objectives import (
+from diffembed.train.objectives import (
     ar_loss,
     diffusion_loss,
     mask_for_diffusion,
@@ -16,7 +16,7 @@ from diffembed.objectives import (
     mntp_loss,
     sample_t,
 )
-from diffembed.pretrain import sample_generators
+from diffembed.train.pretrain import sample_generators
 
 
 def test_diffusion_loss_by_hand():

@@ -1,4 +1,4 @@
-"""Tests of ``diffembed.pairs_build`` on a small corpus written here in the corpus format."""
+"""Tests of ``diffembed.data.pairs.build`` on a small corpus written here in the corpus format."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from diffembed.pairs import read_pairs
-from diffembed.pairs_build import (
+from diffembed.data.pairs.build import (
     INSTRUCTIONS,
     Candidate,
-    CorpusDoc,
+    Document,
     PairsBuildError,
     Pool,
     add_pairs_parser,
@@ -26,6 +25,7 @@ from diffembed.pairs_build import (
     split_sections,
     strip_numbering,
 )
+from diffembed.formats.pairs import read_pairs
 
 # Words that only documents of the pretrain and eval splits contain.
 MARKERS = ("zyzzyva", "quagga", "xylarium")
@@ -227,7 +227,7 @@ def test_pos_fits(wordnet, gcide, fits):
 
 
 def test_split_sections_follows_the_heading_list():
-    doc = CorpusDoc(
+    doc = Document(
         "python:x", "python-doc", "Title", "Title\n\nintro\n\nFirst\n\none\ntwo\n\nSecond\nthree",
         {"headings": ["Title", "First", "Second"]},
     )  # fmt: skip
@@ -250,7 +250,7 @@ def test_duplicate_queries_are_merged_and_their_positives_excluded():
 # ------------------------------------------------------------------------------ the build
 def test_every_task_type_produces_valid_pairs(built, caplog):
     out, report = built
-    with caplog.at_level(logging.WARNING, logger="diffembed.pairs"):
+    with caplog.at_level(logging.WARNING, logger="diffembed.formats.pairs"):
         pairs = read_pairs(out)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     tasks = {p.task for p in pairs}
@@ -322,8 +322,8 @@ def test_negatives_exclude_same_headword_and_lemma(built):
 
 
 def test_concept_problems_use_only_the_finetune_side_and_no_eval_query(built):
-    from diffembed.pairs_build import eval_problem_texts
-    from diffembed.tasks.concepts import concepts_of
+    from diffembed.data.concepts import concepts_of
+    from diffembed.data.pairs.build import eval_problem_texts
 
     rows = by_task(load(built[0]))["problem-concept"]
     documents = {f"{c.name} {c.document}" for c in concepts_of("finetune")}
@@ -376,7 +376,7 @@ def test_length_cap_and_task_selection(corpus, tmp_path):
 
 
 def test_miner_remines_with_a_model(corpus, checkpoints, tmp_path):
-    from diffembed.embedder import Embedder
+    from diffembed.model.embedder import Embedder
 
     model_dir = Embedder.load(checkpoints["llama"]).save(tmp_path / "model")
     out = tmp_path / "mined.jsonl"

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from diffembed.pairs import Pair, PairsError, read_pairs, write_pairs
+from diffembed.formats.pairs import Pair, PairsError, read_pairs, write_pairs
 
 GOOD = {
     "query": "what is a fox",
@@ -72,7 +72,7 @@ def test_duplicates_and_empty_negatives_are_warned_with_counts(tmp_path, caplog)
     rows = [GOOD, GOOD, GOOD, {**GOOD, "query": "q2", "negatives": []}, {**GOOD, "query": "q2"}]
     rows.append({**GOOD, "query": "q3", "negatives": []})
     path = write_lines(tmp_path / "p.jsonl", [json.dumps(r) for r in rows])
-    with caplog.at_level(logging.WARNING, logger="diffembed.pairs"):
+    with caplog.at_level(logging.WARNING, logger="diffembed.formats.pairs"):
         pairs = read_pairs(path)
     assert len(pairs) == 6
     text = caplog.text

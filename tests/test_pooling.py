@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffembed.pooling import last_token_pool, mean_pool, pool, weighted_mean_pool
+from diffembed.model.pooling import last_token_pool, mean_pool, pool, weighted_mean_pool
 
 H = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]]])  # [1, 3, 2]
 

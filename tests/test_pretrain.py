@@ -15,9 +15,10 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from diffembed.backbone import CheckpointError, inspect_backbone, load_backbone
-from diffembed.generate import diffusion_sample, generate_text
-from diffembed.pretrain import (
+from diffembed.model.backbone import CheckpointError, inspect_backbone, load_backbone
+from diffembed.model.generate import diffusion_sample, generate_text
+from diffembed.model.tokenizer import MASK, save_tokenizer, train_bpe_tokenizer
+from diffembed.train.pretrain import (
     SAMPLE_PROMPTS,
     batch_indices,
     lr_at,
@@ -25,7 +26,6 @@ from diffembed.pretrain import (
     pack_documents,
     pretrain,
 )
-from diffembed.tokenizer import MASK, save_tokenizer, train_bpe_tokenizer
 
 WORDS = [
     "the",
@@ -338,7 +338,7 @@ def test_two_processes_match_one(tmp_path, corpus, tok_dir):
         [
             sys.executable,
             "-m",
-            "diffembed.cli",
+            "diffembed",
             "pretrain",
             *common,
             "--out",
@@ -360,7 +360,7 @@ def test_two_processes_match_one(tmp_path, corpus, tok_dir):
             "--master-port",
             "29517",
             "-m",
-            "diffembed.cli",
+            "diffembed",
             "pretrain",
             *common,
             "--out",

@@ -24,11 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffembed.backbone import load_backbone
-from diffembed.embedder import Embedder
-from diffembed.index import Doc, Searcher, VectorIndex, build_index
-from diffembed.serve import ServeConfig, bind_socket, create_app, make_server
-from diffembed.tokenizer import load_tokenizer
+from diffembed.formats.corpus import Document
+from diffembed.index.index import Searcher, VectorIndex, build_index
+from diffembed.model.backbone import load_backbone
+from diffembed.model.embedder import Embedder
+from diffembed.model.tokenizer import load_tokenizer
+from diffembed.serve.app import ServeConfig, bind_socket, create_app, make_server
 
 TEXTS = [
     "A dictionary defines words.",
@@ -131,7 +132,7 @@ def index_dir(model_dir, embedder, tmp_path_factory) -> Path:
         "haystacks",
     ]
     rng = np.random.default_rng(0)
-    docs = [Doc(id=f"d{i}", text=" ".join(rng.choice(words, 10))) for i in range(20)]
+    docs = [Document(id=f"d{i}", text=" ".join(rng.choice(words, 10))) for i in range(20)]
     path = tmp_path_factory.mktemp("serve") / "index"
     build_index(docs, path, model_dir, embedder=embedder).close()
     return path
@@ -475,7 +476,7 @@ def test_cli_serve_with_index_and_api_key_stops_on_sigterm(model_dir, index_dir,
         port = sock.getsockname()[1]
     env = {**os.environ, "DIFFEMBED_API_KEY": "k"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "diffembed.cli", "serve", "--model", str(model_dir)]
+        [sys.executable, "-m", "diffembed", "serve", "--model", str(model_dir)]
         + ["--index", str(index_dir), "--port", str(port), "--model-name", "m"],
         env=env,
         stdout=subprocess.PIPE,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from corpus_fixture import write_study_corpus
-from diffembed.study import (
+from diffembed.study.study import (
     CLAIMS,
     PRESETS,
     ROWS,
@@ -132,7 +132,7 @@ def _main_table(report: str) -> dict[str, list[float]]:
 
 def _recompute(files: list[Path], suite: str) -> float:
     """Suite score x100 from the main scores written by evaluate: mean over task groups of the
-    mean over tasks of the mean over seeds (independent of diffembed.study's code path)."""
+    mean over tasks of the mean over seeds (independent of diffembed.study.study's code path)."""
     by_task: dict[str, list[float]] = {}
     for f in files:
         for rec in json.loads(f.read_text())["tasks"]:
@@ -190,7 +190,7 @@ def test_outputs_heavy_files_are_git_ignored(smoke: Study) -> None:
     for heavy in ("/lm/", "/ft/", "/tasks/", "/tokenizer/"):
         assert heavy in ignore
     # the fine-tuned models are complete embedding models
-    from diffembed.embedder import Embedder
+    from diffembed.model.embedder import Embedder
 
     emb = Embedder.load(smoke.ft_dir(ROWS[0], smoke.preset.seeds[0]))
     vec = emb.encode(["a query about harbours"])
@@ -198,8 +198,8 @@ def test_outputs_heavy_files_are_git_ignored(smoke: Study) -> None:
 
 
 def test_export_best_writes_a_loadable_model_with_its_card(smoke: Study, tmp_path: Path) -> None:
-    from diffembed.embedder import Embedder
-    from diffembed.study import export_best
+    from diffembed.model.embedder import Embedder
+    from diffembed.study.study import export_best
 
     dest = export_best(smoke, tmp_path / "tiny")
     card = (dest / "README.md").read_text()

@@ -4,7 +4,7 @@ The collection is the documentation of the Python standard library as ``pydoc`` 
 exists wherever Python does. The demo
 
 1. renders one document per standard-library module (``pydoc`` plain text);
-2. builds a vector index with the model (:mod:`diffembed.index`) and runs example queries;
+2. builds a vector index with the model (:mod:`diffembed.index.index`) and runs example queries;
 3. builds a small long-document retrieval task from the same pages (each module's one-line
    synopsis -> its page with that line removed; a BEIR folder) and evaluates the model and BM25
    on it, printing the table.
@@ -75,7 +75,7 @@ def stdlib_documents(limit: int = 250, max_chars: int = 20000) -> list[dict[str,
 
 def write_synopsis_task(docs: list[dict[str, Any]], out: Path) -> Path:
     """A BEIR task folder: module synopsis -> module page (synopsis line removed), nDCG@10."""
-    from diffembed.beir import write_task
+    from diffembed.formats.tasks import write_task
 
     usable = [d for d in docs if len(d["synopsis"].split()) >= 3]
     corpus = []
@@ -103,9 +103,10 @@ def write_synopsis_task(docs: list[dict[str, Any]], out: Path) -> Path:
 
 def run_demo(model: Path, out: Path, limit: int = 250, show_progress: bool = True) -> int:
     """Index the stdlib docs with ``model``, search, evaluate; prints everything; returns 0."""
-    from diffembed.embedder import Embedder
-    from diffembed.evaluate import evaluate_model, markdown_table
-    from diffembed.index import Doc, Searcher, build_index
+    from diffembed.eval.evaluate import evaluate_model, markdown_table
+    from diffembed.formats.corpus import Document
+    from diffembed.index.index import Searcher, build_index
+    from diffembed.model.embedder import Embedder
 
     start = time.time()
     if not (model / "modules.json").exists():
@@ -113,15 +114,16 @@ def run_demo(model: Path, out: Path, limit: int = 250, show_progress: bool = Tru
     docs = stdlib_documents(limit)
     print(f"collection: {len(docs)} Python standard-library modules rendered by pydoc")
     embedder = Embedder.load(model)
+    documents = [Document(id=d["_id"], text=d["text"], title=d["title"]) for d in docs]
     index = build_index(
-        [Doc(id=d["_id"], text=d["text"], title=d["title"]) for d in docs],
+        documents,
         out / "index",
         model,
         embedder=embedder,
         overwrite=True,
         show_progress=show_progress,
     )
-    truncated = embedder.last_stats.truncated
+    truncated = embedder.tokenize([d.full_text for d in documents], warn=False).truncated
     print(
         f"index: {index.ntotal} vectors ({index.describe_mode()}), {truncated} documents "
         f"longer than max_length {embedder.max_length} tokens were truncated"

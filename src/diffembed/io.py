@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: readers never see a half-written file, index or model."""
+"""Atomic file and directory writes (readers never see a half-written file, index or model) and
+the one JSONL reader (errors name the file and line)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,38 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def iter_jsonl(
+    path: str | Path,
+    error: type[Exception] = ValueError,
+    *,
+    skip_blank: bool = True,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(1-based line number, object)`` for each line of a JSONL file.
+
+    Every problem raises ``error`` with a message that starts ``"{path}:{line}: "``: a missing
+    file, bytes that are not UTF-8, invalid JSON, a value that is not a JSON object, and (with
+    ``skip_blank=False``) a blank line. Callers check fields and raise the same way, with the
+    ``where`` prefix ``f"{path}:{lineno}"``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such file")
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise error(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
+            if not line.strip():
+                if skip_blank:
+                    continue
+                raise error(f"{path}:{lineno}: empty line")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+            if not isinstance(record, dict):
+                raise error(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, record

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.corpus import (
+from diffembed.data.corpus import (
     SPLITS,
     CorpusTooSmallError,
     add_corpus_parser,
@@ -17,7 +17,7 @@ from diffembed.corpus import (
     build_corpus,
     split_of,
 )
-from diffembed.corpus.sources import package_files, package_version, resolve_sources
+from diffembed.data.corpus.sources import package_files, package_version, resolve_sources
 
 N_SYNSETS = 400
 
@@ -145,7 +145,7 @@ def test_package_list_file_matches_sources() -> None:
 
 
 def test_jsonl_lines_survive_splitlines() -> None:
-    from diffembed.corpus.build import _dumps
+    from diffembed.data.corpus.build import _dumps
 
     line = _dumps({"text": "a\u2028b\x85c"})
     assert line.splitlines() == [line]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from diffembed.corpus.dictd import (
+from diffembed.data.corpus.dictd import (
     clean_foldoc,
     clean_gcide,
     clean_jargon,

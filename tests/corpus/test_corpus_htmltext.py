@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from diffembed.corpus.htmltext import html_to_text
+from diffembed.data.corpus.htmltext import html_to_text
 
 PAGE = """<!DOCTYPE html>
 <html><head><title>9.3. Mathematical &amp; Bitwise Functions</title>

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.corpus import SPLITS, build_corpus
-from diffembed.corpus.sources import package_files
+from diffembed.data.corpus import SPLITS, build_corpus
+from diffembed.data.corpus.sources import package_files
 
 REQUIRED = ("wordnet-base", "manpages", "man-db", "groff-base")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.corpus.man import extract_man_pages, page_name, parse_rendered, so_target
+from diffembed.data.corpus.man import extract_man_pages, page_name, parse_rendered, so_target
 
 PAGE = r""".\" Copyright: a comment that must not appear
 .TH FROB 1 2024-01-01 "fixture 1.0" "User Commands"

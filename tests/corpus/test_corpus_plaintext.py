@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from diffembed.corpus.plaintext import extract_text_files, parse_bible
+from diffembed.data.corpus.plaintext import extract_text_files, parse_bible
 
 BIBLE = """
 Genesis 1

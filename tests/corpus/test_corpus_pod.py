@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffembed.corpus.pod import expand_codes, extract_pod_files, pod_to_text
+from diffembed.data.corpus.pod import expand_codes, extract_pod_files, pod_to_text
 
 POD = """\
 #!/usr/bin/perl

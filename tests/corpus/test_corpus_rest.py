@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffembed.corpus.rest import clean_inline, rst_to_text
+from diffembed.data.corpus.rest import clean_inline, rst_to_text
 
 DOC = """\
 .. SPDX-License-Identifier: GPL-2.0

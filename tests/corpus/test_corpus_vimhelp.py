@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from diffembed.corpus.vimhelp import clean_vim_help, extract_vim_help, vimdoc_html_to_help
+from diffembed.data.corpus.vimhelp import clean_vim_help, extract_vim_help, vimdoc_html_to_help
 
 HELP = """*usr_99.txt*\tFor Vim version 9.0.  Last change: 2019 Nov 21
 

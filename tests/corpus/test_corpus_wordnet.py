@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.corpus.wordnet import LEXNAMES, extract_wordnet, parse_data_line, split_gloss
+from diffembed.data.corpus.wordnet import LEXNAMES, extract_wordnet, parse_data_line, split_gloss
 
 LICENCE = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
 NOUN = (

@@ -16,7 +16,7 @@ def fixture_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def built_tasks(tmp_path_factory: pytest.TempPathFactory, fixture_corpus: Path) -> Path:
-    from diffembed.tasks import build_all
+    from diffembed.data.tasks import build_all
 
     out = tmp_path_factory.mktemp("tasks")
     build_all(fixture_corpus, out, seed=3, max_length_tokens=MAX_LENGTH)

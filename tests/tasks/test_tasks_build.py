@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.beir import find_tasks, load_task
-from diffembed.tasks import SUITES, add_tasks_parser, build_suite
-from diffembed.tasks.concepts import concepts_of
-from diffembed.tasks.traditional import gensim_test_data
+from diffembed.data.concepts import concepts_of
+from diffembed.data.tasks import SUITES, add_tasks_parser, build_suite
+from diffembed.data.tasks.traditional import gensim_test_data
+from diffembed.formats.tasks import find_tasks, load_task
 
 EXPECTED = {
     "longdoc": {
@@ -206,8 +206,8 @@ def test_traditional_tasks(built_tasks: Path) -> None:
 
 
 def test_tokenizer_length_unit(fixture_corpus: Path, tmp_path: Path, tokenizer) -> None:
-    from diffembed.tasks.common import BuildContext, EvalCorpus, TokenizerMeter
-    from diffembed.tasks.longdoc import FILLER_SOURCES, Filler, build_synthetic
+    from diffembed.data.tasks.common import BuildContext, EvalCorpus, TokenizerMeter
+    from diffembed.data.tasks.longdoc import FILLER_SOURCES, Filler, build_synthetic
 
     corpus = EvalCorpus.load(fixture_corpus)
     ctx = BuildContext(corpus=corpus, meter=TokenizerMeter(tokenizer), measure_bm25=False)

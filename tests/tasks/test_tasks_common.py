@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.tasks.common import (
-    CorpusDoc,
+from diffembed.data.concepts import CONCEPTS
+from diffembed.data.tasks.common import (
+    Document,
     EvalCorpus,
     derive_rng,
     mask_terms,
@@ -17,9 +18,8 @@ from diffembed.tasks.common import (
     split_sentences,
     truncate_words,
 )
-from diffembed.tasks.concepts import CONCEPTS
-from diffembed.tasks.instruct import paired_instructions
-from diffembed.tasks.longdoc import _insert, strip_name_section
+from diffembed.data.tasks.instruct import paired_instructions
+from diffembed.data.tasks.longdoc import _insert, strip_name_section
 
 
 def test_mask_terms_whole_words_and_plurals() -> None:
@@ -55,7 +55,7 @@ def test_paired_instructions_share_content_words() -> None:
 
 
 def test_strip_name_section() -> None:
-    doc = CorpusDoc(
+    doc = Document(
         "man:ls.1",
         "manpages",
         "ls(1)",
@@ -81,7 +81,7 @@ def test_eval_corpus_rejects_other_splits(tmp_path: Path) -> None:
 
 
 def test_concept_split_is_disjoint_deterministic_and_covers_the_catalogue() -> None:
-    from diffembed.tasks.concepts import concept_split, concepts_of
+    from diffembed.data.concepts import concept_split, concepts_of
 
     eval_side, train_side = concepts_of("eval"), concepts_of("finetune")
     assert {c.id for c in eval_side}.isdisjoint({c.id for c in train_side})

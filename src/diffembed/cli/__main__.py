@@ -1,0 +1,5 @@
+"""``python -m diffembed.cli VERB ...``."""
+
+from diffembed.cli.main import main
+
+raise SystemExit(main())

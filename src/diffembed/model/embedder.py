@@ -1,0 +1,730 @@
+"""Embedder: texts -> L2-normalised vectors from a backbone, with prompts and token budgets.
+
+An ``Embedder`` wraps a backbone (see ``diffembed.model.backbone``) and its tokenizer. ``encode``
+validates the texts, prepends an instruction (``"{instruction}: {text}"`` by default), tokenizes,
+counts and reports truncation, sorts by length and fills batches up to a token budget, runs the
+backbone under ``torch.inference_mode`` (bf16 autocast where the hardware supports it), pools,
+normalises, and returns the vectors in the input order as ``float32 [N, H]``.
+
+Each batch runs *packed* where the backbone allows (``PackedLayout``): its texts are concatenated
+into one pad-free row, so the linear layers (most of the compute) never see a pad, and attention,
+restricted to each text by ``packed_attention_forward``, takes only a ``[B, 1, 1, T]`` key mask
+that SDPA's flash / memory-efficient kernels accept: memory stays linear in the text length.
+The padded path (transformers' own ``[B, 1, T, T]`` mask) remains for other backbones and for
+``embed_tokens`` by default.
+
+On disk an embedder is a sentence-transformers directory: the Hugging Face model files
+(config.json with ``"is_causal": false`` when bidirectional, model.safetensors, tokenizer files),
+modules.json, sentence_bert_config.json, 1_Pooling/config.json, config_sentence_transformers.json
+(with the prompts) and diffembed.json (the settings sentence-transformers has no field for).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface
+
+from diffembed.io import atomic_dir, write_json
+from diffembed.model.backbone import CheckpointError, attention_of, load_backbone, read_json
+from diffembed.model.model_dir import FORMAT_VERSION, ST_POOLING_FLAGS, read_settings
+from diffembed.model.pooling import POOLINGS, pool
+from diffembed.model.precision import PRECISIONS, autocast, bf16_wanted
+from diffembed.model.tokenizer import load_tokenizer, verify_saved_tokenizer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "{instruction}: {text}"
+
+
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than ``max_length`` tokens and were truncated."""
+
+
+@dataclass
+class EncodeStats:
+    """What one ``encode_with_stats`` call did: counts in texts, tokens and batches;
+    ``truncated`` texts were cut to ``max_length`` (``longest`` tokens before the cut)."""
+
+    texts: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    longest: int = 0
+    batches: int = 0
+
+
+class Tokenized(NamedTuple):
+    """``Embedder.tokenize``'s result: token ids and pool masks (``[n]`` lists of equal
+    lengths), and how many texts were truncated (``longest``: their longest length before)."""
+
+    ids: list[list[int]]
+    masks: list[list[int]]
+    truncated: int = 0
+    longest: int = 0
+
+
+class Encoded(NamedTuple):
+    """``Embedder.encode_with_stats``'s result: ``float32 [N, H]`` vectors and the stats."""
+
+    vectors: np.ndarray
+    stats: EncodeStats
+
+
+def validate_texts(texts: Sequence[Any]) -> list[str]:
+    """Return ``texts`` as a list of str, or raise naming the first bad index.
+
+    ``None`` and non-strings raise ``TypeError``; empty or whitespace-only strings ``ValueError``.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    out: list[str] = []
+    for i, t in enumerate(texts):
+        if t is None:
+            raise TypeError(f"texts[{i}] is None")
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        if not t.strip():
+            raise ValueError(f"texts[{i}] is empty or whitespace only")
+        out.append(t)
+    return out
+
+
+def token_budget_batches(
+    lengths: Sequence[int], max_tokens: int, max_batch_size: int | None = None
+) -> list[list[int]]:
+    """Group indices into batches whose padded size (rows x longest) stays within ``max_tokens``.
+
+    Indices are taken longest first, so each batch holds texts of similar length; a text longer
+    than the budget gets a batch of its own. Returns lists of indices into ``lengths``.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (full or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+# ----------------------------------------------------------------------------- packed attention
+PACKED_ATTENTION = "diffembed_packed"
+
+
+@dataclass
+class PackedLayout:
+    """Where the texts of a packed batch lie.
+
+    ``encode`` hands the backbone all texts of a batch concatenated into one row of ``N`` tokens
+    (``[1, N]``, position ids restarting at 0 for each text), so its linear layers never touch a
+    pad and no ``[B, 1, T, T]`` mask is built. Attention alone regathers the row into ``B`` rows
+    of ``T`` (the longest text) and scatters its result back (``packed_attention_forward``).
+
+    Attributes:
+        lengths: tokens per text, in the order of the packed row (``B`` entries).
+        width: ``T``, the longest text.
+        gather: ``long [B*T]``: the packed position of each padded slot (pads point at 0), or
+            None when ``B == 1``.
+        slots: ``long [N]``: the padded slot (``b*T + t``) of each packed token, or None when
+            ``B == 1``.
+        key_mask: ``bool [B, 1, 1, T]``, True on real tokens; None when every text is ``T`` long.
+    """
+
+    lengths: list[int]
+    width: int
+    gather: torch.Tensor | None
+    slots: torch.Tensor | None
+    key_mask: torch.Tensor | None
+
+    @classmethod
+    def of(cls, lengths: Sequence[int], device: torch.device | str = "cpu") -> PackedLayout:
+        """The layout of texts of ``lengths`` tokens packed in this order."""
+        width = max(lengths)
+        if len(lengths) == 1:
+            return cls(list(lengths), width, None, None, None)
+        lens = torch.tensor(lengths, dtype=torch.long)
+        starts = torch.cumsum(lens, 0) - lens
+        t = torch.arange(width)
+        real = t[None, :] < lens[:, None]  # [B, T]
+        gather = torch.where(real, starts[:, None] + t[None, :], 0).flatten()
+        slots = torch.nonzero(real.flatten()).flatten()
+        key_mask = None if min(lengths) == width else real[:, None, None, :].to(device)
+        return cls(list(lengths), width, gather.to(device), slots.to(device), key_mask)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed ``[N, ...]`` -> padded ``[B, T, ...]`` (pad slots repeat token 0's values)."""
+        if self.gather is None:
+            return x.unsqueeze(0)
+        return x.index_select(0, self.gather).view(len(self.lengths), self.width, *x.shape[1:])
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """Padded ``[B, T, ...]`` -> packed ``[N, ...]``."""
+        flat = x.reshape(-1, *x.shape[2:])
+        return flat if self.slots is None else flat.index_select(0, self.slots)
+
+
+def packed_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    diffembed_layout: PackedLayout | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention over the texts of a packed row (a transformers attention function).
+
+    ``query [1, h, N, d]``, ``key``/``value [1, kv, N, d]`` -> ``[1, N, h, d]``: each text
+    attends to itself only (bidirectionally, or causally when the model is causal), with
+    ``torch.nn.functional.scaled_dot_product_attention`` on the regathered ``[B, h, T, d]``
+    rows: its flash / memory-efficient kernels take a key mask, so memory stays linear in ``T``
+    (no ``T x T`` matrix is materialised). Without a layout it is plain sdpa.
+    """
+    layout = diffembed_layout
+    if layout is None:
+        return sdpa_attention_forward(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    groups = query.shape[1] // key.shape[1]
+    # [1, h, N, d] -> [N, h, d] -> [B, T, h, d] -> [B, h, T, d]
+    q, k, v = (layout.pad(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
+    if groups > 1:  # repeat kv heads: sdpa's enable_gqa is not taken by every CPU kernel
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        # Causal rows are right-padded: a real token never sees a pad, so no mask is needed.
+        attn_mask=None if causal else layout.key_mask,
+        dropout_p=dropout,
+        is_causal=causal,
+        scale=scaling,
+    )
+    return layout.unpad(out.transpose(1, 2)).unsqueeze(0), None
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    """Mask builder of the packed attention: the layout carries the mask, transformers none."""
+    return None
+
+
+AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
+AttentionMaskInterface.register(PACKED_ATTENTION, _no_mask)
+
+
+@contextlib.contextmanager
+def attention_implementation(model: PreTrainedModel, name: str) -> Iterator[None]:
+    """Run ``model`` with the attention implementation ``name`` for the duration."""
+    config = model.config
+    old = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
+
+
+class Embedder:
+    """Turns texts into embeddings with a backbone LM.
+
+    Args:
+        backbone: a transformers base model (``load_backbone``); returns ``last_hidden_state``.
+        tokenizer: its tokenizer (a fast tokenizer: offsets are used for instruction exclusion).
+        pooling: ``"mean"`` (default), ``"last"`` or ``"weighted_mean"``.
+        normalize: L2-normalise the output vectors.
+        max_length: the most tokens a text may have (instruction and special tokens included).
+        prompts: named instructions, e.g. ``{"query": "Given a question, retrieve passages"}``.
+        prompt_template: how an instruction joins a text; must end with ``{text}``.
+        include_instruction: pool over the instruction tokens too (False pools the text only,
+            located by character offsets, not by a separator string).
+        precision: ``"auto"`` (bf16 autocast where the hardware has fast bf16), ``"bf16"``, ``"fp32"``.
+        padding_side: ``"right"`` or ``"left"``; results do not depend on it.
+        max_tokens_per_batch: default token budget of a batch (rows x longest row).
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_length: int = 512,
+        prompts: dict[str, str] | None = None,
+        prompt_template: str = DEFAULT_TEMPLATE,
+        include_instruction: bool = True,
+        precision: str = "auto",
+        padding_side: str = "right",
+        max_tokens_per_batch: int = 16384,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if "{instruction}" not in prompt_template or not prompt_template.endswith("{text}"):
+            raise ValueError(
+                f"prompt_template must contain '{{instruction}}' and end with '{{text}}', "
+                f"got {prompt_template!r}"
+            )
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError(f"a fast tokenizer is required, got {type(tokenizer).__name__}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length
+        self.prompts = dict(prompts or {})
+        self.prompt_template = prompt_template
+        self.include_instruction = include_instruction
+        self.precision = precision
+        self.padding_side = padding_side
+        self.max_tokens_per_batch = max_tokens_per_batch
+        # encode runs batches packed (pad-free) where the backbone allows; False: padded path.
+        self.packing = True
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension H."""
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def attention(self) -> str:
+        return attention_of(self.backbone)
+
+    def instruction_prefix(self, instruction: str | None) -> str:
+        """The string put before a text for ``instruction`` (``""`` for none)."""
+        if not instruction:
+            return ""
+        return self.prompt_template[: -len("{text}")].format(instruction=instruction)
+
+    def _resolve_instruction(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        if prompt is not None and prompt_name is not None:
+            raise ValueError("give either prompt or prompt_name, not both")
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise KeyError(
+                    f"unknown prompt_name {prompt_name!r}; known: {sorted(self.prompts)}"
+                )
+            return self.prompts[prompt_name]
+        return prompt
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        weights = next(self.backbone.parameters()).dtype
+        return autocast(self.device, bf16_wanted(self.precision, self.device), weights)
+
+    # ------------------------------------------------------------------ tokenization
+    def tokenize(
+        self, texts: list[str], prefix: str = "", truncate: bool = True, warn: bool = True
+    ) -> Tokenized:
+        """Tokenize ``prefix + text`` for each text: ``Tokenized(ids, masks, truncated, longest)``.
+
+        Texts longer than ``max_length`` tokens are truncated (counted in the result, and a
+        ``TruncationWarning`` unless ``warn=False``) or, with ``truncate=False``, refused. The
+        pool mask is 1 on the tokens that are pooled (all, or only the text's when
+        ``include_instruction`` is False).
+        """
+        full = [prefix + t for t in texts]
+        need_offsets = bool(prefix) and not self.include_instruction
+        kwargs = dict(add_special_tokens=True, return_attention_mask=False, verbose=False)
+        enc = self.tokenizer(full, truncation=False, return_offsets_mapping=need_offsets, **kwargs)
+        ids: list[list[int]] = enc["input_ids"]
+        offsets = enc.get("offset_mapping") if need_offsets else None
+        too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+        if too_long:
+            longest = max(len(ids[i]) for i in too_long)
+            if not truncate:
+                raise ValueError(
+                    f"{len(too_long)} text(s) exceed max_length={self.max_length} tokens "
+                    f"(first: index {too_long[0]}, longest: {longest} tokens); "
+                    "pass truncate=True to truncate them"
+                )
+            cut = self.tokenizer(
+                [full[i] for i in too_long],
+                truncation=True,
+                max_length=self.max_length,
+                return_offsets_mapping=need_offsets,
+                **kwargs,
+            )
+            for j, i in enumerate(too_long):
+                ids[i] = cut["input_ids"][j]
+                if offsets is not None:
+                    offsets[i] = cut["offset_mapping"][j]
+            if warn:
+                warnings.warn(
+                    f"truncated {len(too_long)} of {len(texts)} text(s) to max_length="
+                    f"{self.max_length} tokens (longest was {longest} tokens)",
+                    TruncationWarning,
+                    stacklevel=4,
+                )
+        masks: list[list[int]] = []
+        for i, row in enumerate(ids):
+            if not row:
+                raise ValueError(f"texts[{i}] tokenizes to no tokens")
+            if offsets is None:
+                masks.append([1] * len(row))
+                continue
+            # A token belongs to the text when it covers any character after the prefix.
+            mask = [1 if end > len(prefix) else 0 for _, end in offsets[i]]
+            if not any(mask):
+                raise ValueError(
+                    f"texts[{i}]: no text token left to pool after the instruction "
+                    f"(max_length={self.max_length})"
+                )
+            masks.append(mask)
+        if too_long:
+            return Tokenized(ids, masks, len(too_long), longest)
+        return Tokenized(ids, masks)
+
+    def _pad(self, rows: list[list[int]], value: int) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        out = torch.full((len(rows), width), value, dtype=torch.long)
+        for b, r in enumerate(rows):
+            if self.padding_side == "right":
+                out[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+            else:
+                out[b, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        return out
+
+    # ------------------------------------------------------------------ encoding
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        show_progress: bool = False,
+        truncate: bool = True,
+    ) -> np.ndarray:
+        """Embed ``texts``: ``float32 [N, H]`` (``[H]`` for a single string), in input order.
+
+        The arguments are ``encode_with_stats``'s; this returns its vectors only.
+        """
+        return self.encode_with_stats(
+            texts, prompt, prompt_name, batch_size, max_tokens_per_batch, show_progress, truncate
+        ).vectors
+
+    def encode_with_stats(
+        self,
+        texts: str | Sequence[str],
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        show_progress: bool = False,
+        truncate: bool = True,
+        warn: bool = True,
+    ) -> Encoded:
+        """Embed ``texts`` and say what it took.
+
+        Args:
+            texts: a list of non-empty strings (or one string).
+            prompt: an instruction to prepend (``prompt_template``); ``prompt_name`` names one of
+                ``self.prompts`` instead.
+            batch_size: cap on rows per batch (optional; the token budget always applies).
+            max_tokens_per_batch: token budget per batch (rows x longest), default from init.
+            show_progress: tqdm progress bar over batches.
+            truncate: truncate over-long texts (True) or raise.
+            warn: issue a ``TruncationWarning`` when texts were truncated (the count is in the
+                stats either way).
+
+        Returns:
+            ``Encoded(vectors, stats)``: ``float32 [N, H]`` (``[H]`` for a single string) in the
+            input order, and the ``EncodeStats``.
+        """
+        single = isinstance(texts, str)
+        items = validate_texts([texts] if single else texts)
+        stats = EncodeStats(texts=len(items))
+        if not items:
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), stats)
+        prefix = self.instruction_prefix(self._resolve_instruction(prompt, prompt_name))
+        tok = self.tokenize(items, prefix, truncate, warn)
+        lengths = [len(x) for x in tok.ids]
+        stats.tokens, stats.truncated, stats.longest = sum(lengths), tok.truncated, tok.longest
+        budget = max_tokens_per_batch or self.max_tokens_per_batch
+        batches = token_budget_batches(lengths, budget, batch_size)
+        stats.batches = len(batches)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(items), disable=not show_progress, desc="encode", unit="text")
+        for batch, vectors in self.embed_batches(tok.ids, tok.masks, batches):
+            out[batch] = vectors
+            bar.update(len(batch))
+        bar.close()
+        return Encoded(out[0] if single else out, stats)
+
+    def embed_batches(
+        self, ids: list[list[int]], masks: list[list[int]], batches: list[list[int]]
+    ) -> Iterator[tuple[list[int], np.ndarray]]:
+        """The one inference batch loop (``encode``, the server): for each batch of row indices,
+        ``(batch, float32 [len(batch), H])`` vectors of those tokenized rows, under
+        ``inference_mode`` and the precision's autocast, packed where the backbone allows,
+        normalised when ``normalize``. Raises ``FloatingPointError`` on a non-finite or zero
+        vector, naming the rows."""
+        for batch in batches:
+            rows = [ids[i] for i in batch]
+            packed = self.packing and self.packing_supported(max(len(r) for r in rows))
+            # Entered per batch so that the caller's code between batches runs outside it.
+            with torch.inference_mode():
+                vectors = self.embed_tokens(
+                    rows, [masks[i] for i in batch], self._autocast(), packed=packed
+                )
+                self._check_finite(vectors, batch)
+                if self.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
+                array = vectors.cpu().numpy()
+            yield batch, array
+
+    def packing_supported(self, longest: int) -> bool:
+        """Whether texts up to ``longest`` tokens can run packed (``embed_tokens(packed=True)``).
+
+        True for full-attention backbones on the sdpa or eager kernel; False with sliding-window
+        layers that the texts are long enough to feel, or any other attention kernel.
+        """
+        cfg = self.backbone.config
+        if cfg._attn_implementation not in ("sdpa", "eager", PACKED_ATTENTION):
+            return False
+        if set(getattr(cfg, "layer_types", None) or ["full_attention"]) != {"full_attention"}:
+            return False
+        window = getattr(cfg, "sliding_window", None)
+        return window is None or longest < window
+
+    def embed_tokens(
+        self,
+        ids: list[list[int]],
+        masks: list[list[int]],
+        autocast: contextlib.AbstractContextManager | None = None,
+        packed: bool = False,
+    ) -> torch.Tensor:
+        """Pooled, unnormalised embeddings of tokenized texts: ``float32 [n, H]``.
+
+        Padded (default): pads (``padding_side``), uses pad-aware position ids, runs the backbone
+        under ``autocast`` and pools in float32 outside it. Packed (``packed=True``, see
+        ``PackedLayout``; check ``packing_supported`` first): the texts run as one row of
+        ``sum(len)`` tokens, pad-free, with attention restricted to each text; same results (to
+        float rounding), less compute and linear memory. Differentiable: ``encode`` calls it
+        under ``inference_mode``; training calls it with gradients.
+        """
+        if packed:
+            return self._embed_packed(ids, masks, autocast)
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
+        device = self.device
+        input_ids = self._pad(ids, pad_id).to(device)
+        attention = self._pad([[1] * len(r) for r in ids], 0).to(device)
+        pool_mask = self._pad(masks, 0).to(device)
+        # Pad-aware positions: each text starts at 0 whatever the padding side.
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+        with autocast or contextlib.nullcontext():
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions
+            ).last_hidden_state
+        return pool(hidden.float(), pool_mask, self.pooling)
+
+    def _embed_packed(
+        self,
+        ids: list[list[int]],
+        masks: list[list[int]],
+        autocast: contextlib.AbstractContextManager | None = None,
+    ) -> torch.Tensor:
+        """``embed_tokens`` on one packed row: ``[1, N]`` ids -> pooled ``float32 [B, H]``."""
+        device = self.device
+        lengths = [len(r) for r in ids]
+        layout = PackedLayout.of(lengths, device)
+        input_ids = torch.tensor(list(itertools.chain.from_iterable(ids)), dtype=torch.long)
+        positions = torch.tensor(
+            list(itertools.chain.from_iterable(range(n) for n in lengths)), dtype=torch.long
+        )
+        pool_mask = torch.zeros(len(ids), layout.width, dtype=torch.long)
+        for b, m in enumerate(masks):
+            pool_mask[b, : len(m)] = torch.tensor(m, dtype=torch.long)
+        with (
+            autocast or contextlib.nullcontext(),
+            attention_implementation(self.backbone, PACKED_ATTENTION),
+        ):
+            hidden = self.backbone(
+                input_ids=input_ids[None].to(device),
+                position_ids=positions[None].to(device),
+                diffembed_layout=layout,
+            ).last_hidden_state  # [1, N, H]
+        return pool(layout.pad(hidden[0]).float(), pool_mask.to(device), self.pooling)
+
+    @staticmethod
+    def _check_finite(vectors: torch.Tensor, batch: list[int]) -> None:
+        bad = (~torch.isfinite(vectors).all(dim=1)) | (vectors.norm(dim=1) == 0)
+        if bool(bad.any()):
+            rows = [batch[i] for i in torch.nonzero(bad).flatten().tolist()]
+            raise FloatingPointError(
+                f"non-finite or zero embedding for texts {rows[:10]}; try precision='fp32'"
+            )
+
+    def role_prompt(self, role: str, instruction: str | None = None) -> dict[str, str | None]:
+        """``encode`` keyword arguments for a ``"query"`` (``instruction``, or the ``"query"``
+        prompt when one is defined) or a ``"document"`` (the ``"document"`` prompt if defined,
+        else none)."""
+        if role == "query":
+            if instruction is None and "query" in self.prompts:
+                return {"prompt_name": "query"}
+            return {"prompt": instruction}
+        if role != "document":
+            raise ValueError(f"role must be 'query' or 'document', got {role!r}")
+        return {"prompt_name": "document"} if "document" in self.prompts else {}
+
+    def encode_queries(
+        self, queries: Sequence[str], instruction: str | None = None, **kw: Any
+    ) -> np.ndarray:
+        """Embed queries with ``instruction``, or the ``"query"`` prompt when one is defined."""
+        return self.encode(queries, **self.role_prompt("query", instruction), **kw)
+
+    def encode_documents(self, documents: Sequence[str], **kw: Any) -> np.ndarray:
+        """Embed documents (no instruction, or the ``"document"`` prompt when one is defined)."""
+        return self.encode(documents, **self.role_prompt("document"), **kw)
+
+    # ------------------------------------------------------------------ persistence
+    def settings(self) -> dict[str, Any]:
+        """The settings saved in diffembed.json."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "prompts": self.prompts,
+            "prompt_template": self.prompt_template,
+            "include_instruction": self.include_instruction,
+            "padding_side": self.padding_side,
+            "attention": self.attention,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write a complete model directory (sentence-transformers layout), atomically."""
+        directory = Path(directory)
+        with atomic_dir(directory) as tmp:
+            self.backbone.config.is_causal = self.attention == "causal"
+            self.backbone.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            cfg = read_json(tmp / "config.json")
+            if cfg.get("is_causal") != (self.attention == "causal"):
+                raise CheckpointError(f"{tmp / 'config.json'}: is_causal was not saved")
+            verify_saved_tokenizer(self.tokenizer, tmp, list(self.prompts.values()))
+            write_json(tmp / "diffembed.json", self.settings())
+            write_json(
+                tmp / "sentence_bert_config.json",
+                {"max_seq_length": self.max_length, "do_lower_case": False},
+            )
+            modules = [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": "sentence_transformers.models.Pooling",
+                },
+            ]
+            if self.normalize:
+                modules.append(
+                    {
+                        "idx": 2,
+                        "name": "2",
+                        "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize",
+                    }
+                )
+                (tmp / "2_Normalize").mkdir()
+            write_json(tmp / "modules.json", modules)
+            pooling_cfg: dict[str, Any] = {
+                "word_embedding_dimension": self.dim,
+                "include_prompt": self.include_instruction,
+            }
+            for name, flag in ST_POOLING_FLAGS.items():
+                pooling_cfg[flag] = name == self.pooling
+            for flag in (
+                "pooling_mode_cls_token",
+                "pooling_mode_max_tokens",
+                "pooling_mode_mean_sqrt_len_tokens",
+            ):
+                pooling_cfg[flag] = False
+            write_json(tmp / "1_Pooling" / "config.json", pooling_cfg)
+            write_json(
+                tmp / "config_sentence_transformers.json",
+                {
+                    "model_type": "SentenceTransformer",
+                    "prompts": {k: self.instruction_prefix(v) for k, v in self.prompts.items()},
+                    "default_prompt_name": None,
+                    "similarity_fn_name": "cosine",
+                    "__version__": {
+                        "transformers": transformers.__version__,
+                        "pytorch": torch.__version__,
+                    },
+                },
+            )
+        return directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        attention: str | None = None,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> Embedder:
+        """Load a model directory: one written by ``save``, any sentence-transformers directory
+        of a supported backbone, or a bare LM directory (then mean pooling and defaults).
+
+        ``overrides`` replace saved settings (e.g. ``pooling="last"``, ``precision="fp32"``).
+        """
+        directory = Path(directory)
+        settings = read_settings(directory)
+        settings.pop("format_version", None)
+        saved_attention = settings.pop("attention", None)
+        settings.update(overrides)
+        backbone = load_backbone(
+            directory, attention=attention or saved_attention, dtype=dtype, device=device
+        )
+        tokenizer = load_tokenizer(directory)
+        return cls(backbone, tokenizer, **settings)
