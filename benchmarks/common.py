@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / ".cache"
 CORPUS = ROOT / "data" / "corpus"
 
-# Random-weight Qwen2-shaped models (bidirectional, GQA, rope theta 1e6 like Qwen2.5).
+# Random-weight Qwen2-shaped models (bidirectional, GQA, rope theta 1e6 like Qwen2.5). Not the
+# LM presets of diffembed.train.pretrain (Llama-shaped, no GQA, rope theta 1e4): "base" is the
+# "gpu" LM's 12 x 768 but with 4 KV heads, "small" has twice the "cpu" LM's width; deriving them
+# from those would change the models the benchmark results were measured on.
 PRESETS: dict[str, dict[str, int]] = {
     "small": dict(
         num_hidden_layers=4,

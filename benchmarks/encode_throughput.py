@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_sets, device_name, ensure_model, forward_flops, text_pools  # noqa: E402
 
 from diffembed.model.embedder import Embedder  # noqa: E402
-from diffembed.train.pretrain import measure_matmul_peak  # noqa: E402
+from diffembed.train.pretrain_model import measure_matmul_peak  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 NAMES = {

@@ -24,7 +24,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from diffembed.formats.pairs import Pair
 from diffembed.model.tokenizer import train_bpe_tokenizer
-from diffembed.train.finetune import FinetuneConfig, Trainer
+from diffembed.train.finetune import Trainer
+from diffembed.train.finetune_config import FinetuneConfig
 
 WORDS = [
     "model",

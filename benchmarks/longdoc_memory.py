@@ -98,12 +98,12 @@ def main() -> None:
     for n in lengths:
         base = reset_peak(device)
         t0 = time.perf_counter()
-        emb.encode([docs[n]])
+        stats = emb.encode_with_stats([docs[n]]).stats
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         extra = peak(device) - base
-        tokens = emb.last_stats.tokens
+        tokens = stats.tokens
         gflops = forward_flops(config, [tokens]) / seconds / 1e9
         rows.append((tokens, extra, seconds, gflops))
         print(

@@ -17,17 +17,16 @@ import time
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from diffembed.model.precision import autocast
 from diffembed.model.tokenizer import train_bpe_tokenizer
-from diffembed.train.pretrain import (
-    PRESETS,
-    PretrainConfig,
+from diffembed.train.pretrain import PRESETS, PretrainConfig
+from diffembed.train.pretrain_data import sample_generators
+from diffembed.train.pretrain_model import (
     ScoredLM,
-    _autocast,
     build_model,
     count_flops_per_token,
     measure_matmul_peak,
     micro_batch_loss,
-    sample_generators,
 )
 
 
@@ -53,7 +52,7 @@ def measure(
         for m in range(0, config.global_batch, config.micro_batch):
             tokens = torch.randint(4, vocab, (config.micro_batch, config.seq_len), device=device)
             gens = sample_generators(0, step, range(m, m + config.micro_batch))
-            with _autocast(device, config.bf16):
+            with autocast(device, config.bf16):
                 loss, h = micro_batch_loss(
                     scored, tokens, gens, config, tokenizer.mask_token_id, vocab
                 )

@@ -268,9 +268,9 @@ def main() -> None:
     direct_s = float("inf")
     for _ in range(args.repeats):
         start = time.perf_counter()
-        direct = emb.encode(texts, max_tokens_per_batch=args.max_batch_tokens)
+        direct, stats = emb.encode_with_stats(texts, max_tokens_per_batch=args.max_batch_tokens)
         direct_s = min(direct_s, time.perf_counter() - start)
-    direct_tokens = emb.last_stats.tokens
+    direct_tokens = stats.tokens
 
     port = free_port()
     proc = server = thread = None

@@ -32,7 +32,8 @@ from diffembed.io import write_json
 from diffembed.model.embedder import Embedder
 from diffembed.provenance import provenance
 from diffembed.train.contrastive import in_batch_accuracy, info_nce_loss
-from diffembed.train.finetune import FinetuneConfig, finetune
+from diffembed.train.finetune import finetune
+from diffembed.train.finetune_config import FinetuneConfig
 
 
 def split_pairs(pairs: list[Pair], held: int, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -4,7 +4,7 @@ The collection is the documentation of the Python standard library as ``pydoc`` 
 exists wherever Python does. The demo
 
 1. renders one document per standard-library module (``pydoc`` plain text);
-2. builds a vector index with the model (:mod:`diffembed.index.index`) and runs example queries;
+2. builds a vector index with the model (:mod:`diffembed.index`) and runs example queries;
 3. builds a small long-document retrieval task from the same pages (each module's one-line
    synopsis -> its page with that line removed; a BEIR folder) and evaluates the model and BM25
    on it, printing the table.
@@ -12,7 +12,6 @@ exists wherever Python does. The demo
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -75,7 +74,7 @@ def stdlib_documents(limit: int = 250, max_chars: int = 20000) -> list[dict[str,
 
 def write_synopsis_task(docs: list[dict[str, Any]], out: Path) -> Path:
     """A BEIR task folder: module synopsis -> module page (synopsis line removed), nDCG@10."""
-    from diffembed.formats.tasks import write_task
+    from diffembed.formats.task_writer import write_task
 
     usable = [d for d in docs if len(d["synopsis"].split()) >= 3]
     corpus = []
@@ -105,7 +104,8 @@ def run_demo(model: Path, out: Path, limit: int = 250, show_progress: bool = Tru
     """Index the stdlib docs with ``model``, search, evaluate; prints everything; returns 0."""
     from diffembed.eval.evaluate import evaluate_model, markdown_table
     from diffembed.formats.corpus import Document
-    from diffembed.index.index import Searcher, build_index
+    from diffembed.index.build import build_index
+    from diffembed.index.search import Searcher
     from diffembed.model.embedder import Embedder
 
     start = time.time()
@@ -152,20 +152,3 @@ def run_demo(model: Path, out: Path, limit: int = 250, show_progress: bool = Tru
     print(table.split("\n| Suite | Tasks |", 1)[0].rstrip())
     print(f"demo finished in {time.time() - start:.0f} s; outputs in {out}")
     return 0
-
-
-def add_demo_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``diffembed demo``."""
-    p = sub.add_parser(
-        "demo",
-        help="search the Python docs with an embedding model and evaluate it",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model directory")
-    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
-    p.add_argument("--limit", type=int, default=250, help="most modules to index")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(
-        func=lambda a: run_demo(a.model, a.out, a.limit, show_progress=not a.no_progress)
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -67,3 +68,12 @@ def provenance(start_time: float, command: list[str] | None = None) -> dict[str,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_time)),
         "wall_time_s": round(time.time() - start_time, 2),
     }
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks): the one file digest."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

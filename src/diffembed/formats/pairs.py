@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffembed.io import atomic_write
+from diffembed.io import atomic_write, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +113,9 @@ def read_pairs(path: str | Path) -> list[Pair]:
     and for pairs without negatives.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PairsError(f"{path}: no such file")
-    pairs: list[Pair] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PairsError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
-            pairs.append(parse_pair(record, where))
+    pairs = [
+        parse_pair(record, f"{path}:{lineno}") for lineno, record in iter_jsonl(path, PairsError)
+    ]
     if not pairs:
         raise PairsError(f"{path}: no pairs")
     counts = Counter((p.task, p.instruction, p.query) for p in pairs)

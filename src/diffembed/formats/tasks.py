@@ -61,13 +61,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffembed.formats.corpus import Document
-from diffembed.io import atomic_dir, write_json
+from diffembed.io import iter_jsonl
 
 FORMAT_VERSION = 1
 SUITES: tuple[str, ...] = ("longdoc", "reasoning", "instruct", "traditional")
@@ -92,7 +92,7 @@ METRICS: dict[str, tuple[str, ...]] = {
 }
 QRELS_HEADER = "query-id\tcorpus-id\tscore"
 DEFAULT_KNN_K = 5
-_TASK_KEYS = (
+TASK_KEYS = (
     "format_version",
     "name",
     "suite",
@@ -133,8 +133,9 @@ class Item:
 
 
 @dataclass(frozen=True)
-class Pair:
-    """A similarity pair with its human score."""
+class ScoredPair:
+    """A similarity pair of texts with its human score (sentence-similarity tasks; not a
+    training pair, see ``diffembed.formats.pairs.Pair``)."""
 
     id: str
     text1: str
@@ -161,7 +162,7 @@ class Task:
     qrels_og: Qrels = field(default_factory=dict)
     qrels_changed: Qrels = field(default_factory=dict)
     items: list[Item] = field(default_factory=list)
-    pairs: list[Pair] = field(default_factory=list)
+    pairs: list[ScoredPair] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -183,26 +184,8 @@ class Task:
 
 # ------------------------------------------------------------------------------ reading
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each line of a JSONL file, strictly."""
-    if not path.is_file():
-        raise TaskFormatError(f"{path}: no such file")
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise TaskFormatError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
-            if not line.strip():
-                raise TaskFormatError(f"{path}:{lineno}: empty line")
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskFormatError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
-            if not isinstance(record, dict):
-                raise TaskFormatError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
-                )
-            yield lineno, record
+    """``diffembed.io.iter_jsonl``, strict: blank lines are errors, every error a TaskFormatError."""
+    return iter_jsonl(path, TaskFormatError, skip_blank=False)
 
 
 def _get_id(record: Mapping[str, Any], key: str, where: str) -> str:
@@ -358,9 +341,9 @@ def read_items(path: Path) -> list[Item]:
     return items
 
 
-def read_pairs(path: Path) -> list[Pair]:
+def read_scored_pairs(path: Path) -> list[ScoredPair]:
     """Read ``pairs.jsonl`` for a similarity task."""
-    pairs: list[Pair] = []
+    pairs: list[ScoredPair] = []
     seen: dict[str, int] = {}
     for lineno, rec in _iter_jsonl(path):
         where = f"{path}:{lineno}"
@@ -378,7 +361,7 @@ def read_pairs(path: Path) -> list[Pair]:
             raise TaskFormatError(f"{where}: score {score!r} is not a finite number")
         _check_unique(seen, id_, path, lineno)
         meta = {k: v for k, v in rec.items() if k not in ("_id", "text1", "text2", "score")}
-        pairs.append(Pair(id_, text1, text2, float(score), meta))
+        pairs.append(ScoredPair(id_, text1, text2, float(score), meta))
     if len(pairs) < 3:
         raise TaskFormatError(f"{path}: fewer than 3 pairs")
     if len({p.score for p in pairs}) < 2:
@@ -465,7 +448,7 @@ def load_task(directory: str | Path) -> Task:
         instruction=cfg["instruction"],
         description=cfg["description"],
         k=cfg["k"],
-        meta={k: v for k, v in cfg.items() if k not in _TASK_KEYS},
+        meta={k: v for k, v in cfg.items() if k not in TASK_KEYS},
     )
     if task.kind in ("retrieval", "instruct"):
         task.corpus = read_corpus(directory / "corpus.jsonl")
@@ -495,7 +478,7 @@ def load_task(directory: str | Path) -> Task:
                 f"{task_json}: k={task.k} exceeds the {n_train} neighbours available"
             )
     else:
-        task.pairs = read_pairs(directory / "pairs.jsonl")
+        task.pairs = read_scored_pairs(directory / "pairs.jsonl")
     return task
 
 
@@ -538,132 +521,3 @@ def hash_task(directory: str | Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return f"sha256:{h.hexdigest()}"
-
-
-# ------------------------------------------------------------------------------ writing
-def _dump_row(row: Mapping[str, Any], first: Sequence[str]) -> str:
-    """One JSONL line: the ``first`` keys in that order, then the others sorted."""
-    ordered = {k: row[k] for k in first if k in row}
-    ordered.update({k: row[k] for k in sorted(row) if k not in ordered})
-    return json.dumps(ordered, ensure_ascii=False)
-
-
-def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]], first: Sequence[str]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for i, row in enumerate(rows):
-            if not isinstance(row, Mapping):
-                raise TaskFormatError(f"{path.name} row {i}: expected a dict, got {type(row)}")
-            f.write(_dump_row(row, first) + "\n")
-
-
-def _write_qrels(path: Path, qrels: Mapping[str, Mapping[str, int]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        f.write(QRELS_HEADER + "\n")
-        for qid, judged in qrels.items():
-            for did, score in judged.items():
-                if isinstance(score, bool) or not isinstance(score, int):
-                    raise TaskFormatError(
-                        f"{path.name}: score of ({qid!r}, {did!r}) is {score!r}, not an int"
-                    )
-                f.write(f"{qid}\t{did}\t{score}\n")
-
-
-def write_task(
-    directory: str | Path,
-    *,
-    name: str,
-    suite: str | None,
-    kind: str = "retrieval",
-    metric: str | None = None,
-    instruction: str | None = None,
-    description: str | None = None,
-    corpus: Sequence[Mapping[str, Any]] | None = None,
-    queries: Sequence[Mapping[str, Any]] | None = None,
-    qrels: Mapping[str, Mapping[str, int]] | None = None,
-    qrels_og: Mapping[str, Mapping[str, int]] | None = None,
-    qrels_changed: Mapping[str, Mapping[str, int]] | None = None,
-    items: Sequence[Mapping[str, Any]] | None = None,
-    pairs: Sequence[Mapping[str, Any]] | None = None,
-    k: int | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> Task:
-    """Write a task folder atomically and return it loaded (so it is validated before it lands).
-
-    Rows are written in the order given, keys ``_id``/``title``/``text`` (etc.) first and any
-    extra keys sorted after, so equal inputs give byte-identical folders. An existing folder at
-    ``directory`` is replaced only once the new one is complete and valid.
-
-    Args:
-        directory: the task folder, e.g. ``tasks/longdoc/python-synopsis``.
-        name, suite, kind, metric, instruction, description: task.json fields (module doc).
-        corpus: retrieval/instruct: ``[{"_id", "title"?, "text", ...}]``.
-        queries: retrieval: ``[{"_id", "text"}]``; instruct: plus ``instruction_og`` and
-            ``instruction_changed``.
-        qrels: retrieval: ``{query_id: {doc_id: int score}}``.
-        qrels_og, qrels_changed: instruct: the same under each instruction.
-        items: classification: ``[{"_id", "text", "label", "split"?}]``.
-        pairs: similarity: ``[{"_id"?, "text1", "text2", "score"}]``.
-        k: classification: kNN neighbours.
-        extra: more task.json keys (builder settings, sources, seed); must not shadow the above.
-
-    Raises:
-        TaskFormatError: when the written folder does not load (names the file and line).
-    """
-    directory = Path(directory)
-    if kind not in KINDS:
-        raise TaskFormatError(f"{directory}: kind {kind!r} is not one of {KINDS}")
-    needs = {
-        "retrieval": {"corpus": corpus, "queries": queries, "qrels": qrels},
-        "instruct": {
-            "corpus": corpus,
-            "queries": queries,
-            "qrels_og": qrels_og,
-            "qrels_changed": qrels_changed,
-        },
-        "classification": {"items": items},
-        "similarity": {"pairs": pairs},
-    }[kind]
-    given = {
-        "corpus": corpus,
-        "queries": queries,
-        "qrels": qrels,
-        "qrels_og": qrels_og,
-        "qrels_changed": qrels_changed,
-        "items": items,
-        "pairs": pairs,
-    }
-    missing = [n for n, v in needs.items() if v is None]
-    unused = [n for n, v in given.items() if v is not None and n not in needs]
-    if missing or unused:
-        raise TypeError(f"write_task(kind={kind!r}): missing {missing}, not applicable {unused}")
-    cfg: dict[str, Any] = dict(extra or {})
-    clash = sorted(set(cfg) & set(_TASK_KEYS))
-    if clash:
-        raise TypeError(f"write_task: extra must not set {clash}")
-    cfg.update(format_version=FORMAT_VERSION, name=name, suite=suite, kind=kind)
-    cfg["metric"] = metric or METRICS[kind][0]
-    for key, value in (("instruction", instruction), ("description", description), ("k", k)):
-        if value is not None:
-            cfg[key] = value
-    with atomic_dir(directory) as tmp:
-        write_json(tmp / "task.json", cfg)
-        if corpus is not None:
-            _write_jsonl(tmp / "corpus.jsonl", corpus, ("_id", "title", "text"))
-        if queries is not None:
-            first = ("_id", "text", "instruction_og", "instruction_changed")
-            _write_jsonl(tmp / "queries.jsonl", queries, first)
-        if qrels is not None:
-            _write_qrels(tmp / "qrels" / "test.tsv", qrels)
-        if qrels_og is not None and qrels_changed is not None:
-            _write_qrels(tmp / "qrels" / "og.tsv", qrels_og)
-            _write_qrels(tmp / "qrels" / "changed.tsv", qrels_changed)
-        if items is not None:
-            _write_jsonl(tmp / "items.jsonl", items, ("_id", "text", "label", "split"))
-        if pairs is not None:
-            _write_jsonl(tmp / "pairs.jsonl", pairs, ("_id", "text1", "text2", "score"))
-        try:
-            load_task(tmp)
-        except TaskFormatError as e:
-            raise TaskFormatError(str(e).replace(str(tmp), str(directory))) from None
-    return load_task(directory)

@@ -32,15 +32,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import transformers
 from tqdm.auto import tqdm
-from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from diffembed.io import atomic_dir, write_json
 from diffembed.model.backbone import CheckpointError, attention_of, load_backbone, read_json
-from diffembed.model.model_dir import FORMAT_VERSION, ST_POOLING_FLAGS, read_settings
+from diffembed.model.model_dir import FORMAT_VERSION, read_settings, write_st_files
+from diffembed.model.packing import PACKED_ATTENTION, PackedLayout, attention_implementation
 from diffembed.model.pooling import POOLINGS, pool
 from diffembed.model.precision import PRECISIONS, autocast, bf16_wanted
 from diffembed.model.tokenizer import load_tokenizer, verify_saved_tokenizer
@@ -125,136 +123,6 @@ def token_budget_batches(
     if current:
         batches.append(current)
     return batches
-
-
-# ----------------------------------------------------------------------------- packed attention
-PACKED_ATTENTION = "diffembed_packed"
-
-
-@dataclass
-class PackedLayout:
-    """Where the texts of a packed batch lie.
-
-    ``encode`` hands the backbone all texts of a batch concatenated into one row of ``N`` tokens
-    (``[1, N]``, position ids restarting at 0 for each text), so its linear layers never touch a
-    pad and no ``[B, 1, T, T]`` mask is built. Attention alone regathers the row into ``B`` rows
-    of ``T`` (the longest text) and scatters its result back (``packed_attention_forward``).
-
-    Attributes:
-        lengths: tokens per text, in the order of the packed row (``B`` entries).
-        width: ``T``, the longest text.
-        gather: ``long [B*T]``: the packed position of each padded slot (pads point at 0), or
-            None when ``B == 1``.
-        slots: ``long [N]``: the padded slot (``b*T + t``) of each packed token, or None when
-            ``B == 1``.
-        key_mask: ``bool [B, 1, 1, T]``, True on real tokens; None when every text is ``T`` long.
-    """
-
-    lengths: list[int]
-    width: int
-    gather: torch.Tensor | None
-    slots: torch.Tensor | None
-    key_mask: torch.Tensor | None
-
-    @classmethod
-    def of(cls, lengths: Sequence[int], device: torch.device | str = "cpu") -> PackedLayout:
-        """The layout of texts of ``lengths`` tokens packed in this order."""
-        width = max(lengths)
-        if len(lengths) == 1:
-            return cls(list(lengths), width, None, None, None)
-        lens = torch.tensor(lengths, dtype=torch.long)
-        starts = torch.cumsum(lens, 0) - lens
-        t = torch.arange(width)
-        real = t[None, :] < lens[:, None]  # [B, T]
-        gather = torch.where(real, starts[:, None] + t[None, :], 0).flatten()
-        slots = torch.nonzero(real.flatten()).flatten()
-        key_mask = None if min(lengths) == width else real[:, None, None, :].to(device)
-        return cls(list(lengths), width, gather.to(device), slots.to(device), key_mask)
-
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Packed ``[N, ...]`` -> padded ``[B, T, ...]`` (pad slots repeat token 0's values)."""
-        if self.gather is None:
-            return x.unsqueeze(0)
-        return x.index_select(0, self.gather).view(len(self.lengths), self.width, *x.shape[1:])
-
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """Padded ``[B, T, ...]`` -> packed ``[N, ...]``."""
-        flat = x.reshape(-1, *x.shape[2:])
-        return flat if self.slots is None else flat.index_select(0, self.slots)
-
-
-def packed_attention_forward(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    is_causal: bool | None = None,
-    diffembed_layout: PackedLayout | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Attention over the texts of a packed row (a transformers attention function).
-
-    ``query [1, h, N, d]``, ``key``/``value [1, kv, N, d]`` -> ``[1, N, h, d]``: each text
-    attends to itself only (bidirectionally, or causally when the model is causal), with
-    ``torch.nn.functional.scaled_dot_product_attention`` on the regathered ``[B, h, T, d]``
-    rows: its flash / memory-efficient kernels take a key mask, so memory stays linear in ``T``
-    (no ``T x T`` matrix is materialised). Without a layout it is plain sdpa.
-    """
-    layout = diffembed_layout
-    if layout is None:
-        return sdpa_attention_forward(
-            module,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=dropout,
-            scaling=scaling,
-            is_causal=is_causal,
-            **kwargs,
-        )
-    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
-    groups = query.shape[1] // key.shape[1]
-    # [1, h, N, d] -> [N, h, d] -> [B, T, h, d] -> [B, h, T, d]
-    q, k, v = (layout.pad(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))
-    if groups > 1:  # repeat kv heads: sdpa's enable_gqa is not taken by every CPU kernel
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q,
-        k,
-        v,
-        # Causal rows are right-padded: a real token never sees a pad, so no mask is needed.
-        attn_mask=None if causal else layout.key_mask,
-        dropout_p=dropout,
-        is_causal=causal,
-        scale=scaling,
-    )
-    return layout.unpad(out.transpose(1, 2)).unsqueeze(0), None
-
-
-def _no_mask(*args: Any, **kwargs: Any) -> None:
-    """Mask builder of the packed attention: the layout carries the mask, transformers none."""
-    return None
-
-
-AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
-AttentionMaskInterface.register(PACKED_ATTENTION, _no_mask)
-
-
-@contextlib.contextmanager
-def attention_implementation(model: PreTrainedModel, name: str) -> Iterator[None]:
-    """Run ``model`` with the attention implementation ``name`` for the duration."""
-    config = model.config
-    old = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = old
 
 
 class Embedder:
@@ -647,60 +515,14 @@ class Embedder:
                 raise CheckpointError(f"{tmp / 'config.json'}: is_causal was not saved")
             verify_saved_tokenizer(self.tokenizer, tmp, list(self.prompts.values()))
             write_json(tmp / "diffembed.json", self.settings())
-            write_json(
-                tmp / "sentence_bert_config.json",
-                {"max_seq_length": self.max_length, "do_lower_case": False},
-            )
-            modules = [
-                {
-                    "idx": 0,
-                    "name": "0",
-                    "path": "",
-                    "type": "sentence_transformers.models.Transformer",
-                },
-                {
-                    "idx": 1,
-                    "name": "1",
-                    "path": "1_Pooling",
-                    "type": "sentence_transformers.models.Pooling",
-                },
-            ]
-            if self.normalize:
-                modules.append(
-                    {
-                        "idx": 2,
-                        "name": "2",
-                        "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize",
-                    }
-                )
-                (tmp / "2_Normalize").mkdir()
-            write_json(tmp / "modules.json", modules)
-            pooling_cfg: dict[str, Any] = {
-                "word_embedding_dimension": self.dim,
-                "include_prompt": self.include_instruction,
-            }
-            for name, flag in ST_POOLING_FLAGS.items():
-                pooling_cfg[flag] = name == self.pooling
-            for flag in (
-                "pooling_mode_cls_token",
-                "pooling_mode_max_tokens",
-                "pooling_mode_mean_sqrt_len_tokens",
-            ):
-                pooling_cfg[flag] = False
-            write_json(tmp / "1_Pooling" / "config.json", pooling_cfg)
-            write_json(
-                tmp / "config_sentence_transformers.json",
-                {
-                    "model_type": "SentenceTransformer",
-                    "prompts": {k: self.instruction_prefix(v) for k, v in self.prompts.items()},
-                    "default_prompt_name": None,
-                    "similarity_fn_name": "cosine",
-                    "__version__": {
-                        "transformers": transformers.__version__,
-                        "pytorch": torch.__version__,
-                    },
-                },
+            write_st_files(
+                tmp,
+                max_length=self.max_length,
+                dim=self.dim,
+                pooling=self.pooling,
+                normalize=self.normalize,
+                include_prompt=self.include_instruction,
+                prompts={k: self.instruction_prefix(v) for k, v in self.prompts.items()},
             )
         return directory
 

@@ -9,6 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+
+from diffembed.io import write_json
 from diffembed.model.backbone import CheckpointError, read_json
 
 FORMAT_VERSION = 1
@@ -93,3 +97,55 @@ def read_settings(directory: Path) -> dict[str, Any]:
         settings["prompts"] = {k: v for k, v in prompts.items() if v}
         settings["prompt_template"] = "{instruction}{text}"
     return settings
+
+
+def write_st_files(
+    directory: Path,
+    *,
+    max_length: int,
+    dim: int,
+    pooling: str,
+    normalize: bool,
+    include_prompt: bool,
+    prompts: dict[str, str],
+) -> None:
+    """Write the sentence-transformers files of a model directory (modules.json,
+    sentence_bert_config.json, 1_Pooling/config.json, config_sentence_transformers.json with the
+    literal ``prompts``, and 2_Normalize/ when ``normalize``) into ``directory``, which already
+    holds the Hugging Face model and tokenizer files."""
+    write_json(
+        directory / "sentence_bert_config.json",
+        {"max_seq_length": max_length, "do_lower_case": False},
+    )
+    st = "sentence_transformers.models."
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": st + "Normalize"})
+        (directory / "2_Normalize").mkdir()
+    write_json(directory / "modules.json", modules)
+    pooling_cfg: dict[str, Any] = {
+        "word_embedding_dimension": dim,
+        "include_prompt": include_prompt,
+    }
+    for name, flag in ST_POOLING_FLAGS.items():
+        pooling_cfg[flag] = name == pooling
+    for flag in (
+        "pooling_mode_cls_token",
+        "pooling_mode_max_tokens",
+        "pooling_mode_mean_sqrt_len_tokens",
+    ):
+        pooling_cfg[flag] = False
+    write_json(directory / "1_Pooling" / "config.json", pooling_cfg)
+    write_json(
+        directory / "config_sentence_transformers.json",
+        {
+            "model_type": "SentenceTransformer",
+            "prompts": prompts,
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+            "__version__": {"transformers": transformers.__version__, "pytorch": torch.__version__},
+        },
+    )

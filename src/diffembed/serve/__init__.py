@@ -1,1 +1,2 @@
-"""serve"""
+"""The HTTP server: ``app`` (endpoints, errors, middleware, uvicorn), ``batcher`` (the worker
+that owns the model), ``metrics`` (Prometheus)."""

@@ -1,51 +1,42 @@
 """HTTP server: OpenAI-compatible embeddings, index search, health, models and Prometheus metrics.
 
-One worker thread owns the model. Request handlers validate their input and put a job on a
-bounded queue; the worker takes every job waiting (up to ``max_step_texts`` texts), tokenizes
-them, packs the texts of all jobs into token-budget batches (rows x longest row <=
-``max_batch_tokens``), runs the forward passes and hands each job its vectors. A full queue is
-answered with 503 and ``Retry-After`` instead of growing without bound.
-
 Endpoints: ``POST /v1/embeddings`` (OpenAI schema, plus ``prompt_name``/``instruction`` and
 ``truncate``), ``POST /v1/search`` (when an index is loaded), ``GET /v1/models``,
-``GET /health``, ``GET /metrics``. Errors are OpenAI-style ``{"error": {"message", "type",
-"param", "code"}}`` objects; bad input never crashes the server. With an API key every endpoint
-but ``/health`` needs ``Authorization: Bearer KEY``. On SIGTERM/SIGINT uvicorn stops accepting
-connections and lets in-flight requests finish; then the worker drains its queue and stops.
+``GET /health``, ``GET /metrics``. Handlers validate their input and queue the texts for the
+worker (``serve.batcher``); a full queue is answered with 503 and ``Retry-After``. Errors are
+OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` objects; bad input never
+crashes the server. The ``Guard`` middleware checks the API key (every endpoint but ``/health``
+needs ``Authorization: Bearer KEY`` when one is set), limits body sizes and counts requests. On
+SIGTERM/SIGINT in-flight requests finish, then the worker drains its queue and stops.
 """
 
-# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time
-# and the request models are local to create_app.
-import argparse
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
 import asyncio
 import base64
-import collections
-import concurrent.futures
 import contextlib
 import hmac
 import json
 import logging
-import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from diffembed.serve.batcher import Batcher, EmbedResult, QueueFull, RejectedInput
+from diffembed.serve.metrics import Metrics
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from diffembed.index.index import VectorIndex
+    from diffembed.index.store import VectorIndex
     from diffembed.model.embedder import Embedder
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "DIFFEMBED_API_KEY"
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 KNOWN_PATHS = ("/v1/embeddings", "/v1/search", "/v1/models", "/health", "/metrics")
 
 
@@ -114,288 +105,9 @@ class APIError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-
-class QueueFull(Exception):
-    """The worker's queue holds ``max_queue_texts`` texts already."""
-
-
-# ------------------------------------------------------------------------------ metrics
-class Histogram:
-    """A Prometheus histogram (cumulative buckets, sum, count) guarded by the Metrics lock."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * len(buckets)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self, name: str, labels: str = "") -> list[str]:
-        sep = "," if labels else ""
-        out = [
-            f'{name}_bucket{{{labels}{sep}le="{_fmt(b)}"}} {c}'
-            for b, c in zip(self.buckets, self.counts, strict=True)
-        ]
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
-        braces = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{braces} {self.sum:.6f}")
-        out.append(f"{name}_count{braces} {self.count}")
-        return out
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
-
-
-class Metrics:
-    """Counters and histograms rendered in the Prometheus text format (version 0.0.4)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
-        self.latency: dict[str, Histogram] = {}
-        self.tokens = 0
-        self.inputs = 0
-        self.forward_passes = 0
-        self.steps = 0
-        self.batch_size = Histogram(BATCH_BUCKETS)
-        self.step_requests = Histogram(BATCH_BUCKETS)
-        self.queue_texts = 0
-
-    def request(self, endpoint: str, status: int, seconds: float) -> None:
-        with self.lock:
-            self.requests[(endpoint, status)] += 1
-            self.latency.setdefault(endpoint, Histogram(LATENCY_BUCKETS)).observe(seconds)
-
-    def render(self) -> str:
-        with self.lock:
-            lines = [
-                "# HELP diffembed_requests_total HTTP requests by endpoint and status.",
-                "# TYPE diffembed_requests_total counter",
-            ]
-            for (endpoint, status), n in sorted(self.requests.items()):
-                lines.append(
-                    f'diffembed_requests_total{{endpoint="{endpoint}",status="{status}"}} {n}'
-                )
-            lines += [
-                "# HELP diffembed_request_latency_seconds Request latency by endpoint.",
-                "# TYPE diffembed_request_latency_seconds histogram",
-            ]
-            for endpoint, h in sorted(self.latency.items()):
-                lines += h.render("diffembed_request_latency_seconds", f'endpoint="{endpoint}"')
-            lines += [
-                "# HELP diffembed_tokens_total Tokens embedded (instruction and special tokens "
-                "included).",
-                "# TYPE diffembed_tokens_total counter",
-                f"diffembed_tokens_total {self.tokens}",
-                "# HELP diffembed_inputs_total Texts embedded.",
-                "# TYPE diffembed_inputs_total counter",
-                f"diffembed_inputs_total {self.inputs}",
-                "# HELP diffembed_forward_passes_total Model forward passes.",
-                "# TYPE diffembed_forward_passes_total counter",
-                f"diffembed_forward_passes_total {self.forward_passes}",
-                "# HELP diffembed_batch_size Texts per forward pass.",
-                "# TYPE diffembed_batch_size histogram",
-                *self.batch_size.render("diffembed_batch_size"),
-                "# HELP diffembed_step_requests Requests merged into one worker step.",
-                "# TYPE diffembed_step_requests histogram",
-                *self.step_requests.render("diffembed_step_requests"),
-                "# HELP diffembed_queue_texts Texts waiting or in progress.",
-                "# TYPE diffembed_queue_texts gauge",
-                f"diffembed_queue_texts {self.queue_texts}",
-            ]
-        return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------ the worker
-@dataclass
-class EmbedResult:
-    """A job's output: ``vectors`` float32 [n, H] in input order, ``tokens`` per input."""
-
-    vectors: np.ndarray
-    tokens: list[int]
-
-
-@dataclass
-class _Job:
-    texts: list[str]
-    prefix: str
-    truncate: bool
-    future: concurrent.futures.Future
-
-
-class Batcher:
-    """Owns the model: merges queued jobs into token-budget batches on one worker thread."""
-
-    def __init__(self, embedder: "Embedder", config: ServeConfig, metrics: Metrics) -> None:
-        self.embedder = embedder
-        self.config = config
-        self.metrics = metrics
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._pending = 0  # texts queued or in the current step
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="diffembed-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float | None = 60.0) -> None:
-        """Finish every queued job, then stop the worker."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def pending(self) -> int:
-        return self._pending
-
-    def submit(self, texts: list[str], prefix: str, truncate: bool) -> concurrent.futures.Future:
-        """Queue ``texts`` (embedded as ``prefix + text``); raises ``QueueFull`` when full."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._cond:
-            if self._stopping:
-                raise QueueFull("the server is shutting down")
-            if self._pending + len(texts) > self.config.max_queue_texts:
-                raise QueueFull(
-                    f"{self._pending} texts are queued (limit {self.config.max_queue_texts})"
-                )
-            self._queue.append(_Job(texts, prefix, truncate, future))
-            self._pending += len(texts)
-            self.metrics.queue_texts = self._pending
-            self._cond.notify()
-        return future
-
-    def _take(self) -> list[_Job] | None:
-        with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            if self.config.batch_wait_ms > 0 and len(self._queue) == 1:
-                self._cond.wait(self.config.batch_wait_ms / 1000)
-            jobs = [self._queue.popleft()]
-            n = len(jobs[0].texts)
-            while self._queue and n + len(self._queue[0].texts) <= self.config.max_step_texts:
-                job = self._queue.popleft()
-                n += len(job.texts)
-                jobs.append(job)
-            return jobs
-
-    def _run(self) -> None:
-        import torch
-
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        while True:
-            jobs = self._take()
-            if jobs is None:
-                return
-            try:
-                with torch.inference_mode():
-                    self._step(jobs)
-            except Exception as e:  # never let the worker die
-                logger.exception("worker step failed")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(e)
-            finally:
-                with self._cond:
-                    self._pending -= sum(len(j.texts) for j in jobs)
-                    self.metrics.queue_texts = self._pending
-
-    def _tokenize(self, job: _Job) -> tuple[list[list[int]], list[list[int]]] | None:
-        emb = self.embedder
-        try:
-            tok = emb.tokenize(job.texts, job.prefix, truncate=job.truncate, warn=False)
-            return tok.ids, tok.masks
-        except (ValueError, TypeError) as e:
-            lengths = [
-                len(x)
-                for x in emb.tokenizer(
-                    [job.prefix + t for t in job.texts], add_special_tokens=True, verbose=False
-                )["input_ids"]
-            ]
-            over = [(i, n) for i, n in enumerate(lengths) if n > emb.max_length]
-            if over and not job.truncate:
-                shown = ", ".join(f"input[{i}] has {n} tokens" for i, n in over[:5])
-                message = (
-                    f"{len(over)} input(s) exceed the model's max_length={emb.max_length} tokens "
-                    f"(instruction and special tokens included): {shown}; send "
-                    '"truncate": true to truncate them'
-                )
-            else:
-                message = str(e).replace("texts[", "input[")
-            job.future.set_exception(
-                APIError(400, message, param="input", code="context_length_exceeded")
-            )
-            return None
-        except Exception as e:  # one bad job must not fail the others of its step
-            logger.exception("tokenizing a request failed")
-            job.future.set_exception(
-                APIError(400, f"could not tokenize the input: {type(e).__name__}: {e}")
-            )
-            return None
-
-    def _step(self, jobs: list[_Job]) -> None:
-        from diffembed.model.embedder import token_budget_batches
-
-        emb = self.embedder
-        ids: list[list[int]] = []
-        masks: list[list[int]] = []
-        owner: list[tuple[int, int]] = []  # (job, position) of each text
-        live: list[int] = []
-        for j, job in enumerate(jobs):
-            got = self._tokenize(job)
-            if got is None:
-                continue
-            live.append(j)
-            ids.extend(got[0])
-            masks.extend(got[1])
-            owner.extend((j, i) for i in range(len(job.texts)))
-        if not ids:
-            return
-        lengths = [len(x) for x in ids]
-        outputs = {j: np.empty((len(jobs[j].texts), emb.dim), np.float32) for j in live}
-        batches = token_budget_batches(lengths, self.config.max_batch_tokens)
-        for batch, array in emb.embed_batches(ids, masks, batches):
-            for row, i in enumerate(batch):
-                j, pos = owner[i]
-                outputs[j][pos] = array[row]
-            with self.metrics.lock:
-                self.metrics.forward_passes += 1
-                self.metrics.batch_size.observe(len(batch))
-        start = 0
-        per_job_tokens: dict[int, list[int]] = {}
-        for j in live:
-            n = len(jobs[j].texts)
-            per_job_tokens[j] = lengths[start : start + n]
-            start += n
-        with self.metrics.lock:
-            self.metrics.steps += 1
-            self.metrics.step_requests.observe(len(live))
-            self.metrics.tokens += sum(lengths)
-            self.metrics.inputs += len(lengths)
-        for j in live:
-            jobs[j].future.set_result(EmbedResult(outputs[j], per_job_tokens[j]))
+        """``{"error": {"message", "type", "param", "code"}}``."""
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": error}
 
 
 # ------------------------------------------------------------------------------ ASGI guard
@@ -517,21 +229,32 @@ def create_app(
     """The ASGI app. Its lifespan starts the model's worker thread and, on shutdown, drains it.
 
     ``index`` (optional) must have been built with ``embedder``'s model (see
-    ``diffembed.index.index.check_model``); it enables ``POST /v1/search``.
+    ``diffembed.index.store.check_model``); it enables ``POST /v1/search``.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
-    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi import FastAPI
 
     config = config or ServeConfig()
     config.validate()
     metrics = Metrics()
-    batcher = Batcher(embedder, config, metrics)
-    created = int(time.time())
-    search_lock = threading.Lock()
+    routes = _Routes(embedder, config, Batcher(embedder, config, metrics), index)
+    app = FastAPI(
+        title="diffembed",
+        version="1",
+        description="OpenAI-compatible embeddings and search with a diffembed model.",
+        lifespan=routes.lifespan,
+    )
+    app.state.batcher = routes.batcher
+    app.state.metrics = metrics
+    app.state.config = config
+    app.state.index = index
+    _add_error_handlers(app)
+    _add_routes(app, routes)
+    return Guard(app, config, metrics)  # type: ignore[return-value]
+
+
+def _request_models() -> tuple[type, type]:
+    """The request bodies ``(EmbeddingRequest, SearchRequest)`` (pydantic, strict, no extras)."""
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
     class EmbeddingRequest(BaseModel):
         """OpenAI's embeddings request, plus ``prompt_name``/``instruction`` and ``truncate``."""
@@ -566,72 +289,135 @@ def create_app(
         instruction: StrictStr | None = None
         truncate: StrictBool = False
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
-        batcher.start()
-        logger.info("worker started: %s (dim %d)", config.model_name, embedder.dim)
-        try:
-            yield
-        finally:
-            await run_in_threadpool(batcher.stop)
-            logger.info("worker stopped")
+    return EmbeddingRequest, SearchRequest
 
-    app = FastAPI(
-        title="diffembed",
-        version="1",
-        description="OpenAI-compatible embeddings and search with a diffembed model.",
-        lifespan=lifespan,
-    )
-    app.state.batcher = batcher
-    app.state.metrics = metrics
-    app.state.config = config
-    app.state.index = index
 
-    def error_response(err: APIError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+def _error_response(err: APIError) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _validation_message(err: Any) -> APIError:
+    """A request body that does not fit the schema (or is not JSON) as one 400 error."""
+    errors = err.errors()
+    first = errors[0] if errors else {}
+    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    if first.get("type") == "json_invalid":
+        message = f"malformed JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
+        return APIError(400, message, code="invalid_json")
+    where = ".".join(loc) or "body"
+    message = f"{where}: {first.get('msg', 'invalid request')}"
+    if loc and loc[0] == "input" and first.get("type") != "missing":
+        message = "input must be a string or a list of strings (token arrays are not accepted)"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error(s))"
+    return APIError(400, message, param=loc[0] if loc else None)
+
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """Every error, ours or the framework's, answered as an OpenAI-style error object."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:
-        return error_response(err)
+        return _error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        errors = err.errors()
-        first = errors[0] if errors else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        if first.get("type") == "json_invalid":
-            message = f"malformed JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
-            return error_response(APIError(400, message, code="invalid_json"))
-        where = ".".join(loc) or "body"
-        message = f"{where}: {first.get('msg', 'invalid request')}"
-        if loc and loc[0] == "input" and first.get("type") != "missing":
-            message = "input must be a string or a list of strings (token arrays are not accepted)"
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more error(s))"
-        return error_response(APIError(400, message, param=loc[0] if loc else None))
+        return _error_response(_validation_message(err))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-        return error_response(APIError(err.status_code, str(err.detail), code=code))
+        return _error_response(APIError(err.status_code, str(err.detail), code=code))
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, err: Exception) -> JSONResponse:
         logger.exception("internal error on %s", request.url.path)
-        return error_response(
+        return _error_response(
             APIError(500, f"internal error: {type(err).__name__}", type_="server_error")
         )
 
-    def check_model(name: str | None) -> None:
-        if name is not None and name != config.model_name:
+
+def _add_routes(app: "FastAPI", routes: "_Routes") -> None:
+    """The endpoints (their names, annotations and docstrings make the OpenAPI spec)."""
+    from fastapi.responses import PlainTextResponse, Response
+
+    EmbeddingRequest, SearchRequest = _request_models()  # noqa: N806
+
+    @app.post("/v1/embeddings")
+    async def embeddings(req: EmbeddingRequest) -> Response:  # type: ignore[valid-type]
+        """Embed ``input`` (OpenAI schema)."""
+        return await routes.embeddings(req)
+
+    @app.post("/v1/search")
+    async def search(req: SearchRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        """The ``k`` best documents of the loaded index for ``query``."""
+        return await routes.search(req)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """The served model (OpenAI's list format)."""
+        return routes.models()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness and what is loaded (no API key needed)."""
+        return routes.health()
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format: requests, tokens, batch sizes, latency histogram."""
+        return PlainTextResponse(routes.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+class _Routes:
+    """What the endpoints do: validate, queue texts for the worker, search, describe."""
+
+    def __init__(
+        self,
+        embedder: "Embedder",
+        config: ServeConfig,
+        batcher: Batcher,
+        index: "VectorIndex | None",
+    ) -> None:
+        self.embedder = embedder
+        self.config = config
+        self.batcher = batcher
+        self.metrics = batcher.metrics
+        self.index = index
+        self.created = int(time.time())
+        self.search_lock = threading.Lock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: "FastAPI"):  # noqa: ANN201
+        from starlette.concurrency import run_in_threadpool
+
+        self.batcher.start()
+        logger.info("worker started: %s (dim %d)", self.config.model_name, self.embedder.dim)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(self.batcher.stop)
+            logger.info("worker stopped")
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.config.model_name:
             raise APIError(
                 404,
-                f"model {name!r} is not served here; this server serves {config.model_name!r}",
+                f"model {name!r} is not served here; this server serves {self.config.model_name!r}",
                 param="model",
                 code="model_not_found",
             )
 
-    def resolve_prefix(prompt_name: str | None, instruction: str | None, default: str | None):
+    def resolve_prefix(
+        self, prompt_name: str | None, instruction: str | None, default: str | None
+    ) -> str:
+        embedder = self.embedder
         if prompt_name is not None and instruction is not None:
             raise APIError(400, "give prompt_name or instruction, not both", param="prompt_name")
         if prompt_name is not None:
@@ -646,30 +432,29 @@ def create_app(
             return embedder.instruction_prefix(instruction)
         return embedder.instruction_prefix(default)
 
-    async def embed(texts: list[str], prefix: str, truncate: bool) -> EmbedResult:
+    async def embed(self, texts: list[str], prefix: str, truncate: bool) -> EmbedResult:
         try:
-            future = batcher.submit(texts, prefix, truncate)
+            future = self.batcher.submit(texts, prefix, truncate)
         except QueueFull as e:
             raise APIError(
                 503,
                 f"server busy: {e}; retry later",
                 type_="server_error",
                 code="queue_full",
-                headers={"Retry-After": str(config.retry_after_s)},
+                headers={"Retry-After": str(self.config.retry_after_s)},
             ) from None
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except RejectedInput as e:
+            raise APIError(400, str(e), param=e.param, code=e.code) from None
 
-    @app.post("/v1/embeddings")
-    async def embeddings(req: EmbeddingRequest) -> Response:
-        """Embed ``input`` (OpenAI schema)."""
-        check_model(req.model)
-        texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    def check_texts(self, texts: list[str]) -> None:
         if not texts:
             raise APIError(400, "input is an empty list", param="input")
-        if len(texts) > config.max_inputs:
+        if len(texts) > self.config.max_inputs:
             raise APIError(
                 400,
-                f"input has {len(texts)} items; at most {config.max_inputs} per request",
+                f"input has {len(texts)} items; at most {self.config.max_inputs} per request",
                 param="input",
                 code="too_many_inputs",
             )
@@ -678,16 +463,24 @@ def create_app(
                 raise APIError(400, f"input[{i}] is empty or whitespace only", param=f"input[{i}]")
             if not _is_unicode(t):
                 raise APIError(400, f"input[{i}] is not valid Unicode (lone surrogate)")
-        if req.dimensions is not None and not 1 <= req.dimensions <= embedder.dim:
+
+    async def embeddings(self, req: Any) -> Any:
+        from fastapi.responses import Response
+
+        dim = self.embedder.dim
+        self.check_model(req.model)
+        texts = [req.input] if isinstance(req.input, str) else list(req.input)
+        self.check_texts(texts)
+        if req.dimensions is not None and not 1 <= req.dimensions <= dim:
             raise APIError(
                 400,
-                f"dimensions must be between 1 and {embedder.dim}, got {req.dimensions}",
+                f"dimensions must be between 1 and {dim}, got {req.dimensions}",
                 param="dimensions",
             )
-        prefix = resolve_prefix(req.prompt_name, req.instruction, None)
-        result = await embed(texts, prefix, req.truncate)
+        prefix = self.resolve_prefix(req.prompt_name, req.instruction, None)
+        result = await self.embed(texts, prefix, req.truncate)
         vectors = result.vectors
-        if req.dimensions is not None and req.dimensions < embedder.dim:
+        if req.dimensions is not None and req.dimensions < dim:
             vectors = vectors[:, : req.dimensions]
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
@@ -702,28 +495,29 @@ def create_app(
             "data": [
                 {"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)
             ],
-            "model": config.model_name,
+            "model": self.config.model_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
-    @app.post("/v1/search")
-    async def search(req: SearchRequest) -> dict[str, Any]:
-        """The ``k`` best documents of the loaded index for ``query``."""
+    async def search(self, req: Any) -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        index, max_k = self.index, self.config.max_k
         if index is None:
             raise APIError(404, "no index is loaded (start with --index)", code="no_index")
         if not req.query.strip():
             raise APIError(400, "query is empty or whitespace only", param="query")
         if not _is_unicode(req.query):
             raise APIError(400, "query is not valid Unicode (lone surrogate)", param="query")
-        if not 1 <= req.k <= config.max_k:
-            raise APIError(400, f"k must be between 1 and {config.max_k}", param="k")
-        default = embedder.prompts.get("query")
-        prefix = resolve_prefix(req.prompt_name, req.instruction, default)
-        result = await embed([req.query], prefix, req.truncate)
+        if not 1 <= req.k <= max_k:
+            raise APIError(400, f"k must be between 1 and {max_k}", param="k")
+        default = self.embedder.prompts.get("query")
+        prefix = self.resolve_prefix(req.prompt_name, req.instruction, default)
+        result = await self.embed([req.query], prefix, req.truncate)
 
         def run() -> list[dict[str, Any]]:
-            with search_lock:
+            with self.search_lock:
                 return [h.to_dict() for h in index.search(result.vectors, req.k)[0]]
 
         hits = await run_in_threadpool(run)
@@ -731,7 +525,7 @@ def create_app(
         return {
             "object": "list",
             "data": hits,
-            "model": config.model_name,
+            "model": self.config.model_name,
             "index": {
                 "documents": index.n_documents,
                 "vectors": index.ntotal,
@@ -741,16 +535,15 @@ def create_app(
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        """The served model (OpenAI's list format)."""
+    def models(self) -> dict[str, Any]:
+        embedder = self.embedder
         return {
             "object": "list",
             "data": [
                 {
-                    "id": config.model_name,
+                    "id": self.config.model_name,
                     "object": "model",
-                    "created": created,
+                    "created": self.created,
                     "owned_by": "diffembed",
                     "dimensions": embedder.dim,
                     "max_length": embedder.max_length,
@@ -759,25 +552,17 @@ def create_app(
             ],
         }
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        """Liveness and what is loaded (no API key needed)."""
+    def health(self) -> dict[str, Any]:
+        index = self.index
         return {
             "status": "ok",
-            "model": config.model_name,
-            "dimensions": embedder.dim,
-            "queue_texts": batcher.pending,
+            "model": self.config.model_name,
+            "dimensions": self.embedder.dim,
+            "queue_texts": self.batcher.pending,
             "index": None
             if index is None
             else {"documents": index.n_documents, "vectors": index.ntotal, **index.mode},
         }
-
-    @app.get("/metrics")
-    async def prometheus() -> PlainTextResponse:
-        """Prometheus text format: requests, tokens, batch sizes, latency histogram."""
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    return Guard(app, config, metrics)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------ running
@@ -813,71 +598,3 @@ def make_server(app: Any, host: str = "127.0.0.1", port: int = 8080, **kw: Any) 
 
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False, **kw)
     return Server(config)
-
-
-def add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="HTTP server: OpenAI-compatible embeddings and index search",
-        description="Serve a model over HTTP: POST /v1/embeddings (OpenAI schema), POST "
-        "/v1/search (with --index), GET /v1/models, /health, /metrics. Concurrent requests are "
-        "merged into token-budget batches by one worker; a full queue answers 503.",
-    )
-    p.add_argument("--model", required=True, type=Path, help="model directory")
-    p.add_argument("--index", type=Path, help="index directory built with this model")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument(
-        "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})"
-    )
-    p.add_argument("--model-name", help="model id for clients (default: the directory name)")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], help="compute precision")
-    p.add_argument("--max-length", type=int, help="max tokens per input (default: the model's)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    d = ServeConfig()
-    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens)
-    p.add_argument("--max-queue", type=int, default=d.max_queue_texts, help="texts queued")
-    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
-    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms)
-    p.add_argument("--threads", type=int, help="torch threads of the worker (default: torch's)")
-    p.set_defaults(func=run_serve)
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    from diffembed.index.index import VectorIndex, check_model
-    from diffembed.model.embedder import Embedder
-
-    overrides: dict[str, Any] = {}
-    if args.dtype is not None:
-        overrides["precision"] = args.dtype
-    if args.max_length is not None:
-        overrides["max_length"] = args.max_length
-    index = None
-    if args.index is not None:
-        index = VectorIndex.open(args.index)
-        check_model(index.meta, args.model)
-        for key in ("precision", "max_length"):
-            overrides.setdefault(key, index.meta["embedding"][key])
-    embedder = Embedder.load(args.model, device=args.device, **overrides)
-    config = ServeConfig(
-        model_name=args.model_name or args.model.resolve().name,
-        max_batch_tokens=args.max_batch_tokens,
-        max_queue_texts=args.max_queue,
-        max_inputs=min(args.max_inputs, args.max_queue),
-        max_body_bytes=args.max_body_bytes,
-        batch_wait_ms=args.batch_wait_ms,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        threads=args.threads,
-    )
-    app = create_app(embedder, config, index)
-    logger.info(
-        "serving %s on http://%s:%d (index: %s, API key: %s)",
-        config.model_name,
-        args.host,
-        args.port,
-        args.index or "none",
-        "required" if config.api_key else "none",
-    )
-    make_server(app, args.host, args.port).run()
-    return 0

@@ -1,6 +1,9 @@
 """The contrastive objective as pure functions, and the checks that tell learning from collapse.
 
-* ``info_nce_loss``: InfoNCE on cosine similarity, query -> documents (the paper's loss);
+* ``info_nce_loss``: InfoNCE on cosine similarity, query -> documents (the paper's loss), and
+  ``scale_factor``: its similarity scale, warmed up geometrically;
+* ``gather_with_grad``: documents of every rank, with gradients back to the rank that made them;
+* ``grad_cache_step``: GradCache, the loss of a large batch embedded a mini-batch at a time;
 * ``mean_offdiag_cosine``: the mean cosine between distinct rows, the collapse meter.
 * ``CollapseMonitor``: warns when training sits at chance or the embeddings collapse.
 
@@ -17,11 +20,26 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
+from diffembed.train.runtime import rng_state, set_rng_state
+
 logger = logging.getLogger(__name__)
+
+
+def scale_factor(step: int, scale: float, initial: float | None, warmup_steps: int) -> float:
+    """The similarity scale at 0-based ``step``: ``initial * (scale / initial) ** (step /
+    warmup_steps)`` during the warm-up (geometric, i.e. the temperature falls by a constant
+    factor per step), then ``scale``. No warm-up when ``initial`` is None or ``warmup_steps``
+    is 0."""
+    if initial is None or warmup_steps <= 0 or step >= warmup_steps:
+        return scale
+    return initial * (scale / initial) ** (step / warmup_steps)
 
 
 def info_nce_loss(
@@ -69,6 +87,76 @@ def info_nce_loss(
 def in_batch_accuracy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """Fraction of queries whose positive scores highest: ``[B, M], [B] -> []`` (float32)."""
     return (logits.argmax(dim=1) == positives).float().mean()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather ``[n, H]`` rows from every rank into ``[W * n, H]`` (rank-major), with the
+    backward pass that sends each rank the sum over ranks of the gradients of its rows."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every rank's d loss_r / d (all rows), summed over r
+        n = grad.shape[0] // dist.get_world_size()
+        rank = dist.get_rank()
+        return grad[rank * n : (rank + 1) * n]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather ``x [n, H]`` across the process group into ``[W * n, H]``, differentiably:
+    gradients w.r.t. the gathered rows flow back to the rank that computed them (summed over
+    the ranks whose losses used them). Identity without a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    size = size if size > 0 else max(n, 1)
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def grad_cache_step(
+    sides: Sequence[tuple[int, Callable[[slice], torch.Tensor]]],
+    mini_batch: int,
+    loss_of: Callable[..., Any],
+    device: torch.device,
+) -> Any:
+    """GradCache: the gradients of a loss over large batches, embedding ``mini_batch`` rows at a
+    time.
+
+    Pass 1 embeds each side (``(rows, embed(slice) -> [len, H])``, e.g. queries and documents)
+    a mini-batch at a time without a graph; ``loss_of(*embeddings)`` (whose result has a
+    ``loss``) is differentiated w.r.t. the detached embeddings; pass 2 re-embeds each
+    mini-batch with a graph, replaying the random state recorded in pass 1 (so dropout masks
+    are identical), and back-propagates the cached embedding gradients. The random state
+    after pass 1 is restored at the end. Returns ``loss_of``'s result.
+    """
+    cached: list[torch.Tensor] = []
+    states: list[list[tuple[torch.Tensor, torch.Tensor | None]]] = []
+    with torch.no_grad():
+        for rows, embed in sides:
+            vecs, rngs = [], []
+            for sl in _chunks(rows, mini_batch):
+                rngs.append(rng_state(device))
+                vecs.append(embed(sl))
+            cached.append(torch.cat(vecs).requires_grad_(True))
+            states.append(rngs)
+    result = loss_of(*cached)
+    result.loss.backward()
+    after_pass_1 = rng_state(device)
+    for (rows, embed), vecs, rngs in zip(sides, cached, states, strict=True):
+        for sl, rng in zip(_chunks(rows, mini_batch), rngs, strict=True):
+            set_rng_state(rng, device)
+            embed(sl).backward(vecs.grad[sl])
+    set_rng_state(after_pass_1, device)
+    return result
 
 
 def mean_offdiag_cosine(x: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ three files are disjoint. The same ``split`` is also stored in each record.
 One module per source format: :mod:`.wordnet`, :mod:`.dictd` (GCIDE, FOLDOC, Jargon),
 :mod:`.rest` (reST: Python and kernel docs), :mod:`.htmltext` (HTML), :mod:`.man` (roff via
 ``man -l``), :mod:`.pod` (POD), :mod:`.vimhelp` (Vim help), :mod:`.plaintext` (text, Bible).
-The CLI is ``diffembed corpus build`` (:mod:`.cli`).
+The CLI is ``diffembed corpus build`` (:mod:`diffembed.cli.data`).
 """
 
 from .build import (
@@ -33,8 +33,7 @@ from .build import (
     format_report,
     split_of,
 )
-from .cli import add_corpus_parser
-from .common import Document, normalize_text
+from .common import normalize_text
 from .sources import SOURCES, Source, all_packages, package_files, resolve_sources
 
 __all__ = [
@@ -43,9 +42,7 @@ __all__ = [
     "SOURCES",
     "SPLITS",
     "CorpusTooSmallError",
-    "Document",
     "Source",
-    "add_corpus_parser",
     "all_packages",
     "build_corpus",
     "format_report",

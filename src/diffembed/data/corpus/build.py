@@ -1,7 +1,7 @@
 """Build the corpus: extract every source, split by document, write JSONL and a report.
 
-Output directory layout (every file written atomically: temp file in the same directory, then
-``os.replace``):
+Output directory layout (every file written atomically with :func:`diffembed.io.atomic_write`;
+the three splits are replaced only when all of them are complete):
 
 * ``pretrain.jsonl``, ``finetune.jsonl``, ``eval.jsonl``: one JSON object per line,
   ``{"id", "source", "split", "title", "text", "meta"}``, UTF-8, ordered by source name then
@@ -16,11 +16,11 @@ document therefore always lands in the same split, whatever else is in the corpu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +29,9 @@ from typing import Any, TextIO
 import numpy as np
 from tqdm import tqdm
 
-from .common import Document
+from diffembed.formats.corpus import Document
+from diffembed.io import atomic_write, write_json
+
 from .sources import Context, Source, package_files, package_version, resolve_sources
 
 log = logging.getLogger(__name__)
@@ -63,13 +65,6 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return (float(fractions[0]), float(fractions[1]), float(fractions[2]))
 
 
-def _public_mode(path: str) -> None:
-    """mkstemp creates 0600 files; give the result the usual umask-based permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _dumps(record: dict[str, Any]) -> str:
     """One JSON line; the Unicode line separators that ``str.splitlines`` honours are escaped."""
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
@@ -91,52 +86,6 @@ def length_stats(lengths: Iterable[int]) -> dict[str, float]:
         "max": int(arr.max()),
         "mean": round(float(arr.mean()), 2),
     }
-
-
-class _AtomicFiles:
-    """Temp files in ``out_dir`` that replace their targets only on :meth:`commit`."""
-
-    def __init__(self, out_dir: Path, names: Sequence[str]) -> None:
-        self.out_dir = out_dir
-        self.files: dict[str, tuple[TextIO, str]] = {}
-        for name in names:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-            _public_mode(tmp)
-            self.files[name] = (os.fdopen(fd, "w", encoding="utf-8", newline="\n"), tmp)
-
-    def __getitem__(self, name: str) -> TextIO:
-        return self.files[name][0]
-
-    def commit(self) -> None:
-        for name, (fh, tmp) in self.files.items():
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            os.replace(tmp, self.out_dir / name)
-        self.files = {}
-
-    def abort(self) -> None:
-        for fh, tmp in self.files.values():
-            fh.close()
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        self.files = {}
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    _public_mode(tmp)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _extract(source: Source, ctx: Context) -> tuple[list[Document], int]:
@@ -178,7 +127,6 @@ def build_corpus(
     workers = workers or max(1, os.cpu_count() or 1)
     selected = resolve_sources(list(sources) if sources else None)
     names = [f"{s}.jsonl" for s in SPLITS]
-    files = _AtomicFiles(out, names)
     report: dict[str, Any] = {
         "sources": {},
         "skipped": {},
@@ -187,73 +135,90 @@ def build_corpus(
         "mb_unit": "MB = 1e6 bytes of UTF-8 text (the text field only)",
         "files": names,
     }
-    seen: set[str] = set()
-    all_lengths: list[int] = []
-    try:
-        for source in tqdm(selected, desc="corpus sources", unit="source", disable=None):
-            missing = [p for p in source.packages if package_files(p, root) is None]
-            if missing:
-                msg = f"package(s) {', '.join(missing)} not installed; source {source.name} skipped"
-                log.warning(msg)
-                report["skipped"][source.name] = msg
-                continue
-            ctx = Context(
-                root=root,
-                files={p: package_files(p, root) or [] for p in source.packages},
-                workers=workers,
-            )
-            t0 = time.perf_counter()
-            try:
-                docs, dropped = _extract(source, ctx)
-            except (FileNotFoundError, RuntimeError) as exc:
-                msg = f"source {source.name} skipped: {exc}"
-                log.warning(msg)
-                report["skipped"][source.name] = msg
-                continue
-            stats = _write_source(source, docs, files, seen, fractions, salt)
-            stats["packages"] = {p: package_version(p, root) for p in source.packages}
-            stats["dropped_short"] = dropped
-            stats["min_tokens"] = source.min_tokens
-            report["sources"][source.name] = stats
-            all_lengths.extend(len(d.text.split()) for d in docs)
-            log.info(
-                "%-16s %7d docs %8.2f MB %11d tokens  (%.1f s)",
-                source.name,
-                stats["docs"],
-                stats["mb"],
-                stats["tokens"],
-                time.perf_counter() - t0,
-            )
-            del docs
-        total = sum(s["docs"] for s in report["sources"].values())
-        if total < min_docs:
-            raise CorpusTooSmallError(
-                f"corpus has {total} documents, fewer than the required minimum {min_docs} "
-                f"(skipped: {', '.join(report['skipped']) or 'none'}); install the packages "
-                f"listed in scripts/corpus_packages.txt or lower --min-docs"
-            )
-        report["total"] = {
-            "docs": total,
-            "mb": round(sum(s["bytes"] for s in report["sources"].values()) / 1e6, 3),
-            "tokens": sum(s["tokens"] for s in report["sources"].values()),
-            "length_tokens": length_stats(all_lengths),
-            "split_docs": {
-                k: sum(s["split_docs"][k] for s in report["sources"].values()) for k in SPLITS
-            },
-        }
-        files.commit()
-    except BaseException:
-        files.abort()
-        raise
-    write_json_atomic(out / "report.json", report)
+    with contextlib.ExitStack() as stack:
+        files = {name: stack.enter_context(atomic_write(out / name)) for name in names}
+        all_lengths = _extract_sources(selected, root, workers, files, fractions, salt, report)
+        report["total"] = _total(report, all_lengths, min_docs)
+    write_json(out / "report.json", report)
     log.info("%s", format_report(report))
     return report
+
+
+def _extract_sources(
+    selected: Sequence[Source],
+    root: Path,
+    workers: int,
+    files: dict[str, TextIO],
+    fractions: tuple[float, float, float],
+    salt: str,
+    report: dict[str, Any],
+) -> list[int]:
+    """Extract and write every selected source (``report["sources"]`` / ``["skipped"]`` are
+    filled in); returns the length of every document written."""
+    seen: set[str] = set()
+    all_lengths: list[int] = []
+    for source in tqdm(selected, desc="corpus sources", unit="source", disable=None):
+        missing = [p for p in source.packages if package_files(p, root) is None]
+        if missing:
+            msg = f"package(s) {', '.join(missing)} not installed; source {source.name} skipped"
+            log.warning(msg)
+            report["skipped"][source.name] = msg
+            continue
+        ctx = Context(
+            root=root,
+            files={p: package_files(p, root) or [] for p in source.packages},
+            workers=workers,
+        )
+        t0 = time.perf_counter()
+        try:
+            docs, dropped = _extract(source, ctx)
+        except (FileNotFoundError, RuntimeError) as exc:
+            msg = f"source {source.name} skipped: {exc}"
+            log.warning(msg)
+            report["skipped"][source.name] = msg
+            continue
+        stats = _write_source(source, docs, files, seen, fractions, salt)
+        stats["packages"] = {p: package_version(p, root) for p in source.packages}
+        stats["dropped_short"] = dropped
+        stats["min_tokens"] = source.min_tokens
+        report["sources"][source.name] = stats
+        all_lengths.extend(len(d.text.split()) for d in docs)
+        log.info(
+            "%-16s %7d docs %8.2f MB %11d tokens  (%.1f s)",
+            source.name,
+            stats["docs"],
+            stats["mb"],
+            stats["tokens"],
+            time.perf_counter() - t0,
+        )
+        del docs
+    return all_lengths
+
+
+def _total(report: dict[str, Any], all_lengths: list[int], min_docs: int) -> dict[str, Any]:
+    """The report's ``total``; raises :class:`CorpusTooSmallError` below ``min_docs``."""
+    total = sum(s["docs"] for s in report["sources"].values())
+    if total < min_docs:
+        raise CorpusTooSmallError(
+            f"corpus has {total} documents, fewer than the required minimum {min_docs} "
+            f"(skipped: {', '.join(report['skipped']) or 'none'}); install the packages "
+            f"listed in scripts/corpus_packages.txt or lower --min-docs"
+        )
+    return {
+        "docs": total,
+        "mb": round(sum(s["bytes"] for s in report["sources"].values()) / 1e6, 3),
+        "tokens": sum(s["tokens"] for s in report["sources"].values()),
+        "length_tokens": length_stats(all_lengths),
+        "split_docs": {
+            k: sum(s["split_docs"][k] for s in report["sources"].values()) for k in SPLITS
+        },
+    }
 
 
 def _write_source(
     source: Source,
     docs: list[Document],
-    files: _AtomicFiles,
+    files: dict[str, TextIO],
     seen: set[str],
     fractions: tuple[float, float, float],
     salt: str,

@@ -16,10 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from diffembed.formats.corpus import Document
-
 __all__ = [
-    "Document",
     "normalize_text",
     "normalize_inline",
     "reflow_paragraphs",

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .common import Document, normalize_inline, normalize_text, reflow_paragraphs
+from diffembed.formats.corpus import Document
+
+from .common import normalize_inline, normalize_text, reflow_paragraphs
 
 log = logging.getLogger(__name__)
 

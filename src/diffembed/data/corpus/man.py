@@ -30,7 +30,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .common import Document, normalize_inline, normalize_text
+from diffembed.formats.corpus import Document
+
+from .common import normalize_inline, normalize_text
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,9 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .common import Document, normalize_inline, normalize_text
+from diffembed.formats.corpus import Document
+
+from .common import normalize_inline, normalize_text
 
 OLD_TESTAMENT_BOOKS = 39
 _CHAPTER = re.compile(r"^(\S.*?) (\d+)$")

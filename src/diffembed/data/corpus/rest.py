@@ -268,6 +268,140 @@ def _grid_row(cells: list[list[str]], pad: str) -> list[str]:
     return [pad + line] if line else []
 
 
+# Each block handler looks at ``lines[i]`` (not blank, indented by ``ind``): when the block is
+# its kind, it appends the block's text to ``out`` and returns the index after the block, else
+# None. ``pad`` is the output indentation of the block's level.
+def _markup_block(
+    lines: list[str], i: int, ind: int, st: _State, out: list[str], out_indent: int
+) -> int | None:
+    """Explicit markup: directives, comments, targets, footnotes, substitution defs."""
+    s = lines[i].strip()
+    if not (s == ".." or s.startswith(".. ")):
+        return None
+    j = _block_end(lines, i + 1, ind)
+    body = lines[i + 1 : j]
+    m = _DIRECTIVE.match(s)
+    if m and not s.startswith(".. |"):
+        out += _directive(m.group(1), m.group(2) or "", body, st, out_indent + ind)
+    elif re.match(r"^\.\. \[[^\]]+\]", s):  # footnote / citation: keep its text
+        first = re.sub(r"^\.\. \[[^\]]+\]\s*", "", s)
+        out += _convert([first, *[ln[ind:] for ln in body]], st, out_indent + ind)
+    return j
+
+
+def _title_block(lines: list[str], i: int, ind: int, st: _State, out: list[str]) -> int | None:
+    """A section title with an overline or an underline (recorded in ``st.headings``); a
+    transition or stray adornment line is dropped."""
+    s = lines[i].strip()
+    n = len(lines)
+    if _is_adorn(s, 3) and i + 2 < n and lines[i + 1].strip() and lines[i + 2].strip() == s:
+        title = normalize_inline(clean_inline(lines[i + 1].strip()))
+        st.headings.append(title)
+        out.append(title)
+        return i + 3
+    if (
+        i + 1 < n
+        and not _is_adorn(s)
+        and _indent(lines[i + 1]) == ind
+        and _is_adorn(lines[i + 1].strip(), min(3, len(s)))
+        and len(lines[i + 1].strip()) >= min(len(s), 3)
+        and not _LIST_MARK.match(s)
+    ):
+        title = normalize_inline(clean_inline(s))
+        st.headings.append(title)
+        out.append(title)
+        return i + 2
+    if _is_adorn(s, 4):
+        return i + 1
+    return None
+
+
+def _table_block(lines: list[str], i: int, prefix: str, out: list[str]) -> int | None:
+    """A grid table (a row's cells may span several lines; each row becomes one line) or a
+    simple table (border lines dropped, each row kept as one line); ``prefix`` indents rows."""
+    s = lines[i].strip()
+    n = len(lines)
+    if _GRID_BORDER.match(s):
+        j = i
+        cells: list[list[str]] = []
+        while j < n and lines[j].strip():
+            row = lines[j].strip()
+            if _GRID_BORDER.match(row):
+                out += _grid_row(cells, prefix)
+                cells = []
+            else:
+                for k, cell in enumerate(row.strip("|").split("|")):
+                    while len(cells) <= k:
+                        cells.append([])
+                    cells[k].append(cell.strip())
+            j += 1
+        out += _grid_row(cells, prefix)
+        return j
+    if re.match(r"^=+(\s+=+)+$", s):
+        j, borders = i, 0
+        while j < n:
+            row = lines[j].strip()
+            if re.match(r"^=+(\s+=+)*$", row):
+                borders += 1
+                if borders >= 2 and (j + 1 >= n or not lines[j + 1].strip()):
+                    return j + 1
+            elif row and not re.match(r"^-+(\s+-+)*$", row):
+                out.append(prefix + normalize_inline(clean_inline(row)))
+            j += 1
+        return j
+    return None
+
+
+def _paragraph_lines(lines: list[str], i: int, ind: int) -> tuple[list[str], int, int, bool]:
+    """The stripped lines of the paragraph at ``i``, the index after it, the indentation of its
+    text (a list item's continuation lines are indented to its text), and whether it is a
+    list item."""
+    s = lines[i].strip()
+    mark = _LIST_MARK.match(s)
+    text_indent = ind + (mark.end() if mark else 0)
+    para = [s]
+    j = i + 1
+    while j < len(lines) and lines[j].strip():
+        nxt = lines[j]
+        ns = nxt.strip()
+        if ns.startswith(".. ") or _indent(nxt) != (text_indent if mark else ind):
+            break
+        if (_LIST_MARK.match(ns) and mark) or _FIELD_START.match(ns):
+            break
+        para.append(ns)
+        j += 1
+    return para, j, text_indent, mark is not None
+
+
+def _paragraph_block(lines: list[str], i: int, ind: int, pad: str, out: list[str]) -> int:
+    """A paragraph, a line block ("| text" lines kept as lines) or a field, and the literal
+    block after a paragraph that ends with ``::``."""
+    para, j, text_indent, is_item = _paragraph_lines(lines, i, ind)
+    if all(p.startswith("| ") or p == "|" for p in para):
+        out.append("\n".join(pad + " " * ind + clean_inline(p[2:]) for p in para))
+        return j
+    text = " ".join(para)
+    literal_follows = text.endswith("::")
+    if literal_follows:  # "Example::" -> "Example:", "Example ::" and "::" -> "Example", ""
+        text = text[:-3] if text.endswith(" ::") else text[:-1] if text != "::" else ""
+    field = _FIELD.match(text) if not is_item else None
+    if field and field.group(1).strip().lower() in ("orphan", "tocdepth", "nosearch"):
+        return j
+    if field:
+        text = f"{field.group(1).strip()}: {field.group(2) or ''}".strip()
+    text = normalize_inline(clean_inline(text))
+    if text and text != ":":
+        out.append(pad + " " * ind + text)
+    if not literal_follows:
+        return j
+    # the literal block is indented deeper than the paragraph's text
+    k = _block_end(lines, j, text_indent)
+    block = _dedent(lines[j:k])
+    if block:
+        out.append("\n".join(pad + " " * ind + "    " + ln if ln else "" for ln in block))
+    return k
+
+
 def _convert(lines: list[str], st: _State, out_indent: int = 0) -> list[str]:
     """Convert reST ``lines`` to a list of plain-text blocks (indented by ``out_indent``)."""
     lines = _dedent(lines)
@@ -281,123 +415,19 @@ def _convert(lines: list[str], st: _State, out_indent: int = 0) -> list[str]:
             i += 1
             continue
         ind = _indent(line)
-        # explicit markup: directives, comments, targets, footnotes, substitution defs
-        if s == ".." or s.startswith(".. "):
-            j = _block_end(lines, i + 1, ind)
-            body = lines[i + 1 : j]
-            m = _DIRECTIVE.match(s)
-            if m and not s.startswith(".. |"):
-                out += _directive(m.group(1), m.group(2) or "", body, st, out_indent + ind)
-            elif re.match(r"^\.\. \[[^\]]+\]", s):  # footnote / citation: keep its text
-                first = re.sub(r"^\.\. \[[^\]]+\]\s*", "", s)
-                out += _convert([first, *[ln[ind:] for ln in body]], st, out_indent + ind)
-            i = j
-            continue
-        # section title with overline
-        if _is_adorn(s, 3) and i + 2 < n and lines[i + 1].strip() and lines[i + 2].strip() == s:
-            title = normalize_inline(clean_inline(lines[i + 1].strip()))
-            st.headings.append(title)
-            out.append(title)
-            i += 3
-            continue
-        # section title with underline
-        if (
-            i + 1 < n
-            and not _is_adorn(s)
-            and _indent(lines[i + 1]) == ind
-            and _is_adorn(lines[i + 1].strip(), min(3, len(s)))
-            and len(lines[i + 1].strip()) >= min(len(s), 3)
-            and not _LIST_MARK.match(s)
-        ):
-            title = normalize_inline(clean_inline(s))
-            st.headings.append(title)
-            out.append(title)
-            i += 2
-            continue
-        # transition or stray adornment
-        if _is_adorn(s, 4):
-            i += 1
-            continue
-        # grid table: a row's cells may span several lines; each row becomes one line
-        if _GRID_BORDER.match(s):
-            j = i
-            cells: list[list[str]] = []
-            while j < n and lines[j].strip():
-                row = lines[j].strip()
-                if _GRID_BORDER.match(row):
-                    out += _grid_row(cells, pad + " " * ind)
-                    cells = []
-                else:
-                    for k, cell in enumerate(row.strip("|").split("|")):
-                        while len(cells) <= k:
-                            cells.append([])
-                        cells[k].append(cell.strip())
-                j += 1
-            out += _grid_row(cells, pad + " " * ind)
-            i = j
-            continue
-        # simple table: border lines dropped, each row kept as one line
-        if re.match(r"^=+(\s+=+)+$", s):
-            j, borders = i, 0
-            while j < n:
-                row = lines[j].strip()
-                if re.match(r"^=+(\s+=+)*$", row):
-                    borders += 1
-                    if borders >= 2 and (j + 1 >= n or not lines[j + 1].strip()):
-                        j += 1
-                        break
-                elif row and not re.match(r"^-+(\s+-+)*$", row):
-                    out.append(pad + " " * ind + normalize_inline(clean_inline(row)))
-                j += 1
-            i = j
-            continue
-        # doctest block
-        if s.startswith(">>> "):
-            j = i
-            while j < n and lines[j].strip():
-                j += 1
-            out.append("\n".join(pad + ln for ln in lines[i:j]))
-            i = j
-            continue
-        # paragraph (a list item's continuation lines are indented to its text)
-        mark = _LIST_MARK.match(s)
-        text_indent = ind + (mark.end() if mark else 0)
-        para = [s]
-        j = i + 1
-        while j < n and lines[j].strip():
-            nxt = lines[j]
-            ns = nxt.strip()
-            if ns.startswith(".. ") or _indent(nxt) != (text_indent if mark else ind):
-                break
-            if (_LIST_MARK.match(ns) and mark) or _FIELD_START.match(ns):
-                break
-            para.append(ns)
-            j += 1
-        # a line block "| text" keeps its lines
-        if all(p.startswith("| ") or p == "|" for p in para):
-            out.append("\n".join(pad + " " * ind + clean_inline(p[2:]) for p in para))
-            i = j
-            continue
-        text = " ".join(para)
-        literal_follows = text.endswith("::")
-        if literal_follows:  # "Example::" -> "Example:", "Example ::" and "::" -> "Example", ""
-            text = text[:-3] if text.endswith(" ::") else text[:-1] if text != "::" else ""
-        field = _FIELD.match(text) if not mark else None
-        if field and field.group(1).strip().lower() in ("orphan", "tocdepth", "nosearch"):
-            i = j
-            continue
-        if field:
-            text = f"{field.group(1).strip()}: {field.group(2) or ''}".strip()
-        text = normalize_inline(clean_inline(text))
-        if text and text != ":":
-            out.append(pad + " " * ind + text)
-        i = j
-        if literal_follows:  # the literal block is indented deeper than the paragraph's text
-            k = _block_end(lines, i, text_indent)
-            block = _dedent(lines[i:k])
-            if block:
-                out.append("\n".join(pad + " " * ind + "    " + ln if ln else "" for ln in block))
-            i = k
+        end = _markup_block(lines, i, ind, st, out, out_indent)
+        if end is None:
+            end = _title_block(lines, i, ind, st, out)
+        if end is None:
+            end = _table_block(lines, i, pad + " " * ind, out)
+        if end is None and s.startswith(">>> "):  # doctest block
+            end = i
+            while end < n and lines[end].strip():
+                end += 1
+            out.append("\n".join(pad + ln for ln in lines[i:end]))
+        if end is None:
+            end = _paragraph_block(lines, i, ind, pad, out)
+        i = end
     return out
 
 

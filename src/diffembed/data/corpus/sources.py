@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import Document, words
+from diffembed.formats.corpus import Document
+
+from .common import words
 from .dictd import extract_dictd
 from .htmltext import html_to_text
 from .man import extract_man_pages

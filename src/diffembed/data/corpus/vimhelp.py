@@ -23,7 +23,9 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .common import Document, normalize_inline, normalize_text
+from diffembed.formats.corpus import Document
+
+from .common import normalize_inline, normalize_text
 from .htmltext import html_to_text
 
 _HEADER = re.compile(r"^\*([^*\s]+\.txt)\*\s+(.*?)$")

@@ -19,7 +19,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import Document, normalize_inline
+from diffembed.formats.corpus import Document
+
+from .common import normalize_inline
 
 log = logging.getLogger(__name__)
 

@@ -22,20 +22,18 @@ the sha256 of ``eval.jsonl``, how many source documents of each source were used
 the task's BM25 score (``diffembed eval --model bm25`` settings). Eval documents whose text
 also exists in the pretrain or finetune split under another id are never used.
 
-The CLI is ``diffembed tasks build`` (:func:`add_tasks_parser`).
+The CLI is ``diffembed tasks build`` (:func:`diffembed.cli.data.add_tasks_parser`).
 """
 
 from diffembed.data.tasks.build import SUITES, build_all, build_suite
-from diffembed.data.tasks.cli import add_tasks_parser, run_tasks_build
-from diffembed.data.tasks.common import BuildContext, EvalCorpus, TaskSummary
+from diffembed.data.tasks.common import BuildContext, TaskSummary
+from diffembed.data.tasks.eval_corpus import EvalCorpus
 
 __all__ = [
     "SUITES",
     "BuildContext",
     "EvalCorpus",
     "TaskSummary",
-    "add_tasks_parser",
     "build_all",
     "build_suite",
-    "run_tasks_build",
 ]

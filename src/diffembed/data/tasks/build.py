@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from diffembed.data.tasks import instruct, longdoc, reasoning, traditional
-from diffembed.data.tasks.common import BuildContext, EvalCorpus, TaskSummary, make_meter
+from diffembed.data.tasks.common import BuildContext, TaskSummary, make_meter
+from diffembed.data.tasks.eval_corpus import EvalCorpus
 from diffembed.io import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def build_suite(
         suite: ``longdoc``, ``reasoning``, ``instruct`` or ``traditional``.
         corpus_dir: a corpus directory (``eval.jsonl``; the other splits, when present, are
             read only to drop eval documents whose text they also contain), or a loaded
-            :class:`~diffembed.data.tasks.common.EvalCorpus`.
+            :class:`~diffembed.data.tasks.eval_corpus.EvalCorpus`.
         out_root: the tasks root.
         seed: the seed of every random choice.
         tokenizer: None (lengths in whitespace tokens), a tokenizer directory or a tokenizer

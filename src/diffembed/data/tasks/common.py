@@ -1,6 +1,7 @@
-"""Shared pieces of the task builders: the eval-split corpus, seeded randomness, length meters,
+"""Shared pieces of the task builders: the build context, seeded randomness, length meters,
 text helpers and the writer that measures BM25 and writes a task folder through
-:func:`diffembed.formats.tasks.write_task`.
+:func:`~diffembed.formats.task_writer.write_task`. The eval-split corpus they read is
+:mod:`diffembed.data.tasks.eval_corpus`.
 
 Everything here is deterministic: iteration follows the corpus file order, every random choice
 comes from a ``random.Random`` derived from ``(seed, task name, purpose)``, and task.json holds
@@ -10,7 +11,6 @@ no wall times or absolute paths, so a rebuild from the same corpus and seed is b
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -21,156 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from diffembed.formats.tasks import Document, Query, Task, write_task
+from diffembed.data.tasks.eval_corpus import EVAL_SPLIT, EvalCorpus
+from diffembed.formats.corpus import Document
+from diffembed.formats.task_writer import write_task
+from diffembed.formats.tasks import Query, Task
 
 logger = logging.getLogger(__name__)
 
-EVAL_SPLIT = "eval"
-OTHER_SPLITS = ("pretrain", "finetune")
-# A document text shorter than this (after normalization) is never fingerprinted: short
-# dictionary entries collide by chance, long ones only when they are the same text.
-FINGERPRINT_MIN_CHARS = 300
-FINGERPRINT_CHARS = 400
-
 _WS = re.compile(r"\S+")
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
-
-
-# ------------------------------------------------------------------------------ corpus
-def _fingerprint(text: str) -> str | None:
-    """Alphanumeric prefix of ``text`` (lower-cased): equal for two renderings of one page."""
-    norm = _NON_ALNUM.sub("", text.lower())
-    if len(norm) < FINGERPRINT_MIN_CHARS:
-        return None
-    return norm[:FINGERPRINT_CHARS]
-
-
-def _name_key(meta: Mapping[str, Any]) -> str | None:
-    """A manual page's NAME line (``"perlfaq6 - Regular Expressions"``), normalized."""
-    line = meta.get("name_line")
-    if not isinstance(line, str) or not line.strip():
-        return None
-    return " ".join(line.lower().split())
-
-
-def file_sha256(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
-
-
-class EvalCorpus:
-    """The ``eval`` split of a corpus directory, minus documents that leak from other splits.
-
-    Only ``eval.jsonl`` is read for documents, and every record must say ``"split": "eval"``.
-    The corpus builder splits by document id, but some texts exist under two ids (a Perl page as
-    POD and as a rendered man page: ``perl:perlfaq6`` in eval, ``man:perlfaq6.1`` in pretrain).
-    When ``pretrain.jsonl`` / ``finetune.jsonl`` are present, an eval document is dropped as
-    leaked if its NAME line or its text fingerprint (first 400 alphanumerics, for texts of at
-    least 300) also occurs there.
-    """
-
-    def __init__(self, docs: Sequence[Document], leaked: Sequence[str], eval_sha256: str):
-        self.docs: list[Document] = list(docs)
-        self.leaked: list[str] = list(leaked)
-        self.eval_sha256 = eval_sha256
-        self._by_id = {d.id: d for d in self.docs}
-        self._by_source: dict[str, list[Document]] = {}
-        for d in self.docs:
-            self._by_source.setdefault(d.source, []).append(d)
-
-    @classmethod
-    def load(cls, corpus_dir: str | Path, check_leaks: bool = True) -> EvalCorpus:
-        """Read ``corpus_dir/eval.jsonl`` (and, for the leak check, the other splits)."""
-        corpus_dir = Path(corpus_dir)
-        path = corpus_dir / f"{EVAL_SPLIT}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file (build the corpus first)")
-        start = time.perf_counter()
-        docs: list[Document] = []
-        seen: set[str] = set()
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                rec = json.loads(line)
-                if rec.get("split") != EVAL_SPLIT:
-                    raise ValueError(f"{path}:{lineno}: split is {rec.get('split')!r}, not eval")
-                if rec["id"] in seen:
-                    raise ValueError(f"{path}:{lineno}: duplicate id {rec['id']!r}")
-                seen.add(rec["id"])
-                docs.append(
-                    Document(
-                        id=rec["id"],
-                        source=rec["source"],
-                        title=rec.get("title") or "",
-                        text=rec["text"],
-                        meta=rec.get("meta") or {},
-                    )
-                )
-        leaked: list[str] = []
-        if check_leaks:
-            names, prints = _other_split_keys(corpus_dir)
-            if names or prints:
-                keep = []
-                for d in docs:
-                    name = _name_key(d.meta)
-                    fp = _fingerprint(d.text)
-                    if (name is not None and name in names) or (fp is not None and fp in prints):
-                        leaked.append(d.id)
-                    else:
-                        keep.append(d)
-                docs = keep
-        logger.info(
-            "eval corpus %s: %d documents (%d dropped as copies of pretrain/finetune texts) "
-            "in %.1f s",
-            corpus_dir,
-            len(docs),
-            len(leaked),
-            time.perf_counter() - start,
-        )
-        return cls(docs, leaked, file_sha256(path))
-
-    def source(self, name: str) -> list[Document]:
-        """Documents of one source, in corpus order."""
-        return list(self._by_source.get(name, []))
-
-    def sources(self, names: Iterable[str]) -> list[Document]:
-        """Documents of several sources, in corpus order."""
-        wanted = set(names)
-        return [d for d in self.docs if d.source in wanted]
-
-    def get(self, doc_id: str) -> Document | None:
-        """The document with this id, or None (absent from eval, or dropped as leaked)."""
-        return self._by_id.get(doc_id)
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._by_id
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-
-def _other_split_keys(corpus_dir: Path) -> tuple[set[str], set[str]]:
-    """NAME lines and text fingerprints of the pretrain and finetune splits."""
-    names: set[str] = set()
-    prints: set[str] = set()
-    for split in OTHER_SPLITS:
-        path = corpus_dir / f"{split}.jsonl"
-        if not path.is_file():
-            continue
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
-                name = _name_key(rec.get("meta") or {})
-                if name is not None:
-                    names.add(name)
-                fp = _fingerprint(rec["text"])
-                if fp is not None:
-                    prints.add(fp)
-    return names, prints
 
 
 # ------------------------------------------------------------------------------ randomness
@@ -300,11 +159,6 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def is_wordnet_copy(doc: Document) -> bool:
-    """A GCIDE entry taken from WordNet (its sources name a WordNet version)."""
-    return any(str(s).lower().startswith("wordnet") for s in doc.meta.get("sources", []))
-
-
 # ------------------------------------------------------------------------------ writing
 @dataclass
 class TaskSummary:
@@ -376,7 +230,7 @@ def _in_memory_task(
     k: int | None,
 ) -> Task:
     """A :class:`diffembed.formats.tasks.Task` built from rows, for measuring BM25 before writing."""
-    from diffembed.formats.tasks import Item, Pair
+    from diffembed.formats.tasks import Item, ScoredPair
 
     task = Task(
         path=Path("."),
@@ -408,7 +262,9 @@ def _in_memory_task(
         for r in items or []
     ]
     task.pairs = [
-        Pair(id=str(r.get("_id", i)), text1=r["text1"], text2=r["text2"], score=float(r["score"]))
+        ScoredPair(
+            id=str(r.get("_id", i)), text1=r["text1"], text2=r["text2"], score=float(r["score"])
+        )
         for i, r in enumerate(pairs or [], start=1)
     ]
     return task
@@ -416,7 +272,8 @@ def _in_memory_task(
 
 def measure_bm25(task: Task) -> dict[str, Any]:
     """BM25 scores of a task, exactly as ``diffembed eval --model bm25`` computes them."""
-    from diffembed.eval.evaluate import BM25Retriever, evaluate_task
+    from diffembed.eval.evaluate import evaluate_task
+    from diffembed.eval.retrievers import BM25Retriever
 
     retriever = BM25Retriever()
     record = evaluate_task(retriever, task)
@@ -460,62 +317,26 @@ def write_suite_task(
     :func:`measure_bm25`, or null when disabled). ``external`` records non-corpus inputs.
     """
     start = time.perf_counter()
-    task = _in_memory_task(
-        name,
-        suite,
-        kind,
-        metric,
-        instruction,
-        corpus,
-        queries,
-        qrels,
-        qrels_og,
-        qrels_changed,
-        items,
-        pairs,
-        k,
-    )
+    rows: dict[str, Any] = {
+        "corpus": corpus,
+        "queries": queries,
+        "qrels": qrels,
+        "qrels_og": qrels_og,
+        "qrels_changed": qrels_changed,
+        "items": items,
+        "pairs": pairs,
+        "k": k,
+    }
+    task = _in_memory_task(name, suite, kind, metric, instruction, **rows)
     bm25 = measure_bm25(task) if ctx.measure_bm25 else None
-    ids = sorted(set(source_ids))
-    for doc_id in ids:
-        if doc_id not in ctx.corpus:
-            raise ValueError(f"task {name}: source id {doc_id!r} is not an eval-split document")
-    by_source = Counter(ctx.corpus.get(i).source for i in ids)  # type: ignore[union-attr]
-    if kind in ("retrieval", "instruct"):
-        counts = {
-            "queries": len(task.queries),
-            "docs": len(task.corpus),
-            "judgements": sum(len(v) for v in (qrels or qrels_og or {}).values()),
-        }
-        if kind == "instruct":
-            counts["judgements_changed"] = sum(len(v) for v in (qrels_changed or {}).values())
-            counts["changed_docs"] = sum(len(v) for v in task.changed_docs().values())
-        lengths = [word_count(d.full_text) for d in task.corpus]
-    elif kind == "classification":
-        counts = {
-            "items": len(task.items),
-            "labels": len({it.label for it in task.items}),
-            "train": sum(1 for it in task.items if it.split == "train"),
-            "test": sum(1 for it in task.items if it.split == "test"),
-        }
-        lengths = [word_count(it.text) for it in task.items]
-    else:
-        counts = {"pairs": len(task.pairs)}
-        texts = {p.text1 for p in task.pairs} | {p.text2 for p in task.pairs}
-        lengths = [word_count(t) for t in sorted(texts)]
+    ids, by_source = _source_documents(ctx, name, source_ids)
+    counts, lengths = _counts_and_lengths(task, kind, qrels or qrels_og, qrels_changed)
     avg = round(sum(lengths) / max(len(lengths), 1), 1)
-    extra: dict[str, Any] = {
+    extra = {
         "builder": builder,
         "seed": ctx.seed,
         "params": dict(params),
-        "length_unit": ctx.meter.unit,
-        "corpus": {
-            "split": EVAL_SPLIT,
-            "eval_sha256": ctx.corpus.eval_sha256,
-            "dropped_as_leaked": len(ctx.corpus.leaked),
-        },
-        "sources": dict(sorted(by_source.items())),
-        "source_documents": len(ids),
+        **_provenance(ctx, ids, by_source),
         "counts": counts,
         "avg_doc_whitespace_tokens": avg,
         "bm25": bm25,
@@ -530,45 +351,109 @@ def write_suite_task(
         metric=metric,
         instruction=instruction,
         description=description,
-        corpus=corpus,
-        queries=queries,
-        qrels=qrels,
-        qrels_og=qrels_og,
-        qrels_changed=qrels_changed,
-        items=items,
-        pairs=pairs,
-        k=k,
+        **rows,
         extra=extra,
     )
+    summary = _summary(task, counts, lengths, avg, bm25, time.perf_counter() - start)
+    _log_summary(summary)
+    return summary
+
+
+def _log_summary(s: TaskSummary) -> None:
+    logger.info(
+        "%s/%s: %d queries, %d docs, %.0f words/doc, BM25 %s = %s (%.1f s)",
+        s.suite,
+        s.name,
+        s.n_queries,
+        s.n_docs,
+        s.avg_doc_tokens,
+        s.metric,
+        "-" if s.bm25 is None else f"{s.bm25['main_score']:.3f}",
+        s.seconds,
+    )
+
+
+def _source_documents(
+    ctx: BuildContext, name: str, source_ids: Iterable[str]
+) -> tuple[list[str], Counter[str]]:
+    """The task's distinct source ids (all eval-split documents) and how many per source."""
+    ids = sorted(set(source_ids))
+    for doc_id in ids:
+        if doc_id not in ctx.corpus:
+            raise ValueError(f"task {name}: source id {doc_id!r} is not an eval-split document")
+    return ids, Counter(ctx.corpus.get(i).source for i in ids)  # type: ignore[union-attr]
+
+
+def _counts_and_lengths(
+    task: Task,
+    kind: str,
+    qrels: Mapping[str, Mapping[str, int]] | None,
+    qrels_changed: Mapping[str, Mapping[str, int]] | None,
+) -> tuple[dict[str, int], list[int]]:
+    """task.json's ``counts`` for a task of this kind, and the whitespace lengths of its texts
+    (documents, items, or the distinct texts of its pairs)."""
     if kind in ("retrieval", "instruct"):
+        counts = {
+            "queries": len(task.queries),
+            "docs": len(task.corpus),
+            "judgements": sum(len(v) for v in (qrels or {}).values()),
+        }
+        if kind == "instruct":
+            counts["judgements_changed"] = sum(len(v) for v in (qrels_changed or {}).values())
+            counts["changed_docs"] = sum(len(v) for v in task.changed_docs().values())
+        return counts, [word_count(d.full_text) for d in task.corpus]
+    if kind == "classification":
+        counts = {
+            "items": len(task.items),
+            "labels": len({it.label for it in task.items}),
+            "train": sum(1 for it in task.items if it.split == "train"),
+            "test": sum(1 for it in task.items if it.split == "test"),
+        }
+        return counts, [word_count(it.text) for it in task.items]
+    texts = {p.text1 for p in task.pairs} | {p.text2 for p in task.pairs}
+    return {"pairs": len(task.pairs)}, [word_count(t) for t in sorted(texts)]
+
+
+def _provenance(ctx: BuildContext, ids: list[str], by_source: Counter[str]) -> dict[str, Any]:
+    """task.json's ``length_unit``, ``corpus``, ``sources`` and ``source_documents``."""
+    return {
+        "length_unit": ctx.meter.unit,
+        "corpus": {
+            "split": EVAL_SPLIT,
+            "eval_sha256": ctx.corpus.eval_sha256,
+            "dropped_as_leaked": len(ctx.corpus.leaked),
+        },
+        "sources": dict(sorted(by_source.items())),
+        "source_documents": len(ids),
+    }
+
+
+def _summary(
+    task: Task,
+    counts: Mapping[str, int],
+    lengths: Sequence[int],
+    avg: float,
+    bm25: Mapping[str, Any] | None,
+    seconds: float,
+) -> TaskSummary:
+    """The :class:`TaskSummary` of a written task (queries and documents by its kind)."""
+    if task.kind in ("retrieval", "instruct"):
         n_queries, n_docs = len(task.queries), len(task.corpus)
-    elif kind == "classification":
+    elif task.kind == "classification":
         n_queries, n_docs = counts["test"] or len(task.items), counts["train"] or len(task.items)
     else:
         n_queries, n_docs = len(task.pairs), len(lengths)
-    summary = TaskSummary(
-        suite=suite,
-        name=name,
-        kind=kind,
-        metric=metric,
+    return TaskSummary(
+        suite=task.suite or "",
+        name=task.name,
+        kind=task.kind,
+        metric=task.metric,
         n_queries=n_queries,
         n_docs=n_docs,
         avg_doc_tokens=avg,
-        bm25=None if bm25 is None else {"main_score": bm25["main_score"], "metric": metric},
-        seconds=time.perf_counter() - start,
+        bm25=None if bm25 is None else {"main_score": bm25["main_score"], "metric": task.metric},
+        seconds=seconds,
     )
-    logger.info(
-        "%s/%s: %d queries, %d docs, %.0f words/doc, BM25 %s = %s (%.1f s)",
-        suite,
-        name,
-        summary.n_queries,
-        summary.n_docs,
-        avg,
-        metric,
-        "-" if bm25 is None else f"{bm25['main_score']:.3f}",
-        summary.seconds,
-    )
-    return summary
 
 
 def sample_ordered(rng: random.Random, candidates: Sequence[Any], limit: int) -> list[Any]:

@@ -20,13 +20,13 @@ from typing import Any
 
 from diffembed.data.tasks.common import (
     BuildContext,
-    Document,
     TaskSummary,
     doc_row,
     sample_ordered,
     truncate_words,
     write_suite_task,
 )
+from diffembed.formats.corpus import Document
 
 logger = logging.getLogger(__name__)
 

@@ -19,23 +19,28 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffembed.data.documents import strip_name_section
 from diffembed.data.tasks.common import (
     BuildContext,
-    Document,
     TaskSummary,
     article,
     doc_row,
-    is_prose,
     sample_ordered,
-    split_sentences,
     truncate_words,
     word_count,
     write_suite_task,
 )
+from diffembed.data.tasks.haystack import (
+    Filler,
+    compose,
+    needle_candidates,
+    pick_names,
+    pick_needles,
+)
+from diffembed.formats.corpus import Document
 
 logger = logging.getLogger(__name__)
 
@@ -83,110 +88,6 @@ POSITION_BUCKETS: dict[str, tuple[float, float]] = {
     "middle": (0.45, 0.55),
     "end": (0.9, 1.0),
 }
-FIRST_NAMES = [
-    "Adele",
-    "Bruno",
-    "Cecilia",
-    "Dmitri",
-    "Esther",
-    "Felix",
-    "Gideon",
-    "Helena",
-    "Ingrid",
-    "Jasper",
-    "Katya",
-    "Leopold",
-    "Marisol",
-    "Nikolai",
-    "Octavia",
-    "Percival",
-    "Quentin",
-    "Rosalind",
-    "Severin",
-    "Thaddeus",
-    "Ursula",
-    "Valentin",
-    "Wilhelmina",
-    "Xavier",
-    "Yolanda",
-    "Zebulon",
-    "Anselm",
-    "Beatrix",
-    "Cornelius",
-    "Delphine",
-    "Evander",
-    "Florentyna",
-    "Gwendolyn",
-    "Horatio",
-    "Isolde",
-    "Jerome",
-    "Kasimir",
-    "Lucinda",
-    "Montgomery",
-    "Nerissa",
-    "Oswin",
-    "Philippa",
-    "Reginald",
-    "Sabine",
-    "Tobias",
-    "Evangeline",
-    "Bartholomew",
-    "Clementine",
-    "Desmond",
-    "Imogen",
-]
-SURNAMES = [
-    "Abernathy",
-    "Blackwood",
-    "Castellano",
-    "Drummond",
-    "Eberhardt",
-    "Fairweather",
-    "Galloway",
-    "Hargreaves",
-    "Ingleby",
-    "Jablonski",
-    "Kowalczyk",
-    "Lindqvist",
-    "Montague",
-    "Nakamura",
-    "Oyelaran",
-    "Pemberton",
-    "Quigley",
-    "Rasmussen",
-    "Szymanski",
-    "Thistlewood",
-    "Underhill",
-    "Vasquez",
-    "Whitcombe",
-    "Yardley",
-    "Zielinski",
-    "Ashcombe",
-    "Brightwater",
-    "Cholmondeley",
-    "Delacroix",
-    "Etherington",
-    "Fitzgerald",
-    "Grimshaw",
-    "Holloway",
-    "Iglesias",
-    "Kettleburn",
-    "Lockhart",
-    "Merriweather",
-    "Northcott",
-    "Ollerenshaw",
-    "Penhaligon",
-    "Ravenscroft",
-    "Stavropoulos",
-    "Trelawney",
-    "Umberfield",
-    "Vanderbilt",
-    "Wetherby",
-    "Yarborough",
-    "Zamoyski",
-    "Ashworth",
-    "Bellingham",
-]
 NEEDLE_QUESTIONS = (
     "What is {a} {lemma}?",
     "What does the word {lemma} mean?",
@@ -195,144 +96,61 @@ NEEDLE_QUESTIONS = (
 )
 
 
-# ------------------------------------------------------------------------------ filler
-@dataclass(frozen=True)
-class Filler:
-    """Prose sentences in corpus order with the id of the document each comes from."""
-
-    sentences: list[str]
-    doc_ids: list[str]
-
-    @classmethod
-    def from_corpus(cls, docs: Sequence[Document]) -> Filler:
-        sentences: list[str] = []
-        ids: list[str] = []
-        for doc in docs:
-            for s in split_sentences(doc.text):
-                if is_prose(s) and "pass key" not in s.lower():
-                    sentences.append(s)
-                    ids.append(doc.id)
-        if len(sentences) < 20:
-            raise ValueError(f"only {len(sentences)} filler sentences in the eval split")
-        return cls(sentences, ids)
-
-    def window(self, start: int, words: int) -> tuple[str, list[str]]:
-        """Consecutive sentences from ``start`` (wrapping) until at least ``words`` words."""
-        out: list[str] = []
-        ids: list[str] = []
-        total = 0
-        i = start
-        n = len(self.sentences)
-        while total < words:
-            s = self.sentences[i % n]
-            out.append(s)
-            ids.append(self.doc_ids[i % n])
-            total += word_count(s)
-            i += 1
-            if i - start > 4 * n:
-                break
-        return " ".join(out), sorted(set(ids))
-
-
-def _boundaries(text: str) -> list[int]:
-    """Offsets where a sentence may be inserted: 0, after each sentence end, and the end."""
-    cuts = [0] + [m.end() for m in re.finditer(r"(?<=[.!?])\s+", text)] + [len(text)]
-    return sorted(set(cuts))
-
-
-def _insert(text: str, fact: str, position: float) -> str:
-    """Insert ``fact`` at the sentence boundary nearest ``position`` (0..1) of ``text``."""
-    cuts = _boundaries(text)
-    target = position * len(text)
-    at = min(cuts, key=lambda c: (abs(c - target), c))
-    before, after = text[:at].rstrip(), text[at:].lstrip()
-    return " ".join(p for p in (before, fact, after) if p)
-
-
-def compose(filler: str, fact: str, length: int, position: float, ctx: BuildContext) -> str:
-    """A document of ``length`` units: ``filler`` truncated, ``fact`` inserted at ``position``."""
-    fact_len = ctx.meter.count(fact)
-    if ctx.meter.unit == "whitespace tokens":
-        return _insert(truncate_words(filler, max(length - fact_len, 0)), fact, position)
-    lo, hi = 0, min(word_count(filler), length)
-    best = _insert("", fact, position)
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        doc = _insert(truncate_words(filler, mid), fact, position)
-        if ctx.meter.count(doc) <= length:
-            best, lo = doc, mid + 1
-        else:
-            hi = mid - 1
-    return best
-
-
 # ------------------------------------------------------------------------------ synthetic
-def _needle_candidates(ctx: BuildContext, vocab: set[str]) -> list[Document]:
-    """Rare WordNet nouns: one lower-case alphabetic lemma absent from the filler vocabulary."""
+def _passkey_facts(rng: Any, haystack: str) -> list[tuple[str, str, str, list[str]]]:
+    """``(fact, question, answer, extra source ids)`` per document: a name's pass key."""
+    names = pick_names(rng, N_DOCS, haystack)
+    keys: list[str] = []
+    while len(keys) < N_DOCS:
+        key = str(rng.randrange(1_000_000, 10_000_000))
+        if key not in keys and key not in haystack:
+            keys.append(key)
+    return [
+        (
+            f"{person}'s pass key is {key}. Remember it.",
+            f"What is the pass key for {person}?",
+            key,
+            [],
+        )
+        for person, key in zip(names, keys, strict=True)
+    ]
+
+
+def _needle_facts(
+    ctx: BuildContext, rng: Any, haystack: str, name: str
+) -> list[tuple[str, str, str, list[str]]]:
+    """``(fact, question, answer, extra source ids)`` per document: a rare noun's definition."""
+    vocab = set(re.findall(r"[a-z]+", haystack))
     out = []
-    seen_defs: set[str] = set()
-    for doc in ctx.corpus.source("wordnet"):
-        meta = doc.meta
-        lemmas = meta.get("lemmas") or []
-        definition = (meta.get("definition") or "").strip()
-        if meta.get("pos") != "n" or len(lemmas) != 1 or not definition:
-            continue
-        lemma = lemmas[0]
-        if not (lemma.isalpha() and lemma.islower() and len(lemma) >= 6) or lemma in vocab:
-            continue
-        if not 5 <= word_count(definition) <= 25 or definition in seen_defs:
-            continue
-        if definition.startswith("(") or lemma in definition.lower():
-            continue
-        seen_defs.add(definition)
-        out.append(doc)
+    for doc, fact in pick_needles(needle_candidates(ctx, vocab), N_DOCS, rng, name):
+        lemma = doc.meta["lemmas"][0]
+        template = NEEDLE_QUESTIONS[rng.randrange(len(NEEDLE_QUESTIONS))]
+        question = template.format(a=article(lemma), lemma=lemma)
+        out.append((fact, question, doc.meta["definition"], [doc.id]))
     return out
 
 
-def _pick_needles(
-    candidates: Sequence[Document], n: int, rng: Any, task: str
-) -> list[tuple[Document, str]]:
-    """``n`` (WordNet doc, fact sentence) pairs whose lemma appears in no other chosen fact."""
-    order = list(range(len(candidates)))
-    rng.shuffle(order)
-    chosen: list[tuple[Document, str]] = []
-    for i in order:
-        doc = candidates[i]
-        lemma = doc.meta["lemmas"][0]
-        fact = f"{article(lemma).capitalize()} {lemma} is {doc.meta['definition'].rstrip('.')}."
-        words = set(re.findall(r"[a-z]+", fact.lower()))
-        if any(c.meta["lemmas"][0] in words for c, _ in chosen):
-            continue
-        if any(lemma in re.findall(r"[a-z]+", f.lower()) for _, f in chosen):
-            continue
-        chosen.append((doc, fact))
-        if len(chosen) == n:
-            return chosen
-    raise ValueError(f"{task}: only {len(chosen)} usable needle facts, need {n}")
-
-
-def _pick_names(rng: Any, n: int, haystack: str) -> list[str]:
-    """``n`` distinct "First Last" names that occur nowhere in ``haystack``."""
-    pairs = [(f, s) for f in FIRST_NAMES for s in SURNAMES]
-    rng.shuffle(pairs)
-    names: list[str] = []
-    used_first: set[str] = set()
-    for first, last in pairs:
-        name = f"{first} {last}"
-        if first in used_first or name.lower() in haystack:
-            continue
-        names.append(name)
-        used_first.add(first)
-        if len(names) == n:
-            return names
-    # more documents than first names: allow repeated first names
-    for first, last in pairs:
-        name = f"{first} {last}"
-        if name not in names and name.lower() not in haystack:
-            names.append(name)
-            if len(names) == n:
-                return names
-    raise ValueError(f"cannot draw {n} distinct names")
+def _synthetic_texts(kind: str, length: int, unit: str) -> tuple[str, str]:
+    """The instruction and description of a passkey or needle task."""
+    if kind == "passkey":
+        instruction = (
+            "Given a question about a person's pass key, retrieve the passage that states it"
+        )
+        description = (
+            f"LongEmbed-style passkey retrieval at {length} {unit}: {N_DOCS} documents "
+            f"of real eval-split prose, each hiding one \"{{Name}}'s pass key is {{number}}. "
+            f'Remember it." sentence at a random position; {N_QUERIES} of them are asked for.'
+        )
+    else:
+        instruction = (
+            "Given a question about the meaning of a word, retrieve the passage that answers it"
+        )
+        description = (
+            f"LongEmbed-style needle retrieval at {length} {unit}: {N_DOCS} documents "
+            f"of real eval-split prose, each hiding one WordNet definition of a rare noun "
+            f'("A {{lemma}} is {{gloss}}.") at a random position; {N_QUERIES} are asked for.'
+        )
+    return instruction, description
 
 
 def build_synthetic(
@@ -346,70 +164,30 @@ def build_synthetic(
         start = rng.randrange(len(filler.sentences))
         windows.append(filler.window(start, length + 64))
     haystack = "\n".join(w for w, _ in windows).lower()
-    facts: list[str] = []
-    questions: list[str] = []
-    answers: list[str] = []
-    extra_ids: list[list[str]] = []
     if kind == "passkey":
-        names = _pick_names(rng, N_DOCS, haystack)
-        keys: list[str] = []
-        while len(keys) < N_DOCS:
-            key = str(rng.randrange(1_000_000, 10_000_000))
-            if key not in keys and key not in haystack:
-                keys.append(key)
-        for person, key in zip(names, keys, strict=True):
-            facts.append(f"{person}'s pass key is {key}. Remember it.")
-            questions.append(f"What is the pass key for {person}?")
-            answers.append(key)
-            extra_ids.append([])
+        facts = _passkey_facts(rng, haystack)
     else:
-        vocab = set(re.findall(r"[a-z]+", haystack))
-        needles = _pick_needles(_needle_candidates(ctx, vocab), N_DOCS, rng, name)
-        for doc, fact in needles:
-            lemma = doc.meta["lemmas"][0]
-            template = NEEDLE_QUESTIONS[rng.randrange(len(NEEDLE_QUESTIONS))]
-            facts.append(fact)
-            questions.append(template.format(a=article(lemma), lemma=lemma))
-            answers.append(doc.meta["definition"])
-            extra_ids.append([doc.id])
+        facts = _needle_facts(ctx, rng, haystack, name)
     corpus: list[dict[str, Any]] = []
     source_ids: set[str] = set()
-    for i, ((text, ids), fact) in enumerate(zip(windows, facts, strict=True)):
+    for i, ((text, ids), (fact, _, _, extra_ids)) in enumerate(zip(windows, facts, strict=True)):
         position = rng.random()
-        doc_text = compose(text, fact, length, position, ctx)
         corpus.append(
             {
                 "_id": f"{name}-d{i:03d}",
                 "title": "",
-                "text": doc_text,
+                "text": compose(text, fact, length, position, ctx),
                 "fact_position": round(position, 4),
-                "source_ids": sorted(set(ids) | set(extra_ids[i])),
+                "source_ids": sorted(set(ids) | set(extra_ids)),
             }
         )
-        source_ids.update(ids, extra_ids[i])
+        source_ids.update(ids, extra_ids)
     queried = sorted(rng.sample(range(N_DOCS), N_QUERIES))
     queries = [
-        {"_id": f"{name}-q{i:03d}", "text": questions[i], "answer": answers[i]} for i in queried
+        {"_id": f"{name}-q{i:03d}", "text": facts[i][1], "answer": facts[i][2]} for i in queried
     ]
     qrels = {f"{name}-q{i:03d}": {f"{name}-d{i:03d}": 1} for i in queried}
-    if kind == "passkey":
-        instruction = (
-            "Given a question about a person's pass key, retrieve the passage that states it"
-        )
-        description = (
-            f"LongEmbed-style passkey retrieval at {length} {ctx.meter.unit}: {N_DOCS} documents "
-            f"of real eval-split prose, each hiding one \"{{Name}}'s pass key is {{number}}. "
-            f'Remember it." sentence at a random position; {N_QUERIES} of them are asked for.'
-        )
-    else:
-        instruction = (
-            "Given a question about the meaning of a word, retrieve the passage that answers it"
-        )
-        description = (
-            f"LongEmbed-style needle retrieval at {length} {ctx.meter.unit}: {N_DOCS} documents "
-            f"of real eval-split prose, each hiding one WordNet definition of a rare noun "
-            f'("A {{lemma}} is {{gloss}}.") at a random position; {N_QUERIES} are asked for.'
-        )
+    instruction, description = _synthetic_texts(kind, length, ctx.meter.unit)
     return write_suite_task(
         ctx,
         suite_dir,
@@ -487,20 +265,6 @@ def build_python_synopsis(ctx: BuildContext, suite_dir: Path) -> TaskSummary | N
         queries=queries,
         qrels=qrels,
     )
-
-
-def strip_name_section(doc: Document) -> str:
-    """A man page's text without its NAME header and NAME line."""
-    name_line = (doc.meta.get("name_line") or "").strip()
-    text = doc.text
-    if name_line:
-        pattern = re.compile(r"\A\s*NAME\s*\n\s*" + re.escape(name_line) + r"[ \t]*\n?")
-        stripped, n = pattern.subn("", text, count=1)
-        if n:
-            return stripped.lstrip("\n")
-        lines = text.split("\n")
-        text = "\n".join(line for line in lines if line.strip() != name_line)
-    return text
 
 
 def man_pages(ctx: BuildContext) -> list[Document]:
@@ -675,7 +439,7 @@ def build_position(ctx: BuildContext, suite_dir: Path) -> list[TaskSummary]:
         return []
     texts = [truncate_words(d.text, length) for d in hay]
     vocab = set(re.findall(r"[a-z]+", "\n".join(texts).lower()))
-    needles = _pick_needles(_needle_candidates(ctx, vocab), len(hay), rng, base)
+    needles = pick_needles(needle_candidates(ctx, vocab), len(hay), rng, base)
     draws = [rng.random() for _ in hay]
     templates = [NEEDLE_QUESTIONS[rng.randrange(len(NEEDLE_QUESTIONS))] for _ in hay]
     out = []

@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from diffembed.data.concepts import CONCEPTS, concepts_of
+from diffembed.data.documents import is_wordnet_copy
 from diffembed.data.tasks.common import (
     BuildContext,
-    Document,
     TaskSummary,
     doc_row,
-    is_wordnet_copy,
     mask_terms,
     mentions,
     sample_ordered,
     word_count,
     write_suite_task,
 )
+from diffembed.formats.corpus import Document
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -24,9 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from diffembed.data.documents import strip_name_section
 from diffembed.data.tasks.common import (
     BuildContext,
-    Document,
     TaskSummary,
     doc_row,
     sample_ordered,
@@ -34,9 +33,11 @@ from diffembed.data.tasks.common import (
     word_count,
     write_suite_task,
 )
+from diffembed.data.tasks.eval_corpus import tagged_file_sha256
 from diffembed.data.tasks.instruct import LEXNAMES, UNINFORMATIVE_LEXNAMES
-from diffembed.data.tasks.longdoc import description_qrels, man_pages, strip_name_section
+from diffembed.data.tasks.longdoc import description_qrels, man_pages
 from diffembed.data.tasks.reasoning import gloss_webster_pairs, webster_corpus, webster_entries
+from diffembed.formats.corpus import Document
 
 logger = logging.getLogger(__name__)
 
@@ -337,10 +338,6 @@ def gensim_test_data() -> tuple[Path, str] | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def lee50_pairs(folder: Path) -> list[dict[str, Any]]:
     """The 1225 document pairs of Lee-50 (``lee.cor``, Latin-1, one document per line, and
     ``similarities0-1.txt``: the upper triangle of the mean human similarity matrix)."""
@@ -425,7 +422,9 @@ def build_similarity(ctx: BuildContext, suite_dir: Path) -> list[TaskSummary]:
                 pairs=pairs,
                 external={
                     "package": f"gensim=={version}",
-                    "files": {f"gensim/test/test_data/{f}": _sha256(folder / f) for f in files},
+                    "files": {
+                        f"gensim/test/test_data/{f}": tagged_file_sha256(folder / f) for f in files
+                    },
                 },
             )
         )

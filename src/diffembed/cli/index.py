@@ -1,0 +1,191 @@
+"""``diffembed index build|add|info`` and ``diffembed search``: the command line of
+``diffembed.index``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from diffembed.cli.options import add_device, add_dtype, add_max_length, add_no_progress
+from diffembed.index.build import add_documents, build_index
+from diffembed.index.documents import read_documents
+from diffembed.index.search import Searcher
+from diffembed.index.store import FAISS_TYPES, VectorIndex, load_embedder_for
+
+logger = logging.getLogger(__name__)
+
+DOCS_HELP = "FILE.jsonl or a folder of text files"
+
+
+def add_index_parser(sub: argparse._SubParsersAction) -> None:
+    """``diffembed index build|add|info``."""
+    p = sub.add_parser(
+        "index",
+        help="build or extend a vector index (faiss + SQLite) over documents",
+        description="A crash-safe vector index over documents: faiss vectors, SQLite documents, "
+        "the model's hash and the embedding settings. Writes go to a new generation that "
+        "replaces the old one atomically.",
+    )
+    verbs = p.add_subparsers(dest="index_verb", metavar="VERB", required=True)
+    b = verbs.add_parser(
+        "build",
+        help="embed documents into a new index",
+        description="Embed documents (JSONL with _id/id, text, optional title; or a folder of "
+        "text files) and write an index. Long documents are embedded whole up to the model's "
+        "max_length, or chunked with --chunk-tokens.",
+    )
+    b.add_argument("--model", required=True, type=Path, help="embedding model directory")
+    b.add_argument("--docs", required=True, type=Path, help=DOCS_HELP)
+    b.add_argument("--out", required=True, type=Path, help="index directory to create")
+    b.add_argument("--chunk-tokens", type=int, help="split documents into N-token windows")
+    b.add_argument("--chunk-overlap", type=int, default=0, help="tokens shared by neighbours")
+    b.add_argument("--faiss", choices=FAISS_TYPES, default="flat", help="flat (exact) or hnsw")
+    b.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node (default 32)")
+    b.add_argument("--ef-search", type=int, default=128, help="HNSW search depth (default 128)")
+    add_max_length(b)
+    add_dtype(b)
+    _add_write_options(b)
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    add_no_progress(b)
+    b.set_defaults(func=run_index_build)
+    a = verbs.add_parser(
+        "add",
+        help="append documents to an index",
+        description="Embed documents with the index's own model and settings and append them. "
+        "An id already in the index is an error unless --upsert.",
+    )
+    a.add_argument("index", type=Path, help="index directory")
+    a.add_argument("--docs", required=True, type=Path, help=DOCS_HELP)
+    a.add_argument("--model", type=Path, help="model directory (default: the recorded path)")
+    a.add_argument("--upsert", action="store_true", help="replace documents whose id exists")
+    _add_write_options(a)
+    add_no_progress(a)
+    a.set_defaults(func=run_index_add)
+    i = verbs.add_parser("info", help="print an index's meta.json")
+    i.add_argument("index", type=Path, help="index directory")
+    i.set_defaults(func=run_index_info)
+
+
+def _add_write_options(p: argparse.ArgumentParser) -> None:
+    """``--batch-tokens`` and ``--device``, shared by ``index build`` and ``index add``."""
+    p.add_argument("--batch-tokens", type=int, help="token budget per batch (rows x longest)")
+    add_device(p)
+
+
+def run_index_build(args: argparse.Namespace) -> int:
+    from diffembed.model.embedder import Embedder
+
+    docs = read_documents(args.docs)
+    overrides: dict[str, Any] = {"precision": args.dtype}
+    if args.max_length is not None:
+        overrides["max_length"] = args.max_length
+    embedder = Embedder.load(args.model, device=args.device, **overrides)
+    start = time.perf_counter()
+    with build_index(
+        docs,
+        args.out,
+        args.model,
+        embedder=embedder,
+        chunk_tokens=args.chunk_tokens,
+        chunk_overlap=args.chunk_overlap,
+        faiss_type=args.faiss,
+        hnsw_m=args.hnsw_m,
+        ef_search=args.ef_search,
+        batch_tokens=args.batch_tokens,
+        overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+    ) as index:
+        logger.info(
+            "built %s: %d documents, %d vectors (%s) in %.1f s",
+            args.out,
+            index.n_documents,
+            index.ntotal,
+            index.describe_mode(),
+            time.perf_counter() - start,
+        )
+    return 0
+
+
+def run_index_add(args: argparse.Namespace) -> int:
+    docs = read_documents(args.docs)
+    with VectorIndex.open(args.index) as index:
+        meta = index.meta
+    embedder = load_embedder_for(meta, args.model, args.device)
+    with add_documents(
+        args.index,
+        docs,
+        model_dir=args.model,
+        embedder=embedder,
+        upsert=args.upsert,
+        batch_tokens=args.batch_tokens,
+        show_progress=not args.no_progress,
+    ) as index:
+        logger.info(
+            "%s: now %d documents, %d vectors (generation %d)",
+            args.index,
+            index.n_documents,
+            index.ntotal,
+            index.meta["generation"],
+        )
+    return 0
+
+
+def run_index_info(args: argparse.Namespace) -> int:
+    with VectorIndex.open(args.index) as index:
+        print(json.dumps(index.meta, indent=2, ensure_ascii=False))
+    return 0
+
+
+def add_search_parser(sub: argparse._SubParsersAction) -> None:
+    """``diffembed search INDEX QUERY``."""
+    p = sub.add_parser(
+        "search",
+        help="search an index with a text query",
+        description="Embed the query with the index's model (its query prompt unless --prompt "
+        "or --prompt-name) and print the best documents with scores and snippets.",
+    )
+    p.add_argument("index", type=Path, help="index directory")
+    p.add_argument("query", help="query text")
+    p.add_argument("-k", type=int, default=10, help="documents to return (default 10)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--prompt", help="instruction for the query")
+    group.add_argument("--prompt-name", help="a prompt saved with the model")
+    p.add_argument("--model", type=Path, help="model directory (default: the recorded path)")
+    add_device(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_search)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    if not args.query.strip():
+        raise ValueError("the query is empty")
+    searcher = Searcher.open(args.index, args.model, args.device)
+    hits = searcher.search(args.query, args.k, args.prompt, args.prompt_name)
+    index = searcher.index
+    if args.json:
+        out = {
+            "index": str(args.index),
+            "query": args.query,
+            "mode": index.mode,
+            "documents": index.n_documents,
+            "vectors": index.ntotal,
+            "hits": [h.to_dict() for h in hits],
+        }
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        print(
+            f"{args.index}: {index.n_documents} documents, {index.ntotal} vectors; "
+            f"{index.describe_mode()}"
+        )
+        chunked = index.mode["mode"] == "chunked"
+        for h in hits:
+            where = f" [chunk {h.chunk}]" if chunked else (" [truncated]" if h.truncated else "")
+            print(f"{h.rank:3d}  {h.score:.4f}  {h.id}{where}  {h.snippet}")
+    sys.stdout.flush()
+    index.close()
+    return 0

@@ -1,0 +1,178 @@
+"""``diffembed encode``, ``tokenizer train``, ``generate`` and ``demo``: the verbs of a model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from diffembed import demo
+from diffembed.cli.options import add_device, add_dtype, add_max_length, add_no_progress
+from diffembed.demo import DEFAULT_MODEL, run_demo
+from diffembed.formats.texts import InputError, read_texts
+from diffembed.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ encode
+def add_encode_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="embed texts from a file into a .npy matrix",
+        description="Embed every line of a .txt file (or the text field of each .jsonl line) "
+        "and write a float32 [N, H] matrix to a .npy file, atomically.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("--input", required=True, type=Path, help=".txt (one text per line) or .jsonl")
+    p.add_argument("--output", required=True, type=Path, help="output .npy file")
+    p.add_argument("--text-field", default="text", help="field of each .jsonl line (default: text)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--prompt", help="instruction prepended to every text")
+    group.add_argument("--prompt-name", help="name of a prompt saved with the model (e.g. query)")
+    add_max_length(p)
+    p.add_argument("--no-truncate", action="store_true", help="fail instead of truncating")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=16384,
+        help="token budget per batch, rows x longest row (default: 16384)",
+    )
+    p.add_argument("--batch-size", type=int, help="cap on texts per batch")
+    add_dtype(p)
+    p.add_argument(
+        "--attention", choices=["bidirectional", "causal"], help="override the model's attention"
+    )
+    p.add_argument(
+        "--pooling", choices=["mean", "last", "weighted_mean"], help="override the model's pooling"
+    )
+    add_device(p)
+    add_no_progress(p)
+    p.set_defaults(func=run_encode)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from diffembed.model.embedder import Embedder
+
+    if args.output.suffix != ".npy":
+        raise InputError(f"{args.output}: the output must be a .npy file")
+    texts = read_texts(args.input, args.text_field)
+    overrides = {"precision": args.dtype}
+    if args.max_length is not None:
+        overrides["max_length"] = args.max_length
+    if args.pooling is not None:
+        overrides["pooling"] = args.pooling
+    embedder = Embedder.load(args.model, attention=args.attention, device=args.device, **overrides)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors, stats = embedder.encode_with_stats(
+            texts,
+            prompt=args.prompt,
+            prompt_name=args.prompt_name,
+            batch_size=args.batch_size,
+            max_tokens_per_batch=args.batch_tokens,
+            show_progress=not args.no_progress,
+            truncate=not args.no_truncate,
+        )
+    for w in caught:
+        logger.warning("%s", w.message)
+    seconds = time.perf_counter() - start
+    with atomic_write(args.output, "wb") as f:
+        np.save(f, vectors)
+    logger.info(
+        "wrote %s: %d x %d float32; %d tokens, %d truncated, %.1f s (%.0f tokens/s)",
+        args.output,
+        *vectors.shape,
+        stats.tokens,
+        stats.truncated,
+        seconds,
+        stats.tokens / max(seconds, 1e-9),
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ tokenizer
+def add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+    verbs = p.add_subparsers(dest="tokenizer_verb", metavar="VERB", required=True)
+    t = verbs.add_parser(
+        "train",
+        help="train on the pretrain split of a corpus",
+        description="Train a byte-level BPE (pad, bos, eos and mask special tokens) on the "
+        "pretrain split only and save it as a Hugging Face tokenizer directory.",
+    )
+    t.add_argument("--corpus", required=True, type=Path, help="corpus directory (pretrain.jsonl)")
+    t.add_argument(
+        "--vocab-size", required=True, type=int, help="vocabulary size, special tokens included"
+    )
+    t.add_argument("--out", required=True, type=Path, help="output tokenizer directory")
+    t.add_argument(
+        "--min-frequency", type=int, default=2, help="minimum pair count to merge (default: 2)"
+    )
+    t.set_defaults(func=run_tokenizer_train)
+
+
+def run_tokenizer_train(args: argparse.Namespace) -> int:
+    from diffembed.model.tokenizer import save_tokenizer, train_bpe_tokenizer
+    from diffembed.train.pretrain_data import read_corpus_texts
+
+    docs = read_corpus_texts(args.corpus, "pretrain")
+    start = time.perf_counter()
+    tokenizer = train_bpe_tokenizer((text for _, text in docs), args.vocab_size, args.min_frequency)
+    save_tokenizer(tokenizer, args.out)
+    logger.info(
+        "trained %d-token BPE on %d pretrain documents in %.1f s -> %s",
+        len(tokenizer),
+        len(docs),
+        time.perf_counter() - start,
+        args.out,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ generate
+def add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a pretrained LM",
+        description="AR models sample left to right; diffusion models by iterative unmasking "
+        "with low-confidence remasking.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--length", type=int, default=64, help="tokens to generate (default: 64)")
+    p.add_argument("--steps", type=int, help="diffusion: unmasking steps (default: --length)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from diffembed.model.generate import generate_text
+
+    print(
+        generate_text(args.model, args.prompt, args.length, args.steps, args.temperature, args.seed)
+    )
+    return 0
+
+
+def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``diffembed demo``."""
+    p = sub.add_parser(
+        "demo",
+        help="search the Python docs with an embedding model and evaluate it",
+        description=demo.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model directory")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
+    p.add_argument("--limit", type=int, default=250, help="most modules to index")
+    add_no_progress(p)
+    p.set_defaults(
+        func=lambda a: run_demo(a.model, a.out, a.limit, show_progress=not a.no_progress)
+    )

@@ -1,0 +1,84 @@
+"""``diffembed serve``: the command line of ``diffembed.serve`` (fastapi and uvicorn load only
+when the server starts)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from diffembed.cli.options import add_device, add_dtype, add_max_length
+from diffembed.serve.app import API_KEY_ENV, ServeConfig, create_app, make_server
+
+logger = logging.getLogger(__name__)
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """``diffembed serve --model DIR [--index DIR]`` and the server limits."""
+    p = sub.add_parser(
+        "serve",
+        help="HTTP server: OpenAI-compatible embeddings and index search",
+        description="Serve a model over HTTP: POST /v1/embeddings (OpenAI schema), POST "
+        "/v1/search (with --index), GET /v1/models, /health, /metrics. Concurrent requests are "
+        "merged into token-budget batches by one worker; a full queue answers 503.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("--index", type=Path, help="index directory built with this model")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})"
+    )
+    p.add_argument("--model-name", help="model id for clients (default: the directory name)")
+    add_dtype(p, default=None)
+    add_max_length(p)
+    add_device(p)
+    d = ServeConfig()
+    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens)
+    p.add_argument("--max-queue", type=int, default=d.max_queue_texts, help="texts queued")
+    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms)
+    p.add_argument("--threads", type=int, help="torch threads of the worker (default: torch's)")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from diffembed.index.store import VectorIndex, check_model
+    from diffembed.model.embedder import Embedder
+
+    overrides: dict[str, Any] = {}
+    if args.dtype is not None:
+        overrides["precision"] = args.dtype
+    if args.max_length is not None:
+        overrides["max_length"] = args.max_length
+    index = None
+    if args.index is not None:
+        index = VectorIndex.open(args.index)
+        check_model(index.meta, args.model)
+        for key in ("precision", "max_length"):
+            overrides.setdefault(key, index.meta["embedding"][key])
+    embedder = Embedder.load(args.model, device=args.device, **overrides)
+    config = ServeConfig(
+        model_name=args.model_name or args.model.resolve().name,
+        max_batch_tokens=args.max_batch_tokens,
+        max_queue_texts=args.max_queue,
+        max_inputs=min(args.max_inputs, args.max_queue),
+        max_body_bytes=args.max_body_bytes,
+        batch_wait_ms=args.batch_wait_ms,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        threads=args.threads,
+    )
+    app = create_app(embedder, config, index)
+    logger.info(
+        "serving %s on http://%s:%d (index: %s, API key: %s)",
+        config.model_name,
+        args.host,
+        args.port,
+        args.index or "none",
+        "required" if config.api_key else "none",
+    )
+    make_server(app, args.host, args.port).run()
+    return 0

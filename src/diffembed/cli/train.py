@@ -1,0 +1,154 @@
+"""The training verbs: ``diffembed pretrain`` and ``diffembed finetune``.
+
+The ``finetune`` options are generated from ``FinetuneConfig``'s fields (flag, help, type and
+default are written once, on the field); ``python -m diffembed.cli.train [options]`` runs the
+same fine-tuning, e.g. under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from diffembed.cli.options import add_device, add_no_progress
+from diffembed.train.finetune_config import FinetuneConfig
+
+_TYPES = {"int": int, "float": float, "Path": Path, "Path | None": Path}
+
+
+# ------------------------------------------------------------------------------ finetune
+def _add_field_option(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+    """One ``--option`` from a config field and its metadata (see ``finetune_config._opt``)."""
+    meta = dict(f.metadata)
+    flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
+    help_text = meta.pop("help").replace("{default}", str(f.default))
+    action = meta.pop("action", None)
+    if action in ("store_true", "store_false"):
+        p.add_argument(flag, dest=f.name, action=action, help=help_text)
+        return
+    kwargs = {"help": help_text, **meta}
+    if action == "bool":
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif "type" not in kwargs and f.type in _TYPES:
+        kwargs["type"] = _TYPES[f.type]
+    if "choices" in kwargs:
+        kwargs["choices"] = list(kwargs["choices"])
+    if not kwargs.get("required"):
+        kwargs["default"] = f.default
+    p.add_argument(flag, **kwargs)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(FinetuneConfig):
+        _add_field_option(p, f)
+    p.set_defaults(func=run_finetune)
+
+
+def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``finetune`` verb on a ``diffembed`` sub-parser set."""
+    p = subparsers.add_parser(
+        "finetune",
+        help="contrastive fine-tuning (InfoNCE, LoRA, GradCache, multi-process)",
+        description="Fine-tune an embedding model on (query, positive, hard negatives) pairs "
+        "with InfoNCE on cosine similarity. Task-homogeneous global batches; in-batch "
+        "negatives gathered across processes (run with torchrun --nproc-per-node N for data "
+        "parallelism). Writes a sentence-transformers model directory with LoRA merged and "
+        "the task instructions as prompts, plus OUT/training/{log.csv,training.png}.",
+    )
+    _add_options(p)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """Build a ``FinetuneConfig`` from parsed CLI arguments."""
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: getattr(args, k) for k in names if hasattr(args, k)})
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """The ``finetune`` verb: run the configured fine-tuning; returns the exit status."""
+    from diffembed.train.finetune import finetune
+
+    finetune(config_from_args(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m diffembed.cli.train [options]``: the same as ``diffembed finetune``."""
+    parser = argparse.ArgumentParser(prog="python -m diffembed.cli.train")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_options(parser)
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return run_finetune(args)
+
+
+# ------------------------------------------------------------------------------ pretrain
+def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``pretrain`` verb on a ``diffembed`` sub-parser set."""
+    from diffembed.train.pretrain import PRESETS
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a small diffusion or AR LM from scratch",
+        description="Pretrain a Llama-style LM with the masked-diffusion, autoregressive or MNTP "
+        "objective; everything but the objective is identical across objectives. Works under "
+        "torchrun (DDP).",
+    )
+    p.add_argument(
+        "--objective", required=True, choices=["diffusion", "ar", "mntp"], help="training objective"
+    )
+    p.add_argument(
+        "--preset",
+        default="smoke",
+        choices=sorted(PRESETS),
+        help="model/data size (default: smoke)",
+    )
+    p.add_argument("--config", type=Path, help="JSON file overriding preset fields")
+    p.add_argument("--corpus", required=True, type=Path, help="corpus directory (pretrain.jsonl)")
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory")
+    p.add_argument("--out", required=True, type=Path, help="output model directory")
+    p.add_argument("--init", type=Path, help="start from this model (mntp: the AR model)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--steps", type=int, help="override the number of optimizer steps")
+    p.add_argument("--seed", type=int, help="override the seed")
+    add_device(p, default=None)
+    p.add_argument("--stop-after", type=int, help="stop after this step, as an interruption would")
+    add_no_progress(p)
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    """The ``pretrain`` verb: build the preset's config (with overrides) and train."""
+    from diffembed.train.pretrain import make_config, pretrain
+
+    config = make_config(args.preset, args.objective, args.config)
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.seed is not None:
+        config.seed = args.seed
+    config.validate()
+    pretrain(
+        config,
+        args.corpus,
+        args.tokenizer,
+        args.out,
+        init=args.init,
+        resume=args.resume,
+        stop_after=args.stop_after,
+        device=args.device,
+        show_progress=not args.no_progress,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

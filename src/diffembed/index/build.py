@@ -1,0 +1,286 @@
+"""Writing an index: embed documents (whole, truncated at the model's ``max_length``, or split
+into overlapping token windows) and store them as a new generation (``build_index`` for a new
+index, ``add_documents`` to append or upsert with the index's own model and settings)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from diffembed.formats.corpus import Document
+from diffembed.index.documents import DocumentsError, chunk_spans
+from diffembed.index.store import (
+    CURRENT,
+    FAISS_TYPES,
+    FORMAT_VERSION,
+    EncodedDocuments,
+    VectorIndex,
+    check_model,
+    load_embedder_for,
+    select_in,
+    write_generation,
+    writer_lock,
+)
+
+if TYPE_CHECKING:
+    from diffembed.model.embedder import Embedder
+
+logger = logging.getLogger(__name__)
+
+
+class DuplicateIdError(ValueError):
+    """A document id is already in the index (or twice in the input) and upsert was not asked."""
+
+
+# ------------------------------------------------------------------------------ encoding
+def _encode_documents(
+    embedder: Embedder,
+    docs: list[Document],
+    chunk_tokens: int | None,
+    chunk_overlap: int,
+    batch_tokens: int | None,
+    show_progress: bool,
+) -> EncodedDocuments:
+    """Embed ``docs`` whole (``chunk_tokens`` None) or as token windows, with the document
+    prompt; rows, token counts and truncation per document for the store."""
+    prefix = embedder.instruction_prefix(embedder.prompts.get("document"))
+    texts = [d.full_text for d in docs]
+    tok = embedder.tokenizer
+    lengths = [
+        len(x)
+        for x in tok([prefix + t for t in texts], add_special_tokens=True, verbose=False)[
+            "input_ids"
+        ]
+    ]
+    if chunk_tokens is None:
+        rows = [
+            (d.id, 0, 0, len(t), min(n, embedder.max_length))
+            for d, t, n in zip(docs, texts, lengths, strict=True)
+        ]
+        chunk_texts, doc_chunks = texts, [1] * len(docs)
+    else:
+        rows, chunk_texts, doc_chunks = _chunk_rows(
+            embedder, docs, texts, chunk_tokens, chunk_overlap
+        )
+    vectors, stats = embedder.encode_with_stats(
+        chunk_texts,
+        **embedder.role_prompt("document"),
+        max_tokens_per_batch=batch_tokens,
+        show_progress=show_progress,
+        truncate=True,
+        warn=False,
+    )
+    if chunk_tokens is not None and stats.truncated:
+        logger.warning(
+            "%d chunk(s) exceeded max_length=%d with prefix and special tokens and were "
+            "truncated; use a smaller --chunk-tokens",
+            stats.truncated,
+            embedder.max_length,
+        )
+    truncated = (
+        [n > embedder.max_length for n in lengths] if chunk_tokens is None else [False] * len(docs)
+    )
+    return EncodedDocuments(
+        docs, np.ascontiguousarray(vectors, np.float32), rows, lengths, truncated, doc_chunks
+    )
+
+
+def _chunk_rows(
+    embedder: Embedder,
+    docs: list[Document],
+    texts: list[str],
+    chunk_tokens: int,
+    chunk_overlap: int,
+) -> tuple[list[tuple[str, int, int, int, int]], list[str], list[int]]:
+    """Split each text into token windows: ``(rows, window texts, windows per document)``;
+    windows of whitespace only are skipped."""
+    enc = embedder.tokenizer(
+        texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    rows: list[tuple[str, int, int, int, int]] = []
+    chunk_texts: list[str] = []
+    doc_chunks: list[int] = []
+    for d, t, offsets in zip(docs, texts, enc["offset_mapping"], strict=True):
+        kept = 0
+        for start, end, n in chunk_spans(offsets, chunk_tokens, chunk_overlap):
+            piece = t[start:end]
+            if not piece.strip():
+                continue
+            rows.append((d.id, kept, start, end, n))
+            chunk_texts.append(piece)
+            kept += 1
+        if kept == 0:
+            raise DocumentsError(f"{d.source or d.id}: document {d.id!r} has no tokens")
+        doc_chunks.append(kept)
+    return rows, chunk_texts, doc_chunks
+
+
+def _check_unique_ids(docs: Sequence[Document]) -> None:
+    seen: dict[str, Document] = {}
+    for d in docs:
+        if d.id in seen:
+            raise DuplicateIdError(
+                f"{d.source or d.id}: duplicate id {d.id!r} (first at {seen[d.id].source})"
+            )
+        seen[d.id] = d
+
+
+# ------------------------------------------------------------------------------ build / add
+def build_index(
+    docs: Sequence[Document],
+    out: str | Path,
+    model_dir: str | Path,
+    embedder: Embedder | None = None,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int = 0,
+    faiss_type: str = "flat",
+    hnsw_m: int = 32,
+    ef_construction: int = 200,
+    ef_search: int = 128,
+    batch_tokens: int | None = None,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> VectorIndex:
+    """Embed ``docs`` with the model in ``model_dir`` and write a new index at ``out``.
+
+    Args:
+        docs: documents with unique ids (``read_documents``).
+        model_dir: the embedding model directory; its hash is recorded.
+        embedder: the already loaded model of ``model_dir`` (loaded when None); its
+            ``max_length`` and ``precision`` are recorded and reused by add and search.
+        chunk_tokens: split documents into windows of this many tokens (None: embed whole,
+            truncated at ``max_length``); ``chunk_overlap`` tokens shared by neighbours.
+        faiss_type: ``"flat"`` (exact inner product) or ``"hnsw"`` (approximate).
+        overwrite: replace an existing index at ``out`` (atomically: the old one stays live
+            until the new one is complete).
+
+    Returns:
+        the opened index.
+    """
+    from diffembed.model.embedder import Embedder
+
+    out = Path(out)
+    model_dir = Path(model_dir)
+    if faiss_type not in FAISS_TYPES:
+        raise ValueError(f"faiss type must be one of {FAISS_TYPES}, got {faiss_type!r}")
+    _check_target(out, overwrite)
+    _check_unique_ids(docs)
+    if embedder is None:
+        embedder = Embedder.load(model_dir)
+    if chunk_tokens is not None and chunk_tokens > embedder.max_length:
+        raise ValueError(
+            f"chunk_tokens={chunk_tokens} exceeds the model's max_length={embedder.max_length}"
+        )
+    if chunk_tokens is None and chunk_overlap:
+        raise ValueError("chunk_overlap needs chunk_tokens")
+    meta = _new_meta(model_dir, embedder, chunk_tokens, chunk_overlap)
+    meta["faiss"] = {
+        "type": faiss_type,
+        "metric": "inner_product",
+        "hnsw_m": hnsw_m,
+        "ef_construction": ef_construction,
+        "ef_search": ef_search,
+    }
+    meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with writer_lock(out):
+        encoded = _encode_documents(
+            embedder, list(docs), chunk_tokens, chunk_overlap, batch_tokens, show_progress
+        )
+        write_generation(out, None, meta, encoded, set(), "build")
+    return VectorIndex.open(out)
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    """Refuse to build over a file, a non-empty non-index folder, or an index (unless asked)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a directory")
+    if (out / CURRENT).exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"{out}: an index exists; use `diffembed index add` or --overwrite"
+            )
+    elif out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
+        raise FileExistsError(f"{out}: exists, is not empty and is not an index")
+
+
+def _new_meta(
+    model_dir: Path, embedder: Embedder, chunk_tokens: int | None, chunk_overlap: int
+) -> dict[str, Any]:
+    """The meta of a new index: format, model hash and path, embedding settings, chunking."""
+    from diffembed.model.model_dir import hash_model_dir
+
+    settings = embedder.settings()
+    settings.pop("format_version", None)
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": {"path": str(model_dir.resolve()), **hash_model_dir(model_dir)},
+        "embedding": {
+            **settings,
+            "precision": embedder.precision,
+            "dim": embedder.dim,
+            "document_prompt": embedder.prompts.get("document"),
+        },
+        "documents": {
+            "mode": "whole" if chunk_tokens is None else "chunked",
+            "chunk_tokens": chunk_tokens,
+            "chunk_overlap": chunk_overlap if chunk_tokens is not None else None,
+            "truncated": 0,
+        },
+    }
+
+
+def add_documents(
+    index_dir: str | Path,
+    docs: Sequence[Document],
+    model_dir: str | Path | None = None,
+    embedder: Embedder | None = None,
+    upsert: bool = False,
+    batch_tokens: int | None = None,
+    show_progress: bool = False,
+) -> VectorIndex:
+    """Append ``docs`` to an index, with the index's model and settings.
+
+    An id already in the index is a ``DuplicateIdError`` unless ``upsert`` (then the old
+    document and its vectors are replaced). ``model_dir`` (default: the recorded path) must hash
+    to the index's model. Crash-safe: the previous generation stays live until the new one is
+    complete.
+    """
+    index_dir = Path(index_dir)
+    _check_unique_ids(docs)
+    with writer_lock(index_dir):
+        with VectorIndex.open(index_dir) as index:
+            meta, base = index.meta, index.generation
+            existing = {
+                r[0]
+                for r in select_in(
+                    index.db,
+                    "SELECT doc_id FROM documents WHERE doc_id IN ({marks})",
+                    [d.id for d in docs],
+                )
+            }
+        if existing and not upsert:
+            first = next(d for d in docs if d.id in existing)
+            raise DuplicateIdError(
+                f"{first.source or first.id}: id {first.id!r} is already in {index_dir} "
+                f"({len(existing)} duplicate id(s)); pass --upsert to replace them"
+            )
+        if embedder is None:
+            embedder = load_embedder_for(meta, model_dir)
+        else:
+            check_model(meta, model_dir if model_dir is not None else meta["model"]["path"])
+        d = meta["documents"]
+        encoded = _encode_documents(
+            embedder,
+            list(docs),
+            d["chunk_tokens"],
+            d["chunk_overlap"] or 0,
+            batch_tokens,
+            show_progress,
+        )
+        write_generation(index_dir, base, meta, encoded, existing, "upsert" if upsert else "add")
+    return VectorIndex.open(index_dir)

@@ -1,0 +1,112 @@
+"""What an index is built from: user documents (a JSONL file or a folder of text files) read into
+``formats.corpus.Document`` records, and the token windows (``chunk_spans``) long documents are
+split into."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from diffembed.formats.corpus import Document
+from diffembed.io import iter_jsonl
+
+
+class DocumentsError(ValueError):
+    """A documents file or folder is malformed; the message names the file and line."""
+
+
+def read_documents(path: str | Path) -> list[Document]:
+    """Read documents from a JSONL file or a folder of text files.
+
+    JSONL: one object per line with ``_id`` or ``id`` (string or integer), ``text`` (string),
+    optional ``title``; other fields are kept as metadata. Folder: every non-hidden regular file
+    below it (sorted), read as UTF-8; the id is the path relative to the folder. Ids must be
+    unique and texts non-empty; errors name the file and the 1-based line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_text_folder(path)
+    if not path.is_file():
+        raise DocumentsError(f"{path}: no such file or folder")
+    docs: list[Document] = []
+    seen: dict[str, int] = {}
+    for lineno, rec in iter_jsonl(path, DocumentsError):
+        where = f"{path}:{lineno}"
+        doc = _document(rec, where)
+        if doc.id in seen:
+            raise DocumentsError(f"{where}: duplicate id {doc.id!r} (first on line {seen[doc.id]})")
+        seen[doc.id] = lineno
+        docs.append(doc)
+    if not docs:
+        raise DocumentsError(f"{path}: no documents")
+    return docs
+
+
+def _document(rec: dict[str, Any], where: str) -> Document:
+    """One JSONL record as a ``Document`` whose ``source`` is ``where`` (``file:line``)."""
+    key = "_id" if "_id" in rec else "id"
+    if key not in rec:
+        raise DocumentsError(f"{where}: missing field '_id' (or 'id')")
+    id_ = rec[key]
+    if isinstance(id_, bool) or not isinstance(id_, (str, int)):
+        raise DocumentsError(
+            f"{where}: field {key!r} must be a string or integer, got {type(id_).__name__}"
+        )
+    id_ = str(id_)
+    if not id_.strip():
+        raise DocumentsError(f"{where}: field {key!r} is empty")
+    if "text" not in rec:
+        raise DocumentsError(f"{where}: missing field 'text'")
+    text, title = rec["text"], rec.get("title", "")
+    for name, value in (("text", text), ("title", title)):
+        if not isinstance(value, str):
+            raise DocumentsError(f"{where}: field {name!r} is {type(value).__name__}, not a string")
+    if not (title + text).strip():
+        raise DocumentsError(f"{where}: document {id_!r} has no text")
+    meta = {k: v for k, v in rec.items() if k not in (key, "title", "text")}
+    return Document(id=id_, text=text, title=title, meta=meta, source=where)
+
+
+def _read_text_folder(root: Path) -> list[Document]:
+    docs: list[Document] = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DocumentsError(f"{p}: not valid UTF-8 ({e.reason})") from None
+        if not text.strip():
+            raise DocumentsError(f"{p}: empty document")
+        docs.append(Document(id=rel, text=text, source=str(p)))
+    if not docs:
+        raise DocumentsError(f"{root}: no text files")
+    return docs
+
+
+def chunk_spans(
+    offsets: Sequence[tuple[int, int]], chunk_tokens: int, overlap: int
+) -> list[tuple[int, int, int]]:
+    """Token windows over a text: ``[(char_start, char_end, n_tokens)]``.
+
+    Args:
+        offsets: character offsets ``(start, end)`` of each token of the text.
+        chunk_tokens: tokens per window (>= 1); ``overlap``: tokens shared by neighbours
+            (0 <= overlap < chunk_tokens). The last window ends at the last token.
+    """
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if not 0 <= overlap < chunk_tokens:
+        raise ValueError(f"chunk_overlap must be in [0, chunk_tokens), got {overlap}")
+    n = len(offsets)
+    spans: list[tuple[int, int, int]] = []
+    start = 0
+    while start < n:
+        end = min(start + chunk_tokens, n)
+        spans.append((offsets[start][0], offsets[end - 1][1], end - start))
+        if end == n:
+            break
+        start = end - overlap
+    return spans

@@ -1,0 +1,484 @@
+"""The on-disk index: generations of faiss vectors + SQLite documents, written crash-safely.
+
+Layout of an index directory::
+
+    INDEX_DIR/
+      CURRENT          the name of the live generation ("gen-000003\\n"), replaced atomically
+      .lock            flock'ed by a writer (build/add), so two writers never interleave
+      gen-000003/
+        meta.json      model dir hash + path, embedding settings, chunking mode, faiss type, counts
+        vectors.faiss  faiss index (IndexFlatIP, or IndexHNSWFlat with inner product); row r is
+                       the r-th vector
+        docs.sqlite    documents(doc_id, title, text, meta, tokens, truncated, n_chunks) and
+                       vectors(row, doc_id, chunk, char_start, char_end, tokens)
+
+Every write (``write_generation``, called by ``build_index`` and ``add_documents``) copies the
+live generation into a fresh hidden temporary directory, changes the copy, fsyncs it, renames it
+to ``gen-N+1`` and only then replaces ``CURRENT``. A writer killed at any point (``kill -9``)
+therefore leaves the previous generation live and consistent (vector count == row count);
+leftovers are removed by the next writer. Readers (``VectorIndex``) open whatever ``CURRENT``
+names and check the counts. An index never mixes models: ``check_model`` compares a model
+directory's hash with the recorded one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from diffembed.formats.corpus import Document
+from diffembed.io import atomic_dir, atomic_write, write_json
+
+if TYPE_CHECKING:
+    from diffembed.index.search import Hit
+    from diffembed.model.embedder import Embedder
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+META = "meta.json"
+VECTORS = "vectors.faiss"
+DOCS = "docs.sqlite"
+FAISS_TYPES = ("flat", "hnsw")
+_GEN_RE = re.compile(r"^gen-(\d{6,})$")
+
+
+class IndexFormatError(ValueError):
+    """An index directory is missing, malformed or inconsistent; the message names the path."""
+
+
+class ModelMismatchError(ValueError):
+    """The model given is not the one the index was built with."""
+
+
+# ------------------------------------------------------------------------------ generations
+def _gen_number(name: str) -> int | None:
+    m = _GEN_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def current_generation(index_dir: str | Path) -> Path:
+    """The live generation folder named by ``INDEX_DIR/CURRENT``."""
+    index_dir = Path(index_dir)
+    pointer = index_dir / CURRENT
+    if not pointer.is_file():
+        raise IndexFormatError(f"{index_dir}: not an index (no {CURRENT} file)")
+    name = pointer.read_text(encoding="utf-8").strip()
+    if _gen_number(name) is None:
+        raise IndexFormatError(f"{pointer}: malformed generation name {name!r}")
+    gen = index_dir / name
+    if not gen.is_dir():
+        raise IndexFormatError(f"{pointer}: names {name}, which does not exist")
+    return gen
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def writer_lock(index_dir: Path) -> Iterator[None]:
+    """Hold ``INDEX_DIR/.lock`` (flock, non-blocking): one writer at a time, else an error."""
+    import fcntl
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexFormatError(
+                f"{index_dir}: another process is writing this index (.lock is held)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _clean_leftovers(index_dir: Path, keep: str | None) -> None:
+    """Remove temporary generation folders and generations other than ``keep``."""
+    for p in index_dir.iterdir():
+        stale_tmp = p.name.startswith(".gen-") and p.name.endswith(".tmp")
+        old_gen = _gen_number(p.name) is not None and p.name != keep
+        if (stale_tmp or old_gen) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap_current(index_dir: Path, name: str) -> None:
+    """Point ``CURRENT`` at generation ``name`` (atomic rename of a fsynced file)."""
+    with atomic_write(index_dir / CURRENT) as f:
+        f.write(name + "\n")
+    _fsync_path(index_dir)
+
+
+# ------------------------------------------------------------------------------ faiss / sqlite
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as e:  # pragma: no cover - faiss-cpu is a declared dependency
+        raise ImportError("the index needs faiss-cpu: pip install 'diffembed[serve]'") from e
+    return faiss
+
+
+def _new_faiss(dim: int, kind: str, hnsw_m: int, ef_construction: int) -> Any:
+    faiss = _faiss()
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        return index
+    raise ValueError(f"faiss type must be one of {FAISS_TYPES}, got {kind!r}")
+
+
+def _empty_faiss(meta: dict[str, Any]) -> Any:
+    """A new, empty faiss index of the type and settings ``meta`` records."""
+    f = meta["faiss"]
+    return _new_faiss(meta["embedding"]["dim"], f["type"], f["hnsw_m"], f["ef_construction"])
+
+
+_SCHEMA = """
+CREATE TABLE documents(
+    doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, meta TEXT NOT NULL,
+    tokens INTEGER NOT NULL, truncated INTEGER NOT NULL, n_chunks INTEGER NOT NULL,
+    ord INTEGER NOT NULL);
+CREATE TABLE vectors(
+    row INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, chunk INTEGER NOT NULL,
+    char_start INTEGER NOT NULL, char_end INTEGER NOT NULL, tokens INTEGER NOT NULL);
+CREATE INDEX vectors_doc ON vectors(doc_id);
+"""
+
+
+def select_in(db: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list[tuple]:
+    """Run ``sql`` (with one ``{marks}`` placeholder for an IN list) over ``values`` in slices."""
+    out: list[tuple] = []
+    for i in range(0, len(values), 500):
+        part = list(values[i : i + 500])
+        out.extend(db.execute(sql.format(marks=",".join("?" * len(part))), part))
+    return out
+
+
+# ------------------------------------------------------------------------------ reading
+class VectorIndex:
+    """A read-only view of one generation of an index (what ``CURRENT`` named when opened).
+
+    Use ``VectorIndex.open(dir)``; ``search(vectors, k)`` ranks documents.
+    """
+
+    def __init__(self, path: Path, generation: Path, meta: dict[str, Any], faiss_index: Any):
+        self.path = path
+        self.generation = generation
+        self.meta = meta
+        self.faiss_index = faiss_index
+        # check_same_thread=False: the server searches from worker threads, read-only.
+        self.db = sqlite3.connect(
+            f"file:{generation / DOCS}?mode=ro", uri=True, check_same_thread=False
+        )
+
+    @classmethod
+    def open(cls, index_dir: str | Path) -> VectorIndex:
+        """Open the live generation and check it: vector count == row count == meta count."""
+        index_dir = Path(index_dir)
+        gen = current_generation(index_dir)
+        meta_path = gen / META
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise IndexFormatError(f"{meta_path}: unreadable ({e})") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{meta_path}: unsupported format_version {meta.get('format_version')!r}"
+            )
+        if not (gen / VECTORS).is_file() or not (gen / DOCS).is_file():
+            raise IndexFormatError(f"{gen}: missing {VECTORS} or {DOCS}")
+        faiss_index = _faiss().read_index(str(gen / VECTORS))
+        index = cls(index_dir, gen, meta, faiss_index)
+        rows = index.db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        docs = index.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        want = meta["count"]
+        if not (faiss_index.ntotal == rows == want["vectors"] and docs == want["documents"]):
+            index.close()
+            raise IndexFormatError(
+                f"{gen}: inconsistent: {faiss_index.ntotal} vectors, {rows} rows, {docs} "
+                f"documents; meta.json says {want}"
+            )
+        return index
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> VectorIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ntotal(self) -> int:
+        """Number of vectors (rows)."""
+        return int(self.faiss_index.ntotal)
+
+    @property
+    def n_documents(self) -> int:
+        return int(self.meta["count"]["documents"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["embedding"]["dim"])
+
+    @property
+    def mode(self) -> dict[str, Any]:
+        """``{"mode": "whole"|"chunked", ...}``: how long documents were embedded."""
+        return dict(self.meta["documents"])
+
+    def describe_mode(self) -> str:
+        d = self.meta["documents"]
+        if d["mode"] == "chunked":
+            return (
+                f"chunked: {d['chunk_tokens']}-token windows, overlap {d['chunk_overlap']}; "
+                "documents ranked by their best chunk"
+            )
+        return (
+            f"whole documents up to max_length={self.meta['embedding']['max_length']} tokens "
+            f"({d['truncated']} of {self.n_documents} truncated)"
+        )
+
+    def ids(self) -> list[str]:
+        """Document ids in insertion order."""
+        return [r[0] for r in self.db.execute("SELECT doc_id FROM documents ORDER BY ord")]
+
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT doc_id, title, text, meta, tokens, truncated, n_chunks FROM documents "
+            "WHERE doc_id = ?",
+            (doc_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "title", "text", "meta", "tokens", "truncated", "n_chunks")
+        out = dict(zip(keys, row, strict=True))
+        out["meta"] = json.loads(out["meta"])
+        out["truncated"] = bool(out["truncated"])
+        return out
+
+    def vectors(self) -> np.ndarray:
+        """All stored vectors, ``float32 [R, H]``, in row order."""
+        if self.ntotal == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.faiss_index.reconstruct_n(0, self.ntotal)
+
+    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """Rank documents for each query vector (``diffembed.index.search.rank_documents``).
+
+        Args:
+            queries: ``float32 [Q, H]`` (L2-normalised like the documents).
+            k: documents per query (fewer when the index holds fewer).
+
+        Returns:
+            ``Q`` lists of ``Hit``, best first; a chunked document appears once, scored by its
+            best chunk.
+        """
+        # Imported here: diffembed.index.search imports this module.
+        from diffembed.index.search import rank_documents
+
+        return rank_documents(self, queries, k)
+
+
+# ------------------------------------------------------------------------------ the model
+def check_model(meta: dict[str, Any], model_dir: str | Path) -> dict[str, str]:
+    """Raise ``ModelMismatchError`` unless ``model_dir`` hashes to the index's model hash."""
+    from diffembed.model.model_dir import hash_model_dir
+
+    got = hash_model_dir(model_dir)
+    want = meta["model"]["hash"]
+    if got["hash"] != want:
+        raise ModelMismatchError(
+            f"{model_dir}: model hash {got['hash'][:23]}… differs from the index's model "
+            f"{meta['model']['path']} ({want[:23]}…); an index never mixes models"
+        )
+    return got
+
+
+def load_embedder_for(
+    meta: dict[str, Any], model_dir: str | Path | None = None, device: str = "cpu"
+) -> Embedder:
+    """Load the index's model (``model_dir`` or the recorded path), checking its hash, with the
+    embedding settings the index was built with (max_length, precision)."""
+    from diffembed.model.embedder import Embedder
+
+    model_dir = Path(model_dir) if model_dir is not None else Path(meta["model"]["path"])
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: model directory not found (pass --model)")
+    check_model(meta, model_dir)
+    emb = meta["embedding"]
+    return Embedder.load(
+        model_dir, device=device, precision=emb["precision"], max_length=emb["max_length"]
+    )
+
+
+# ------------------------------------------------------------------------------ writing
+@dataclass
+class EncodedDocuments:
+    """Documents turned into rows, ready to append: one or more vectors per document."""
+
+    docs: list[Document]
+    vectors: np.ndarray  # float32 [R, H]
+    rows: list[tuple[str, int, int, int, int]]  # (doc_id, chunk, char_start, char_end, tokens)
+    doc_tokens: list[int]  # per doc: tokens of the whole text (prefix and specials included)
+    doc_truncated: list[bool]
+    doc_chunks: list[int]
+
+
+def write_generation(
+    index_dir: Path,
+    base: Path | None,
+    meta: dict[str, Any],
+    encoded: EncodedDocuments,
+    replace_ids: set[str],
+    op: str,
+) -> Path:
+    """Write a new generation from ``base`` (or empty) plus ``encoded``, then make it live.
+
+    The documents in ``replace_ids`` and their vectors are dropped first (upsert); ``op`` is
+    recorded in the meta's history. Call it holding ``writer_lock``.
+    """
+    numbers = [n for p in index_dir.iterdir() if (n := _gen_number(p.name)) is not None]
+    name = f"gen-{max(numbers, default=0) + 1:06d}"
+    with atomic_dir(index_dir / name) as tmp:
+        counts = _write_tables(tmp, base, meta, encoded, replace_ids)
+        write_json(tmp / META, _next_meta(meta, name, counts, len(encoded.docs), replace_ids, op))
+        for p in (tmp / DOCS, tmp / VECTORS):
+            _fsync_path(p)
+        _fsync_path(tmp)
+    _fsync_path(index_dir)
+    _swap_current(index_dir, name)
+    _clean_leftovers(index_dir, keep=name)
+    return index_dir / name
+
+
+def _write_tables(
+    tmp: Path,
+    base: Path | None,
+    meta: dict[str, Any],
+    encoded: EncodedDocuments,
+    replace_ids: set[str],
+) -> tuple[int, int, int]:
+    """Write ``docs.sqlite`` and ``vectors.faiss`` into ``tmp``; return the counts
+    ``(documents, rows, truncated documents)``."""
+    faiss = _faiss()
+    db = sqlite3.connect(tmp / DOCS)
+    if base is not None:
+        src = sqlite3.connect(f"file:{base / DOCS}?mode=ro", uri=True)
+        src.backup(db)
+        src.close()
+        vindex = faiss.read_index(str(base / VECTORS))
+    else:
+        db.executescript(_SCHEMA)
+        vindex = _empty_faiss(meta)
+    with db:
+        if replace_ids:
+            vindex = _drop_documents(db, vindex, meta, replace_ids)
+        _append(db, vindex, encoded)
+        n_rows = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        n_docs = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        n_trunc = db.execute("SELECT COALESCE(SUM(truncated), 0) FROM documents").fetchone()[0]
+    db.close()
+    if n_rows != vindex.ntotal:  # a bug, never a user error
+        raise AssertionError(f"{tmp}: {vindex.ntotal} vectors but {n_rows} rows")
+    faiss.write_index(vindex, str(tmp / VECTORS))
+    return n_docs, n_rows, n_trunc
+
+
+def _drop_documents(
+    db: sqlite3.Connection, vindex: Any, meta: dict[str, Any], ids: set[str]
+) -> Any:
+    """Delete documents ``ids`` and their rows; return a rebuilt faiss index of the rows kept."""
+    db.execute("CREATE TEMP TABLE gone(doc_id TEXT PRIMARY KEY)")
+    db.executemany("INSERT INTO gone VALUES (?)", [(i,) for i in ids])
+    kept = db.execute(
+        "SELECT row, doc_id, chunk, char_start, char_end, tokens FROM vectors "
+        "WHERE doc_id NOT IN (SELECT doc_id FROM gone) ORDER BY row"
+    ).fetchall()
+    old = vindex.reconstruct_n(0, vindex.ntotal) if vindex.ntotal else None
+    vindex = _empty_faiss(meta)
+    if kept:
+        vindex.add(np.ascontiguousarray(old[[r[0] for r in kept]]))
+    db.execute("DELETE FROM documents WHERE doc_id IN (SELECT doc_id FROM gone)")
+    db.execute("DELETE FROM vectors")
+    db.executemany(
+        "INSERT INTO vectors VALUES (?, ?, ?, ?, ?, ?)",
+        [(i, *r[1:]) for i, r in enumerate(kept)],
+    )
+    return vindex
+
+
+def _append(db: sqlite3.Connection, vindex: Any, encoded: EncodedDocuments) -> None:
+    """Insert ``encoded``'s documents and rows after the existing ones, and add its vectors."""
+    first_row = vindex.ntotal
+    next_ord = db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM documents").fetchone()[0]
+    per_doc = zip(
+        encoded.docs, encoded.doc_tokens, encoded.doc_truncated, encoded.doc_chunks, strict=True
+    )
+    db.executemany(
+        "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                d.id,
+                d.title,
+                d.text,
+                json.dumps(d.meta, ensure_ascii=False, sort_keys=True),
+                n,
+                int(t),
+                c,
+                next_ord + i,
+            )
+            for i, (d, n, t, c) in enumerate(per_doc)
+        ],
+    )
+    db.executemany(
+        "INSERT INTO vectors VALUES (?, ?, ?, ?, ?, ?)",
+        [(first_row + i, *r) for i, r in enumerate(encoded.rows)],
+    )
+    if len(encoded.rows):
+        vindex.add(encoded.vectors)
+
+
+def _next_meta(
+    meta: dict[str, Any],
+    name: str,
+    counts: tuple[int, int, int],
+    n_written: int,
+    replace_ids: set[str],
+    op: str,
+) -> dict[str, Any]:
+    """``meta`` for generation ``name``: its number, counts, time and one more history entry."""
+    n_docs, n_rows, n_trunc = counts
+    meta = dict(meta)
+    meta["generation"] = _gen_number(name)
+    meta["count"] = {"documents": n_docs, "vectors": n_rows}
+    meta["documents"] = dict(meta["documents"], truncated=int(n_trunc))
+    meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["history"] = [
+        *meta.get("history", [])[-99:],
+        {
+            "op": op,
+            "documents": n_written,
+            "replaced": len(replace_ids),
+            "time": meta["updated"],
+        },
+    ]
+    return meta

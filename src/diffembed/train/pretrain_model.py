@@ -1,0 +1,304 @@
+"""The pretraining model and what is computed with it: the Llama-style LM (``build_model``, or
+``initial_model`` from a directory), its training FLOPs and the hardware's measured matmul peak
+(for MFU), the loss of one micro-batch for each objective (``ScoredLM`` computes the LM head only
+where predictions are scored), the held-out evaluation, and the checkpoint of model and
+optimizer that a run resumes from.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from diffembed.io import atomic_dir, write_json
+from diffembed.model.backbone import CheckpointError, read_json
+from diffembed.model.precision import autocast
+from diffembed.train.objectives import (
+    ar_loss,
+    diffusion_loss,
+    mask_for_diffusion,
+    mask_for_mntp,
+    mntp_loss,
+    sample_t,
+)
+from diffembed.train.pretrain_data import sample_generators
+from diffembed.train.runtime import OptimizerFiles, optimizer_files, restore_optimizer
+
+if TYPE_CHECKING:
+    from diffembed.train.pretrain import PretrainConfig
+
+EVAL_MASK_RATES = (0.15, 0.5, 0.85)
+ELBO_GRID = 8  # t values for the held-out diffusion bound: (k + 0.5) / ELBO_GRID
+
+
+def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    """A randomly initialised Llama-style LM for ``config`` (seeded).
+
+    With ``residual_init="zero"`` (the default, as in modded-nanoGPT) the output projections of
+    the attention and MLP branches start at zero: each block starts as the identity and the
+    untrained model's mean-pooled states are a bag of its token embeddings. Why: with every
+    matrix N(0, 0.02), the branches' outputs at initialisation are near-uniform attention
+    averages that every token and document share, they outweigh the token embeddings, and
+    contrastive fine-tuning of such a model collapses (see ``diffembed.train.contrastive``).
+    """
+    if config.objective in ("diffusion", "mntp") and tokenizer.mask_token_id is None:
+        raise ValueError(
+            f"the tokenizer has no mask token, needed by the {config.objective} objective"
+        )
+    hf = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden,
+        intermediate_size=config.ffn,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.kv_heads,
+        max_position_embeddings=config.seq_len,
+        rope_theta=config.rope_theta,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    hf.is_causal = config.objective == "ar"
+    hf.diffembed_objective = config.objective
+    hf.mask_token_id = tokenizer.mask_token_id
+    torch.manual_seed(config.seed)
+    model = LlamaForCausalLM(hf)
+    if config.residual_init == "zero":
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+    return model
+
+
+def initial_model(
+    config: PretrainConfig, tokenizer: PreTrainedTokenizerBase, init: Path | None
+) -> LlamaForCausalLM:
+    """The LM a run starts from: ``build_model`` without ``init``, else the model in ``init``
+    (for ``mntp``, an AR model of the preset's shape) with the run's objective and attention."""
+    if init is None:
+        return build_model(config, tokenizer)
+    from diffembed.model.backbone import inspect_backbone
+
+    info = inspect_backbone(init)
+    if config.objective == "mntp" and info.objective != "ar":
+        raise ValueError(
+            f"{init}: mntp starts from an AR model, this one's objective is {info.objective!r}"
+        )
+    hf = LlamaConfig.from_pretrained(str(init))
+    if (hf.hidden_size, hf.num_hidden_layers, hf.vocab_size) != (
+        config.hidden,
+        config.layers,
+        len(tokenizer),
+    ):
+        raise ValueError(f"{init}: model shape does not match the preset (hidden/layers/vocab)")
+    hf.is_causal = config.objective == "ar"
+    hf.diffembed_objective = config.objective
+    hf.mask_token_id = tokenizer.mask_token_id
+    model = LlamaForCausalLM.from_pretrained(str(init), config=hf, dtype=torch.float32)
+    return model
+
+
+def count_flops_per_token(model: LlamaForCausalLM, seq_len: int) -> tuple[float, float]:
+    """Training FLOPs per token: ``(body, head)`` — 6 x matmul params, plus attention scores
+    (6 * layers * seq_len * hidden: QK^T and AV, forward and backward); the LM head part is
+    separate because diffusion computes it at masked positions only."""
+    cfg = model.config
+    body = sum(
+        p.numel()
+        for n, p in model.model.named_parameters()
+        if "embed_tokens" not in n and p.dim() == 2
+    )
+    attention = 6 * cfg.num_hidden_layers * seq_len * cfg.hidden_size
+    head = 6 * cfg.hidden_size * cfg.vocab_size
+    return float(6 * body + attention), float(head)
+
+
+def measure_matmul_peak(
+    device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 2048
+) -> float:
+    """Measured dense matmul throughput of ``device`` in FLOP/s (best of a few runs)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    reps = 20 if device.type == "cuda" else 3
+    for _ in range(4):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+class ScoredLM(torch.nn.Module):
+    """An LM whose forward returns LM-head logits only where predictions are scored.
+
+    ``forward(input_ids [B, T], select [B, T] bool | None) -> logits [M, V]`` for the M selected
+    positions, or ``[B, T-1, V]`` (all but the last position) when ``select`` is None. Computing
+    the head only where needed saves most of its cost for diffusion and MNTP. This is the module
+    DDP wraps, so gradient synchronisation sees the whole computation.
+    """
+
+    def __init__(self, lm: LlamaForCausalLM) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.lm.model(input_ids=input_ids).last_hidden_state  # [B, T, H], post-norm
+        if select is None:
+            return self.lm.lm_head(hidden[:, :-1])
+        return self.lm.lm_head(hidden[select])
+
+
+def micro_batch_loss(
+    scored: torch.nn.Module,
+    tokens: torch.Tensor,
+    gens: list[torch.Generator],
+    config: PretrainConfig,
+    mask_id: int | None,
+    vocab_size: int,
+    special_ids: tuple[int, ...] = (),
+) -> tuple[torch.Tensor, int]:
+    """Summed loss over the rows of a micro-batch and the number of LM-head positions computed.
+
+    ``scored`` is a ``ScoredLM`` (possibly DDP-wrapped); ``tokens [B, T]``; ``gens`` one
+    generator per row. The caller divides by the global batch size.
+    """
+    if config.objective == "ar":
+        logits = scored(tokens)
+        return ar_loss(logits, tokens), logits.shape[0] * logits.shape[1]
+    if config.objective == "diffusion":
+        t = sample_t(gens, config.mask_eps).to(tokens.device)
+        noisy, masked = mask_for_diffusion(tokens, mask_id, t, gens)
+        logits = scored(noisy, masked)
+        t_rows = t.view(-1, 1).expand_as(masked)[masked]
+        return diffusion_loss(logits, tokens[masked], t_rows, tokens.shape[1]), int(masked.sum())
+    noisy, selected = mask_for_mntp(
+        tokens, mask_id, vocab_size, gens, config.mntp_rate, special_ids
+    )
+    # Selected position i is predicted from the output at i - 1 (position 0 is never selected).
+    previous = torch.zeros_like(selected)
+    previous[:, :-1] = selected[:, 1:]
+    logits = scored(noisy, previous)
+    counts = selected.sum(dim=1, keepdim=True).clamp(min=1).expand_as(selected)[selected]
+    return mntp_loss(logits, tokens[selected], counts.float()), int(selected.sum())
+
+
+@torch.no_grad()
+def evaluate(
+    scored: ScoredLM, heldout: np.ndarray, config: PretrainConfig, device: torch.device
+) -> dict[str, float]:
+    """Held-out metrics in nats per token, with fixed noise (the same at every call).
+
+    AR: cross-entropy and perplexity. Diffusion: masked-token cross-entropy at t = 0.15, 0.5,
+    0.85, and the negative ELBO per token on an 8-point t grid (a bound on the NLL; its exp is a
+    perplexity bound). MNTP: masked next-token cross-entropy.
+    """
+    scored.eval()
+    cfg = scored.lm.config
+    mask_id = cfg.mask_token_id
+    mb = config.micro_batch
+    batches = [
+        torch.as_tensor(heldout[i : i + mb], dtype=torch.long, device=device)
+        for i in range(0, len(heldout), mb)
+    ]
+    out: dict[str, float] = {}
+
+    def diffusion_pass(rate: float, seed: int) -> tuple[float, float, int]:
+        """(sum of masked CE, negative-ELBO sum, masked count) at masking rate ``rate``."""
+        ce = bound = 0.0
+        count = 0
+        for j, b in enumerate(batches):
+            t = torch.full((len(b),), rate, device=device)
+            noisy, masked = mask_for_diffusion(
+                b, mask_id, t, sample_generators(seed, j, range(len(b)))
+            )
+            logits = scored(noisy, masked).float()
+            ce += float(torch.nn.functional.cross_entropy(logits, b[masked], reduction="sum"))
+            bound += float(
+                diffusion_loss(
+                    logits, b[masked], t.view(-1, 1).expand_as(masked)[masked], b.shape[1]
+                )
+            )
+            count += int(masked.sum())
+        return ce, bound, count
+
+    with autocast(device, config.bf16):
+        if config.objective == "ar":
+            out["ce"] = sum(float(ar_loss(scored(b), b)) for b in batches) / len(heldout)
+            out["ppl"] = math.exp(min(out["ce"], 50))
+        elif config.objective == "diffusion":
+            for rate in EVAL_MASK_RATES:
+                ce, _, count = diffusion_pass(rate, config.seed + 7)
+                out[f"masked_ce@{rate}"] = ce / max(count, 1)
+            grid = [
+                diffusion_pass((k + 0.5) / ELBO_GRID, config.seed + 11 + k)[1]
+                for k in range(ELBO_GRID)
+            ]
+            out["elbo_nll"] = sum(grid) / (ELBO_GRID * len(heldout))
+            out["elbo_ppl"] = math.exp(min(out["elbo_nll"], 50))
+        else:
+            total = 0.0
+            for j, b in enumerate(batches):
+                gens = sample_generators(config.seed + 7, j, range(len(b)))
+                total += float(
+                    micro_batch_loss(scored, b, gens, config, mask_id, cfg.vocab_size)[0]
+                )
+            out["mntp_ce"] = total / len(heldout)
+    scored.train()
+    return out
+
+
+def save_checkpoint(
+    path: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Write model, optimizer tensors (safetensors) and trainer state (JSON) atomically."""
+    with atomic_dir(path) as tmp:
+        save_file(
+            {
+                k: v.detach().contiguous().cpu()
+                for k, v in model.state_dict().items()
+                if k != "lm_head.weight"
+            },
+            str(tmp / "model.safetensors"),
+        )
+        opt = optimizer_files(optimizer)
+        save_file(opt.tensors, str(tmp / "optimizer.safetensors"))
+        scalars = {
+            f"{pid}.{k}": v for pid, entries in opt.scalars.items() for k, v in entries.items()
+        }
+        write_json(
+            tmp / "trainer.json",
+            {**state, "optimizer_groups": opt.param_groups, "optimizer_scalars": scalars},
+        )
+
+
+def load_checkpoint(
+    path: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore what ``save_checkpoint`` wrote; returns the trainer state."""
+    state = read_json(path / "trainer.json")
+    weights = load_file(str(path / "model.safetensors"))
+    model.load_state_dict(weights, strict=False)
+    missing = set(model.state_dict()) - set(weights) - {"lm_head.weight"}
+    if missing:
+        raise CheckpointError(f"{path / 'model.safetensors'}: missing {sorted(missing)[:5]}")
+    scalars: dict[str, dict[str, Any]] = {}
+    for key, value in state.pop("optimizer_scalars").items():
+        pid, name = key.split(".", 1)
+        scalars.setdefault(pid, {})[name] = value
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    restore_optimizer(optimizer, OptimizerFiles(tensors, scalars, state.pop("optimizer_groups")))
+    return state

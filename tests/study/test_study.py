@@ -1,0 +1,272 @@
+"""The study (``diffembed reproduce``): verdict rules, suite scores, stage skipping, and the smoke
+preset end to end with every number of its report traced back to a result file."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corpus_fixture import write_study_corpus
+from diffembed.study.analysis import TaskScores, suite_score, task_group, verdict
+from diffembed.study.design import CLAIMS, PRESETS, ROWS, SUITE_LABELS, SUITE_ORDER, Claim
+from diffembed.study.stages import Study
+
+
+def test_verdict_rules() -> None:
+    gain = Claim("longdoc", 20.0, "gain")
+    assert verdict(gain, 3.0, 0.5, 5.0) == "reproduced"
+    assert verdict(gain, -3.0, -5.0, -0.5) == "not reproduced"
+    assert verdict(gain, 1.0, -1.0, 3.0) == "inconclusive"
+    parity = Claim("traditional", 0.0, "parity", margin=2.0)
+    assert verdict(parity, 0.5, -1.5, 1.9) == "reproduced"
+    assert verdict(parity, 4.0, 2.5, 6.0) == "not reproduced"
+    assert verdict(parity, -4.0, -6.0, -2.5) == "not reproduced"
+    assert verdict(parity, 1.0, -1.0, 3.0) == "inconclusive"
+    assert verdict(gain, float("nan"), float("nan"), float("nan")) == "inconclusive"
+    assert {c.suite for c in CLAIMS} == set(SUITE_ORDER)
+
+
+def test_passkey_and_needle_lengths_form_one_group_each() -> None:
+    assert task_group("passkey-256") == task_group("passkey-32768") == "passkey"
+    assert task_group("needle-1024") == "needle"
+    assert task_group("man-page") == "man-page"
+
+    def ts(task: str, values: list[float]) -> TaskScores:
+        return TaskScores(
+            "longdoc",
+            task,
+            "m",
+            "retrieval",
+            [f"q{i}" for i in range(len(values))],
+            np.array([values]),
+        )
+
+    scores = {
+        "longdoc/passkey-256": ts("passkey-256", [1.0, 1.0]),
+        "longdoc/passkey-512": ts("passkey-512", [0.0, 0.0]),
+        "longdoc/man-page": ts("man-page", [0.2, 0.4]),
+    }
+    # groups: passkey (1.0 + 0.0) / 2 = 0.5, man-page 0.3 -> (0.5 + 0.3) / 2 = 0.4
+    assert suite_score(scores, "longdoc", None) == pytest.approx(40.0)
+    idx = {k: np.array([0, 0]) for k in scores}
+    assert suite_score(scores, "longdoc", idx) == pytest.approx((0.5 + 0.2) / 2 * 100)
+    assert np.isnan(suite_score(scores, "reasoning", None))
+
+
+def test_similarity_statistic_is_the_mean_pearson_over_seeds() -> None:
+    gold = np.array([1.0, 2.0, 3.0, 4.0])
+    values = np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+    ts = TaskScores("traditional", "lee50", "pearson", "similarity", list("abcd"), values, gold)
+    assert ts.statistic() == pytest.approx(0.0)
+    assert ts.statistic(np.array([0, 1, 2])) == pytest.approx(0.0)
+    monotone = np.array([[1.0, 2.0, 3.0, 10.0]])
+    rho = TaskScores(
+        "traditional", "simlex", "spearman", "similarity", list("abcd"), monotone, gold
+    )
+    assert rho.statistic() == pytest.approx(1.0)  # ranks agree although the values are not linear
+
+
+def test_stage_skips_unchanged_and_reruns_changed(tmp_path: Path) -> None:
+    study = Study(preset=PRESETS["smoke"], out=tmp_path)
+    calls: list[int] = []
+    target = tmp_path / "thing.txt"
+
+    def run() -> None:
+        calls.append(1)
+        target.write_text("x")
+
+    d1 = study.stage("thing", {"a": 1}, [target], run)
+    d2 = study.stage("thing", {"a": 1}, [target], run)
+    assert d1 == d2 and len(calls) == 1
+    study.stage("thing", {"a": 2}, [target], run)
+    assert len(calls) == 2
+    target.unlink()  # a missing output reruns the stage even with the same key
+    study.stage("thing", {"a": 2}, [target], run)
+    assert len(calls) == 3
+    with pytest.raises(RuntimeError, match="without writing"):
+        study.stage("other", {}, [tmp_path / "never.txt"], lambda: None)
+
+
+def _write_package(root: Path, package: str, room: str, helper_value: int) -> None:
+    """A package with a builder ``entry.build`` in ``room`` calling a sibling module (relative
+    imports, so that the files do not name their package) and a module it does not import."""
+    (root / package / room).mkdir(parents=True)
+    (root / package / "__init__.py").write_text("")
+    (root / package / room / "__init__.py").write_text("")
+    (root / package / room / "entry.py").write_text(
+        "def build():\n    from .helper import value\n\n    return value()\n"
+    )
+    (root / package / room / "helper.py").write_text(f"def value():\n    return {helper_value}\n")
+    (root / package / room / "unused.py").write_text("X = 1\n")
+
+
+def test_code_key_follows_the_called_code_not_module_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from diffembed.study.stages import code_digest, code_files
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _write_package(tmp_path, "studykeya", "data", 1)
+    _write_package(tmp_path, "studykeyb", "moved", 1)  # same code, other package and room names
+    _write_package(tmp_path, "studykeyc", "data", 2)  # the called helper changed
+    builds = {
+        p: importlib.import_module(f"{p}.{room}.entry").build
+        for p, room in (("studykeya", "data"), ("studykeyb", "moved"), ("studykeyc", "data"))
+    }
+    assert {f.name for f in code_files(builds["studykeya"])} == {"entry.py", "helper.py"}
+    assert code_digest(builds["studykeya"]) == code_digest(builds["studykeyb"])
+    assert code_digest(builds["studykeya"]) != code_digest(builds["studykeyc"])
+    (tmp_path / "studykeya" / "data" / "unused.py").write_text("X = 2\n")  # not called
+    assert code_digest(builds["studykeya"]) == code_digest(builds["studykeyb"])
+
+
+def test_data_stage_keys_cover_the_builders_they_call() -> None:
+    from diffembed.data.pairs.build import build_pairs
+    from diffembed.data.tasks import instruct, longdoc, reasoning, traditional
+    from diffembed.data.tasks.build import build_all
+    from diffembed.study.stages import code_files
+
+    task_files = code_files(build_all)
+    for module in (instruct, longdoc, reasoning, traditional):
+        assert Path(module.__file__).resolve() in task_files
+    assert Path(reasoning.__file__).resolve() in code_files(build_pairs)  # held-out problems
+
+
+def test_typed_presets_fit_their_callees_and_serialise_as_before() -> None:
+    import dataclasses
+    import inspect
+
+    from diffembed.data.pairs.build import build_pairs
+    from diffembed.data.tasks.build import build_all
+    from diffembed.train.finetune_config import FinetuneConfig
+    from diffembed.train.pretrain import PRESETS as LM_PRESETS
+    from diffembed.train.pretrain import PretrainConfig
+
+    def names(obj: object) -> set[str]:
+        return {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+
+    for preset in PRESETS.values():
+        assert preset.pretrain_preset in LM_PRESETS
+        assert names(preset.pretrain) | names(preset.mntp) <= names(PretrainConfig)
+        assert names(preset.finetune) <= names(FinetuneConfig)
+        assert names(preset.tasks) <= set(inspect.signature(build_all).parameters)
+        assert names(preset.pairs) <= set(inspect.signature(build_pairs).parameters)
+    # the committed cpu run's preset.json: same settings, so the same stage keys
+    committed = Path(__file__).resolve().parents[2] / "results" / "cpu" / "preset.json"
+    if committed.exists():
+        expected = json.loads(committed.read_text())
+        assert json.loads(json.dumps(PRESETS["cpu"].to_json())) == expected
+
+
+# ------------------------------------------------------------------------------ smoke run
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    root = tmp_path_factory.mktemp("study")
+    corpus = write_study_corpus(root / "corpus")
+    study = Study(
+        preset=PRESETS["smoke"],
+        out=root / "out",
+        corpus=corpus,
+        device="cpu",
+        show_progress=False,
+        command=["diffembed", "reproduce", "--preset", "smoke"],
+    )
+    study.run()
+    return study
+
+
+def _main_table(report: str) -> dict[str, list[float]]:
+    """Model name -> the point estimates of the four suites, parsed from report.md."""
+    section = report.split("## Main table", 1)[1].split("##", 1)[0]
+    rows: dict[str, list[float]] = {}
+    for line in section.splitlines():
+        m = re.match(r"\| `([^`]+)`: .*?\|(.*)\|$", line)
+        if m:
+            cells = [c.strip() for c in m.group(2).split("|")]
+            rows[m.group(1)] = [float(c.split()[0]) for c in cells]
+    return rows
+
+
+def _recompute(files: list[Path], suite: str) -> float:
+    """Suite score x100 from the main scores written by evaluate: mean over task groups of the
+    mean over tasks of the mean over seeds (independent of diffembed.study.analysis's code path)."""
+    by_task: dict[str, list[float]] = {}
+    for f in files:
+        for rec in json.loads(f.read_text())["tasks"]:
+            if rec["suite"] == suite:
+                by_task.setdefault(rec["task"], []).append(rec["main_score"])
+    groups: dict[str, list[float]] = {}
+    for task, values in by_task.items():
+        group = re.sub(r"^(passkey|needle)-\d+$", r"\1", task)
+        groups.setdefault(group, []).append(float(np.mean(values)))
+    return 100 * float(np.mean([np.mean(v) for v in groups.values()]))
+
+
+def test_smoke_report_structure_and_every_number_traces_to_results(smoke: Study) -> None:
+    out = smoke.out
+    report = (out / "report.md").read_text()
+    for heading in ("## Main table", "## The paper's claims", "## Figures", "## Provenance"):
+        assert heading in report
+    for png in ("longdoc_lengths", "longdoc_position", "pretraining", "finetuning"):
+        assert (out / "figures" / f"{png}.png").stat().st_size > 1000
+        assert f"figures/{png}.png" in report
+    table = _main_table(report)
+    assert set(table) == {r.name for r in ROWS} | set(smoke.preset.references)
+    summary = json.loads((out / "summary.json").read_text())
+    for name, values in table.items():
+        files = [out / f for f in summary["files"][name]]
+        assert len(files) == (1 if name in smoke.preset.references else len(smoke.preset.seeds))
+        for suite, shown in zip(SUITE_ORDER, values, strict=True):
+            assert shown == pytest.approx(_recompute(files, suite), abs=0.051), (name, suite)
+            lo, hi = summary["table"][name][suite]["ci95"]
+            assert lo <= summary["table"][name][suite]["score"] + 1e-9
+    # verdicts: one per claim, from the primary contrast, consistent with its CI
+    claims = report.split("## The paper's claims", 1)[1].split("Other contrasts", 1)[0]
+    for v in summary["verdicts"]:
+        d = summary["table"]["diffusion-bi"][v["suite"]]["score"]
+        d -= summary["table"]["ar-mntp-bi"][v["suite"]]["score"]
+        assert v["measured"] == pytest.approx(d)
+        assert f"| {SUITE_LABELS[v['suite']]} |" in claims and f"**{v['verdict']}**" in claims
+    # provenance of every result file
+    for files in summary["files"].values():
+        for f in files:
+            prov = json.loads((out / f).read_text())["provenance"]
+            assert prov["wall_time_s"] >= 0 and "machine" in prov and "git_commit" in prov
+    assert summary["provenance"]["stage_wall_time_s"]
+
+
+def test_rerun_skips_finished_stages(smoke: Study) -> None:
+    markers = {p: p.stat().st_mtime_ns for p in (smoke.out / "stages").glob("*.json")}
+    assert len(markers) >= 2 * len(ROWS) * len(smoke.preset.seeds)
+    Study(preset=smoke.preset, out=smoke.out, corpus=smoke.corpus, show_progress=False).run()
+    assert {p: p.stat().st_mtime_ns for p in markers} == markers
+
+
+def test_outputs_heavy_files_are_git_ignored(smoke: Study) -> None:
+    ignore = (smoke.out / ".gitignore").read_text().split()
+    for heavy in ("/lm/", "/ft/", "/tasks/", "/tokenizer/"):
+        assert heavy in ignore
+    # the fine-tuned models are complete embedding models
+    from diffembed.model.embedder import Embedder
+
+    emb = Embedder.load(smoke.ft_dir(ROWS[0], smoke.preset.seeds[0]))
+    vec = emb.encode(["a query about harbours"])
+    assert vec.shape[0] == 1 and np.isfinite(vec).all()
+
+
+def test_export_best_writes_a_loadable_model_with_its_card(smoke: Study, tmp_path: Path) -> None:
+    from diffembed.model.embedder import Embedder
+    from diffembed.study.report import export_best
+
+    dest = export_best(smoke, tmp_path / "tiny")
+    card = (dest / "README.md").read_text()
+    assert "`diffusion-bi`" in card and "git commit" in card
+    emb = Embedder.load(dest)
+    assert emb.max_length == smoke.preset.eval.max_length
+    assert np.isfinite(emb.encode(["harbour repairs"])).all()
