@@ -31,6 +31,7 @@ from diffembed.formats.pairs import Pair, read_pairs, write_pairs
 from diffembed.io import write_json
 from diffembed.model.embedder import Embedder
 from diffembed.provenance import provenance
+from diffembed.train.batching import duplicate_mask
 from diffembed.train.contrastive import in_batch_accuracy, info_nce_loss
 from diffembed.train.finetune import finetune
 from diffembed.train.finetune_config import FinetuneConfig
@@ -62,7 +63,8 @@ def heldout_accuracy(model: Path, pairs: list[Pair], batch: int) -> float:
                 q[rows] = torch.from_numpy(embedder.encode(texts, prompt=instruction))
             d = torch.from_numpy(embedder.encode(docs))
             positives = torch.arange(len(chunk)) * per
-            _, logits = info_nce_loss(q, d, positives)
+            # As in training: other copies of a query's positive are neither right nor wrong.
+            _, logits = info_nce_loss(q, d, positives, exclude=duplicate_mask(docs, positives))
             accs.append(float(in_batch_accuracy(logits, positives)))
             weights.append(len(chunk))
     return float(np.average(accs, weights=weights))

@@ -159,6 +159,25 @@ class BatchLayout:
         return self.documents[first:last]
 
 
+def duplicate_mask(documents: Sequence[str], positives: torch.Tensor) -> torch.Tensor:
+    """``[B, M]`` bool: True where candidate ``j`` is another copy of query ``i``'s positive text
+    (``documents[positives[i]]``), so that a duplicate is neither a negative nor a rival.
+
+    Args:
+        documents: ``[M]`` candidate texts.
+        positives: ``[B]`` long, the index in ``documents`` of each query's positive.
+    """
+    where: dict[str, list[int]] = defaultdict(list)
+    for j, text in enumerate(documents):
+        where[text].append(j)
+    exclude = torch.zeros(len(positives), len(documents), dtype=torch.bool)
+    for row, pos in enumerate(positives.tolist()):
+        for j in where[documents[pos]]:
+            if j != pos:
+                exclude[row, j] = True
+    return exclude
+
+
 def layout_batch(
     pairs: Sequence[Pair],
     plan: BatchPlan,
@@ -176,16 +195,9 @@ def layout_batch(
     for i in global_idx:
         documents.append(pairs[i].positive)
         documents.extend(choose_negatives(pairs, i, k, members, seed, step))
-    where: dict[str, list[int]] = defaultdict(list)
-    for j, text in enumerate(documents):
-        where[text].append(j)
     local = range(rank * local_size, (rank + 1) * local_size)
     positives = torch.tensor([g * (1 + k) for g in local], dtype=torch.long)
-    exclude = torch.zeros(len(local), len(documents), dtype=torch.bool)
-    for row, g in enumerate(local):
-        for j in where[documents[g * (1 + k)]]:
-            if j != g * (1 + k):
-                exclude[row, j] = True
+    exclude = duplicate_mask(documents, positives)
     local_pairs = [pairs[global_idx[g]] for g in local]
     return BatchLayout(documents, local, local_pairs, positives, exclude)
 
