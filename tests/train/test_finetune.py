@@ -292,7 +292,7 @@ def test_local_batch_layout(checkpoints, data, tmp_path):
     assert batch.exclude.shape == (8, 24)
     pairs = [trainer.pairs[i] for i in trainer.plan.global_batch(0)]
     # Queries carry their instruction; documents none.
-    tok = trainer.query_view.tokenizer
+    tok = trainer.embedder.tokenizer
     assert tok.decode(batch.query_ids[0], skip_special_tokens=True) == (
         f"{pairs[0].instruction}: {pairs[0].query}"
     )
@@ -317,7 +317,7 @@ def test_lora_trains_only_lora_and_merge_reproduces_outputs(checkpoints, data, t
     )
 
     texts = [p.positive for p in trainer.pairs[:6]]
-    view = trainer.doc_view
+    view = trainer.embedder
     view.backbone.eval()
     unmerged = view.encode(texts)  # fp32, LoRA adapters active (eval: no dropout)
     merged = trainer.merged_embedder()
@@ -484,7 +484,7 @@ def test_smoke_finetune_improves_retrieval(checkpoints, data, tmp_path):
 def test_diffusion_layouts_train_and_save(checkpoints, data, tmp_path, layout):
     cfg = config(checkpoints, data, tmp_path, model=checkpoints[layout], attention=None, steps=1)
     trainer = Trainer(cfg)
-    assert trainer.query_view.attention == "bidirectional"  # the diffusion LM's own
+    assert trainer.embedder.attention == "bidirectional"  # the diffusion LM's own
     assert len(trainer.trainable) == 2 * 7 * 2
     trainer.train()
     emb = Embedder.load(cfg.out)

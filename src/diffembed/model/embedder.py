@@ -223,34 +223,41 @@ class Embedder:
 
     # ------------------------------------------------------------------ tokenization
     def tokenize(
-        self, texts: list[str], prefix: str = "", truncate: bool = True, warn: bool = True
+        self,
+        texts: list[str],
+        prefix: str = "",
+        truncate: bool = True,
+        warn: bool = True,
+        max_length: int | None = None,
     ) -> Tokenized:
         """Tokenize ``prefix + text`` for each text: ``Tokenized(ids, masks, truncated, longest)``.
 
         Texts longer than ``max_length`` tokens are truncated (counted in the result, and a
         ``TruncationWarning`` unless ``warn=False``) or, with ``truncate=False``, refused. The
         pool mask is 1 on the tokens that are pooled (all, or only the text's when
-        ``include_instruction`` is False).
+        ``include_instruction`` is False). ``max_length`` overrides ``self.max_length`` for this
+        call (training tokenizes queries and documents to different lengths).
         """
+        max_length = max_length or self.max_length
         full = [prefix + t for t in texts]
         need_offsets = bool(prefix) and not self.include_instruction
         kwargs = dict(add_special_tokens=True, return_attention_mask=False, verbose=False)
         enc = self.tokenizer(full, truncation=False, return_offsets_mapping=need_offsets, **kwargs)
         ids: list[list[int]] = enc["input_ids"]
         offsets = enc.get("offset_mapping") if need_offsets else None
-        too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+        too_long = [i for i, x in enumerate(ids) if len(x) > max_length]
         if too_long:
             longest = max(len(ids[i]) for i in too_long)
             if not truncate:
                 raise ValueError(
-                    f"{len(too_long)} text(s) exceed max_length={self.max_length} tokens "
+                    f"{len(too_long)} text(s) exceed max_length={max_length} tokens "
                     f"(first: index {too_long[0]}, longest: {longest} tokens); "
                     "pass truncate=True to truncate them"
                 )
             cut = self.tokenizer(
                 [full[i] for i in too_long],
                 truncation=True,
-                max_length=self.max_length,
+                max_length=max_length,
                 return_offsets_mapping=need_offsets,
                 **kwargs,
             )
@@ -261,7 +268,7 @@ class Embedder:
             if warn:
                 warnings.warn(
                     f"truncated {len(too_long)} of {len(texts)} text(s) to max_length="
-                    f"{self.max_length} tokens (longest was {longest} tokens)",
+                    f"{max_length} tokens (longest was {longest} tokens)",
                     TruncationWarning,
                     stacklevel=4,
                 )
@@ -277,7 +284,7 @@ class Embedder:
             if not any(mask):
                 raise ValueError(
                     f"texts[{i}]: no text token left to pool after the instruction "
-                    f"(max_length={self.max_length})"
+                    f"(max_length={max_length})"
                 )
             masks.append(mask)
         if too_long:

@@ -230,7 +230,7 @@ class LocalBatch:
 
 
 def _tokenize_queries(
-    view: Embedder, pairs: list[Pair]
+    embedder: Embedder, pairs: list[Pair], max_length: int
 ) -> tuple[list[list[int]], list[list[int]], int]:
     """Token ids and pool masks of the pairs' queries, each with its instruction (tokenized
     one instruction at a time), and how many were truncated."""
@@ -241,8 +241,9 @@ def _tokenize_queries(
     for i, p in enumerate(pairs):
         groups[p.instruction].append(i)
     for instruction, rows in groups.items():
-        prefix = view.instruction_prefix(instruction)
-        tok = view.tokenize([pairs[i].query for i in rows], prefix, True, warn=False)
+        prefix = embedder.instruction_prefix(instruction)
+        texts = [pairs[i].query for i in rows]
+        tok = embedder.tokenize(texts, prefix, True, warn=False, max_length=max_length)
         truncated += tok.truncated
         for j, i in enumerate(rows):
             ids[i], masks[i] = tok.ids[j], tok.masks[j]
@@ -253,15 +254,15 @@ def tokenize_batch(
     layout: BatchLayout,
     step: int,
     k: int,
-    query_view: Embedder,
-    doc_view: Embedder,
+    embedder: Embedder,
+    lengths: tuple[int, int],
     device: torch.device,
 ) -> LocalBatch:
-    """This rank's share of a global batch (``layout``, ``k`` negatives per pair) tokenized:
-    queries by ``query_view`` (with their instructions), documents by ``doc_view``; the
-    positives and exclusions moved to ``device``."""
-    q_ids, q_masks, q_truncated = _tokenize_queries(query_view, layout.pairs)
-    docs = doc_view.tokenize(layout.local_documents(k), "", True, warn=False)
+    """This rank's share of a global batch (``layout``, ``k`` negatives per pair) tokenized by
+    ``embedder``: queries with their instructions, to ``lengths[0]`` tokens; documents to
+    ``lengths[1]``; the positives and exclusions moved to ``device``."""
+    q_ids, q_masks, q_truncated = _tokenize_queries(embedder, layout.pairs, lengths[0])
+    docs = embedder.tokenize(layout.local_documents(k), "", True, warn=False, max_length=lengths[1])
     return LocalBatch(
         step=step,
         query_ids=q_ids,

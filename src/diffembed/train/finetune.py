@@ -170,12 +170,11 @@ class Trainer:
             padding_side=base.padding_side,
         )
         self.backbone = base.backbone
-        self.query_view = Embedder(
-            self.backbone, base.tokenizer, max_length=cfg.max_query_length, **common
-        )
-        self.doc_view = Embedder(
+        # One embedder; queries and documents are tokenized to their own lengths.
+        self.embedder = Embedder(
             self.backbone, base.tokenizer, max_length=cfg.max_doc_length, **common
         )
+        self.lengths = (cfg.max_query_length, cfg.max_doc_length)
         self.saved_precision = base.precision
         self.saved_prompts = {**base.prompts, **self.prompts}
 
@@ -243,8 +242,8 @@ class Trainer:
             n_train,
             n_all,
             f"LoRA r={self.config.lora_r}" if self.config.lora_r else "full",
-            self.query_view.attention,
-            self.query_view.pooling,
+            self.embedder.attention,
+            self.embedder.pooling,
         )
 
     def _autocast(self) -> Any:
@@ -255,8 +254,8 @@ class Trainer:
         c = self.config.to_json()
         c["model"] = str(self.config.model.resolve())
         c["pairs_sha256"] = self.pairs_sha256
-        c["attention"] = self.query_view.attention
-        c["pooling"] = self.query_view.pooling
+        c["attention"] = self.embedder.attention
+        c["pooling"] = self.embedder.pooling
         return {k: c[k] for k in _RESUME_KEYS}
 
     # -------------------------------------------------------------- data
@@ -266,7 +265,7 @@ class Trainer:
         layout = layout_batch(
             self.pairs, self.plan, step, k, self.config.seed, self.rank, self.local_batch_size
         )
-        batch = tokenize_batch(layout, step, k, self.query_view, self.doc_view, self.device)
+        batch = tokenize_batch(layout, step, k, self.embedder, self.lengths, self.device)
         self.truncated += batch.truncated
         return batch
 
@@ -297,8 +296,8 @@ class Trainer:
             cosine between the global batch's documents.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        queries = (self.query_view, batch.query_ids, batch.query_masks)
-        docs = (self.doc_view, batch.doc_ids, batch.doc_masks)
+        queries = (batch.query_ids, batch.query_masks)
+        docs = (batch.doc_ids, batch.doc_masks)
         if self.config.mini_batch > 0:
             sides = [(len(part[1]), self._embedder(*part)) for part in (queries, docs)]
             result = grad_cache_step(
@@ -314,9 +313,9 @@ class Trainer:
         runtime.mean_over_ranks(stats, self.ctx)
         return StepResult(float(stats[0]), float(stats[1]), result.doc_cosine)
 
-    def _embedder(self, view: Embedder, ids: list[list[int]], masks: list[list[int]]) -> Any:
+    def _embedder(self, ids: list[list[int]], masks: list[list[int]]) -> Any:
         """``rows -> [len, H]``: differentiable embeddings of a slice of tokenized texts."""
-        return lambda rows: view.embed_tokens(ids[rows], masks[rows], self._autocast())
+        return lambda rows: self.embedder.embed_tokens(ids[rows], masks[rows], self._autocast())
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step on global batch ``self.step``; returns its log row."""
@@ -528,15 +527,15 @@ class Trainer:
         self.backbone = backbone
         return Embedder(
             backbone,
-            self.query_view.tokenizer,
-            pooling=self.query_view.pooling,
-            normalize=self.query_view.normalize,
+            self.embedder.tokenizer,
+            pooling=self.embedder.pooling,
+            normalize=self.embedder.normalize,
             max_length=max(self.config.max_query_length, self.config.max_doc_length),
             prompts=self.saved_prompts,
-            prompt_template=self.query_view.prompt_template,
-            include_instruction=self.query_view.include_instruction,
+            prompt_template=self.embedder.prompt_template,
+            include_instruction=self.embedder.include_instruction,
             precision=self.saved_precision,
-            padding_side=self.query_view.padding_side,
+            padding_side=self.embedder.padding_side,
         )
 
     def save_model(self, out: Path) -> Path:
@@ -558,8 +557,8 @@ class Trainer:
                 "pairs_sha256": self.pairs_sha256,
                 "pairs": len(self.pairs),
                 "world_size": self.world_size,
-                "attention": self.query_view.attention,
-                "pooling": self.query_view.pooling,
+                "attention": self.embedder.attention,
+                "pooling": self.embedder.pooling,
                 "prompts": self.prompts,
                 "truncated_texts": self.truncated,
                 "final_loss": self.log[-1]["loss"] if self.log else None,
