@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lora-r", type=int, default=0)
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     ap.add_argument("--max-doc-length", type=int, default=256)
     ap.add_argument("--max-length", type=int, default=256, help="evaluation max tokens")
     ap.add_argument("--bm25", action="store_true", help="also evaluate BM25 on the tasks")
@@ -109,6 +110,7 @@ def main() -> None:
                 exclude_instruction=True,
                 lora_r=args.lora_r,
                 lr=args.lr,
+                weight_decay=args.weight_decay,
                 warmup_steps=max(1, steps // 10),
                 steps=steps,
                 global_batch_size=args.batch,
