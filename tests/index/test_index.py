@@ -27,9 +27,7 @@ from diffembed.index.store import (
     VectorIndex,
     current_generation,
 )
-from diffembed.model.backbone import load_backbone
 from diffembed.model.embedder import Embedder
-from diffembed.model.tokenizer import load_tokenizer
 
 WORDS = [
     "fox",
@@ -68,20 +66,6 @@ def make_docs(n: int, seed: int = 0, prefix: str = "d", length: int = 12) -> lis
         )
         for i in range(n)
     ]
-
-
-@pytest.fixture(scope="module")
-def model_dir(checkpoints, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("index") / "model"
-    path_ = checkpoints["llama"]
-    Embedder(
-        load_backbone(path_),
-        load_tokenizer(path_),
-        prompts={"query": "Find it"},
-        max_length=48,
-        precision="fp32",
-    ).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

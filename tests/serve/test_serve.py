@@ -28,9 +28,7 @@ from diffembed.formats.corpus import Document
 from diffembed.index.build import build_index
 from diffembed.index.search import Searcher
 from diffembed.index.store import VectorIndex
-from diffembed.model.backbone import load_backbone
 from diffembed.model.embedder import Embedder
-from diffembed.model.tokenizer import load_tokenizer
 from diffembed.serve.app import ServeConfig, bind_socket, create_app, make_server
 
 TEXTS = [
@@ -98,20 +96,6 @@ def assert_error(result: tuple[int, dict, Any], status: int, match: str = "") ->
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
     assert match in body["error"]["message"], body["error"]["message"]
     return body["error"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(checkpoints, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("serve") / "model"
-    src = checkpoints["llama"]
-    Embedder(
-        load_backbone(src),
-        load_tokenizer(src),
-        prompts={"query": "Find it"},
-        max_length=48,
-        precision="fp32",
-    ).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
