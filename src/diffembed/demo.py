@@ -114,16 +114,15 @@ def run_demo(model: Path, out: Path, limit: int = 250, show_progress: bool = Tru
     docs = stdlib_documents(limit)
     print(f"collection: {len(docs)} Python standard-library modules rendered by pydoc")
     embedder = Embedder.load(model)
-    documents = [Document(id=d["_id"], text=d["text"], title=d["title"]) for d in docs]
     index = build_index(
-        documents,
+        [Document(id=d["_id"], text=d["text"], title=d["title"]) for d in docs],
         out / "index",
         model,
         embedder=embedder,
         overwrite=True,
         show_progress=show_progress,
     )
-    truncated = embedder.tokenize([d.full_text for d in documents], warn=False).truncated
+    truncated = index.mode["truncated"]  # counted when the index embedded the documents
     print(
         f"index: {index.ntotal} vectors ({index.describe_mode()}), {truncated} documents "
         f"longer than max_length {embedder.max_length} tokens were truncated"
