@@ -78,6 +78,13 @@ def main() -> None:
     ap.add_argument("--suites", default="traditional,longdoc")
     ap.add_argument("--steps", default="100,300")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--extra-pairs",
+        type=Path,
+        action="append",
+        default=[],
+        help="pairs added to the training split only (repeatable)",
+    )
     ap.add_argument("--heldout", type=int, default=400, help="pairs kept out of training")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -91,6 +98,8 @@ def main() -> None:
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     train, held = split_pairs(read_pairs(args.pairs), args.heldout, seed=0)
+    for extra in args.extra_pairs:
+        train += read_pairs(extra)
     train_file = args.out / "train_pairs.jsonl"
     write_pairs(train_file, train)
     tasks = [d for s in args.suites.split(",") for d in find_tasks(args.tasks, s)]

@@ -35,6 +35,10 @@ themselves give:
   ``--eval-seeds``) is dropped. The concept documents are not corpus documents: they are the
   catalogue's, which the evaluation also uses as its relevant documents.
 
+* ``sentence-document``: a sentence of a document -> the document without it (the inverse
+  cloze task, :mod:`diffembed.data.pairs.cloze`): no labels needed, so every document of the
+  split can give a pair.
+
 A pool holds the documents of one source (id namespace: ``gcide``, ``man``, ``python``...; for
 the section tasks, the sections of that source). Documents are rendered as the evaluation's
 BEIR documents are (``"{title} {text}"``, :func:`~diffembed.data.pairs.pools.doc_string`);
@@ -53,6 +57,8 @@ from pathlib import Path
 
 from diffembed.data.corpus.common import normalize_inline
 from diffembed.data.documents import is_wordnet_copy, strip_name_section
+from diffembed.data.pairs.cloze import INSTRUCTION as CLOZE_INSTRUCTION
+from diffembed.data.pairs.cloze import build_sentence_document
 from diffembed.data.pairs.pools import (
     Candidate,
     Pool,
@@ -77,6 +83,7 @@ INSTRUCTIONS: dict[str, str] = {
     "hypernym, the next more general concept",
     "problem-concept": "Given a problem, retrieve the document describing the theorem, algorithm, "
     "data structure or formula needed to solve it",
+    "sentence-document": CLOZE_INSTRUCTION,
 }
 TASKS: tuple[str, ...] = tuple(INSTRUCTIONS)
 
@@ -531,4 +538,5 @@ BUILDERS: dict[str, Callable[[PairsContext], list[Candidate]]] = {
     "heading-section": build_heading_section,
     "gloss-hypernym": build_gloss_hypernym,
     "problem-concept": build_problem_concept,
+    "sentence-document": build_sentence_document,
 }
