@@ -8,14 +8,25 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+_UMASK_LOCK = threading.Lock()
+
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process umask, read without changing it where the system allows (Linux
+    ``/proc/self/status``): setting it to 0 and back, even briefly, lets other threads create
+    world-writable files and can leave the process at umask 0 when two threads race."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:  # elsewhere: at least never race with ourselves
+        mask = os.umask(0o077)  # the strictest mask for the moment it is set
+        os.umask(mask)
     return mask
 
 

@@ -352,6 +352,7 @@ LOOPER = textwrap.dedent(
     for n in range(10_000):
         docs = [Document(id=f"loop{n}-{i}", text=f"loop text {n} {i} river") for i in range(20)]
         add_documents(index_dir, docs, embedder=emb)
+        print("added", n, flush=True)
     """
 )
 
@@ -399,7 +400,13 @@ def test_kill_9_at_random_moments_keeps_index_consistent(model_dir, embedder, tm
             text=True,
         )
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(float(rng.uniform(0.5, 1.5)))
+        # Wait for two whole adds instead of a fixed time (a loaded machine may not finish
+        # one in a second), then kill at a random moment of the next one: one add's duration,
+        # measured, scaled by a random fraction in [0, 1.5).
+        assert proc.stdout.readline().split()[:2] == ["added", "0"]
+        start = time.monotonic()
+        assert proc.stdout.readline().split()[:2] == ["added", "1"]
+        time.sleep((time.monotonic() - start) * float(rng.uniform(0.0, 1.5)))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         with _check_consistent(tmp_path / "ix") as index:

@@ -1,6 +1,7 @@
-"""``diffembed eval``: evaluate a model directory, BM25 or MiniLM on task suites.
+"""``diffembed eval``: evaluate a model directory, BM25 or MiniLM on task suites, or a model
+directory on MTEB 2.x tasks (``--mteb``, ``--benchmark paper``).
 
-The evaluation itself is :mod:`diffembed.eval.evaluate`.
+The evaluations themselves are :mod:`diffembed.eval.evaluate` and :mod:`diffembed.eval.mteb_run`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffembed.cli.options import add_device, add_dtype, add_max_length, add_no_progress
+from diffembed.cli.options import (
+    add_device,
+    add_dtype,
+    add_max_length,
+    add_no_progress,
+    at_least,
+)
 from diffembed.eval.evaluate import collect_task_dirs, evaluate_model
 from diffembed.formats.tasks import SUITES
 
@@ -41,6 +48,39 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="task folder(s) to evaluate as well (any suite)",
     )
+    mteb = p.add_argument_group("MTEB 2.x tasks (offline unless --online)")
+    mteb.add_argument(
+        "--mteb",
+        nargs="+",
+        metavar="NAME",
+        default=[],
+        help="MTEB task names to run instead of task folders (e.g. LEMBPasskeyRetrieval "
+        "BrightBiologyRetrieval Core17InstructionRetrieval)",
+    )
+    mteb.add_argument(
+        "--benchmark",
+        choices=["paper"],
+        help="the paper's task set: LongEmbed 6, BRIGHT 12, FollowIR 3, an MTEB retrieval "
+        "subset; prints a table beside the paper's headline numbers",
+    )
+    mteb.add_argument(
+        "--mteb-data",
+        type=Path,
+        metavar="DIR",
+        help="local copies: DIR/<TaskName>/ (or DIR/<org>/<dataset>/) holding the dataset "
+        "repository's files or save_to_disk folders, one per config",
+    )
+    mteb.add_argument(
+        "--instructions",
+        type=Path,
+        metavar="JSON",
+        help='query instructions overriding the paper\'s: {"TaskName": "instruction" or null}',
+    )
+    mteb.add_argument(
+        "--online",
+        action="store_true",
+        help="let datasets download missing MTEB data (default: hub cache or --mteb-data only)",
+    )
     p.add_argument("--out", required=True, type=Path, help="result JSON file")
     add_max_length(p)
     p.add_argument(
@@ -52,14 +92,57 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=100, help="run depth per query (default: 100)")
     add_dtype(p)
     p.add_argument("--faiss", action="store_true", help="faiss IndexFlatIP top-k (same results)")
+    _add_retriever_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed recorded with results (default: 0)")
     add_device(p, default=None)
     add_no_progress(p)
     p.set_defaults(func=run_eval)
 
 
+def _add_retriever_options(p: argparse.ArgumentParser) -> None:
+    """``--retriever``/``--alpha`` (what index search serves) and the chunking of documents."""
+    g = p.add_argument_group("retriever (the same code as `diffembed search --mode`)")
+    g.add_argument(
+        "--retriever",
+        choices=("dense", "bm25", "hybrid"),
+        default="dense",
+        help="dense: the model (default); bm25; hybrid: the model and BM25 fused",
+    )
+    g.add_argument(
+        "--alpha",
+        type=float,
+        help="hybrid: weight of dense (0..1) in a convex combination of min-max normalised "
+        "scores; default: reciprocal-rank fusion (k = 60)",
+    )
+    g.add_argument(
+        "--chunk-tokens",
+        type=at_least(1),
+        help="split documents into N-token chunks as `index build --chunk-tokens` does; a "
+        "document scores as its best chunk (model directories only)",
+    )
+    g.add_argument(
+        "--chunk-overlap", type=at_least(0), default=0, help="tokens shared by neighbouring chunks"
+    )
+    g.add_argument(
+        "--chunking",
+        choices=("plain", "late"),
+        help="with --chunk-tokens: plain (each chunk alone, default) or late (pooled from the "
+        "whole document in context)",
+    )
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``diffembed eval``; returns the exit status (0)."""
+    if args.strict and args.model not in ("bm25", "minilm"):
+        from diffembed.model.model_dir import check_max_length
+
+        check_max_length(args.model, args.max_length, strict=True)
+    names = list(args.mteb) + (["paper"] if args.benchmark else [])
+    if names:
+        return _run_mteb(args, names)
+    for flag in ("mteb_data", "instructions"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} applies to --mteb / --benchmark only")
     evaluate_model(
         args.model,
         collect_task_dirs(args.tasks_root, args.suite, args.task_dir),
@@ -70,6 +153,40 @@ def run_eval(args: argparse.Namespace) -> int:
         device=args.device,
         top_k=args.top_k,
         use_faiss=args.faiss,
+        seed=args.seed,
+        show_progress=not args.no_progress,
+        retriever_mode=args.retriever,
+        alpha=args.alpha,
+        chunking=args.chunking,
+        chunk_tokens=args.chunk_tokens,
+        chunk_overlap=args.chunk_overlap,
+    )
+    return 0
+
+
+def _run_mteb(args: argparse.Namespace, names: list[str]) -> int:
+    from diffembed.eval.mteb_run import run_mteb
+    from diffembed.eval.paper import read_instructions
+
+    if args.tasks_root is not None or args.task_dir:
+        raise ValueError("--mteb / --benchmark run MTEB tasks; drop --tasks-root / --task-dir")
+    if args.model in ("bm25", "minilm"):
+        raise ValueError("--mteb / --benchmark evaluate a model directory, not bm25 or minilm")
+    if args.retriever != "dense" or args.alpha is not None or args.chunk_tokens is not None:
+        raise ValueError(
+            "--retriever, --alpha and --chunk-tokens apply to task folders, not --mteb / --benchmark"
+        )
+    run_mteb(
+        args.model,
+        names,
+        args.out,
+        data_dir=args.mteb_data,
+        instructions=read_instructions(args.instructions) if args.instructions else None,
+        online=args.online,
+        max_length=args.max_length,
+        batch_tokens=args.batch_tokens,
+        dtype=args.dtype,
+        device=args.device,
         seed=args.seed,
         show_progress=not args.no_progress,
     )

@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffembed.cli.options import add_device, add_dtype, add_max_length, add_no_progress
+from diffembed.cli.options import (
+    add_device,
+    add_dtype,
+    add_max_length,
+    add_no_progress,
+    add_strict,
+    at_least,
+)
 from diffembed.index.build import add_documents, build_index
 from diffembed.index.documents import read_documents
 from diffembed.index.search import Searcher
@@ -42,11 +49,31 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", required=True, type=Path, help="embedding model directory")
     b.add_argument("--docs", required=True, type=Path, help=DOCS_HELP)
     b.add_argument("--out", required=True, type=Path, help="index directory to create")
-    b.add_argument("--chunk-tokens", type=int, help="split documents into N-token windows")
-    b.add_argument("--chunk-overlap", type=int, default=0, help="tokens shared by neighbours")
+    b.add_argument("--chunk-tokens", type=at_least(1), help="split documents into N-token windows")
+    b.add_argument(
+        "--chunk-overlap", type=at_least(0), default=0, help="tokens shared by neighbours"
+    )
+    b.add_argument(
+        "--chunking",
+        choices=("plain", "late"),
+        default="plain",
+        help="with --chunk-tokens: plain (each chunk embedded alone, default) or late (the "
+        "whole document encoded once, each chunk's tokens mean-pooled in context; documents "
+        "past max_length are encoded in overlapping windows)",
+    )
+    b.add_argument(
+        "--no-bm25",
+        dest="bm25",
+        action="store_false",
+        help="do not keep a BM25 index beside the vectors (search is then dense only)",
+    )
     b.add_argument("--faiss", choices=FAISS_TYPES, default="flat", help="flat (exact) or hnsw")
-    b.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node (default 32)")
-    b.add_argument("--ef-search", type=int, default=128, help="HNSW search depth (default 128)")
+    b.add_argument(
+        "--hnsw-m", type=at_least(2), default=32, help="HNSW neighbours per node (default 32)"
+    )
+    b.add_argument(
+        "--ef-search", type=at_least(1), default=128, help="HNSW search depth (default 128)"
+    )
     add_max_length(b)
     add_dtype(b)
     _add_write_options(b)
@@ -72,19 +99,22 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_write_options(p: argparse.ArgumentParser) -> None:
-    """``--batch-tokens`` and ``--device``, shared by ``index build`` and ``index add``."""
-    p.add_argument("--batch-tokens", type=int, help="token budget per batch (rows x longest)")
+    """``--batch-tokens``, ``--device`` and ``--strict``, shared by ``index build`` and ``add``."""
+    p.add_argument(
+        "--batch-tokens", type=at_least(1), help="token budget per batch (rows x longest)"
+    )
     add_device(p)
+    add_strict(p, "refuse documents with empty text and title (default: leave them out, counted)")
 
 
 def run_index_build(args: argparse.Namespace) -> int:
     from diffembed.model.embedder import Embedder
 
-    docs = read_documents(args.docs)
+    docs = read_documents(args.docs, strict=args.strict)
     overrides: dict[str, Any] = {"precision": args.dtype}
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
-    embedder = Embedder.load(args.model, device=args.device, **overrides)
+    embedder = Embedder.load(args.model, device=args.device, strict_length=args.strict, **overrides)
     start = time.perf_counter()
     with build_index(
         docs,
@@ -99,6 +129,8 @@ def run_index_build(args: argparse.Namespace) -> int:
         batch_tokens=args.batch_tokens,
         overwrite=args.overwrite,
         show_progress=not args.no_progress,
+        chunking=args.chunking,
+        bm25=args.bm25,
     ) as index:
         logger.info(
             "built %s: %d documents, %d vectors (%s) in %.1f s",
@@ -112,7 +144,7 @@ def run_index_build(args: argparse.Namespace) -> int:
 
 
 def run_index_add(args: argparse.Namespace) -> int:
-    docs = read_documents(args.docs)
+    docs = read_documents(args.docs, strict=args.strict)
     with VectorIndex.open(args.index) as index:
         meta = index.meta
     embedder = load_embedder_for(meta, args.model, args.device)
@@ -151,27 +183,52 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("index", type=Path, help="index directory")
     p.add_argument("query", help="query text")
-    p.add_argument("-k", type=int, default=10, help="documents to return (default 10)")
+    p.add_argument("-k", type=at_least(1), default=10, help="documents to return (default 10)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="instruction for the query")
     group.add_argument("--prompt-name", help="a prompt saved with the model")
     p.add_argument("--model", type=Path, help="model directory (default: the recorded path)")
+    _add_mode_options(p)
     add_device(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_search)
 
 
+def _add_mode_options(p: argparse.ArgumentParser) -> None:
+    """``--mode dense|bm25|hybrid`` and ``--alpha`` (``diffembed.eval.fusion``)."""
+    p.add_argument(
+        "--mode",
+        choices=("dense", "bm25", "hybrid"),
+        help="dense (the model), bm25, or hybrid (both fused); default: hybrid when the index "
+        "has BM25, else dense",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        help="hybrid: weight of dense (0..1) in a convex combination of min-max normalised "
+        "scores; default: reciprocal-rank fusion (k = 60)",
+    )
+
+
 def run_search(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise ValueError("the query is empty")
+    from diffembed.eval.fusion import check_alpha
+    from diffembed.index.search import resolve_mode
+
+    check_alpha(args.alpha)
+    if args.alpha is not None and args.mode not in (None, "hybrid"):
+        raise ValueError("--alpha weighs dense against BM25: it applies to --mode hybrid only")
     searcher = Searcher.open(args.index, args.model, args.device)
-    hits = searcher.search(args.query, args.k, args.prompt, args.prompt_name)
     index = searcher.index
+    mode = resolve_mode(index, args.mode)
+    hits = searcher.search(args.query, args.k, args.prompt, args.prompt_name, mode, args.alpha)
     if args.json:
         out = {
             "index": str(args.index),
             "query": args.query,
             "mode": index.mode,
+            "search": {"mode": mode, "alpha": args.alpha if mode == "hybrid" else None},
             "documents": index.n_documents,
             "vectors": index.ntotal,
             "hits": [h.to_dict() for h in hits],
@@ -180,7 +237,8 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         print(
             f"{args.index}: {index.n_documents} documents, {index.ntotal} vectors; "
-            f"{index.describe_mode()}"
+            f"{index.describe_mode()}; search: {mode}"
+            + (f" (alpha {args.alpha})" if mode == "hybrid" and args.alpha is not None else "")
         )
         chunked = index.mode["mode"] == "chunked"
         for h in hits:

@@ -21,6 +21,7 @@ from diffembed.cli.serve import add_serve_parser
 from diffembed.cli.study import add_reproduce_parser
 from diffembed.cli.train import add_finetune_parser, add_pretrain_parser
 from diffembed.formats.texts import InputError
+from diffembed.model.embedder import NonFiniteEmbeddingError
 
 logger = logging.getLogger("diffembed")
 
@@ -59,6 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries(args: argparse.Namespace) -> None:
+    """Keep library chatter off the terminal: faiss's loader logs, at INFO, every build it
+    tries (with a ``ModuleNotFoundError`` for each missing one) whenever an index command
+    imports it; and ``--no-progress`` also turns off transformers' own bars ("Loading
+    weights", "Writing model shards")."""
+    if not args.verbose:
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if getattr(args, "no_progress", False) or getattr(args, "show_progress", True) is False:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+def _broken_weights_message(e: NonFiniteEmbeddingError, args: argparse.Namespace) -> str:
+    model = getattr(args, "model", None) or "the model"
+    return (
+        f"{model}: the model's weights hold NaN or infinite values ({len(e.bad_weights)} "
+        f"tensors, e.g. {e.bad_weights[0]}), so every embedding is NaN; the model files are "
+        "broken (no --dtype helps): re-train or re-export the model"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,10 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _quiet_libraries(args)
     from diffembed.model.backbone import CheckpointError
 
     try:
         return int(args.func(args) or 0)
+    except NonFiniteEmbeddingError as e:
+        if args.verbose:
+            raise
+        print(f"diffembed {args.verb}: error: {_broken_weights_message(e, args)}", file=sys.stderr)
+        return 2
     except (
         InputError,
         CheckpointError,

@@ -7,13 +7,21 @@ import logging
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from diffembed import demo
-from diffembed.cli.options import add_device, add_dtype, add_max_length, add_no_progress
+from diffembed.cli.options import (
+    add_device,
+    add_dtype,
+    add_max_length,
+    add_no_progress,
+    at_least,
+    number_at_least,
+)
 from diffembed.demo import DEFAULT_MODEL, run_demo
-from diffembed.formats.texts import InputError, read_texts
+from diffembed.formats.texts import ACCEPTED, InputError, TextSource, read_text_source
 from diffembed.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -24,13 +32,18 @@ def add_encode_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "encode",
         help="embed texts from a file into a .npy matrix",
-        description="Embed every line of a .txt file (or the text field of each .jsonl line) "
-        "and write a float32 [N, H] matrix to a .npy file, atomically.",
+        description="Embed every line of a .txt file (or standard input, --input -), the "
+        "--text-field of each .jsonl line, or the --text-field column of a .csv/.tsv/.parquet "
+        "file, and write a float32 [N, H] matrix to a .npy file, atomically.",
     )
     p.add_argument("--model", required=True, type=Path, help="model directory")
-    p.add_argument("--input", required=True, type=Path, help=".txt (one text per line) or .jsonl")
+    p.add_argument("--input", required=True, type=Path, help=ACCEPTED)
     p.add_argument("--output", required=True, type=Path, help="output .npy file")
-    p.add_argument("--text-field", default="text", help="field of each .jsonl line (default: text)")
+    p.add_argument(
+        "--text-field",
+        default="text",
+        help="field of each .jsonl line, or column of a .csv/.tsv/.parquet file (default: text)",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="instruction prepended to every text")
     group.add_argument("--prompt-name", help="name of a prompt saved with the model (e.g. query)")
@@ -38,11 +51,11 @@ def add_encode_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-truncate", action="store_true", help="fail instead of truncating")
     p.add_argument(
         "--batch-tokens",
-        type=int,
+        type=at_least(1),
         default=16384,
         help="token budget per batch, rows x longest row (default: 16384)",
     )
-    p.add_argument("--batch-size", type=int, help="cap on texts per batch")
+    p.add_argument("--batch-size", type=at_least(1), help="cap on texts per batch")
     add_dtype(p)
     p.add_argument(
         "--attention", choices=["bidirectional", "causal"], help="override the model's attention"
@@ -60,27 +73,18 @@ def run_encode(args: argparse.Namespace) -> int:
 
     if args.output.suffix != ".npy":
         raise InputError(f"{args.output}: the output must be a .npy file")
-    texts = read_texts(args.input, args.text_field)
+    if args.output.is_dir():
+        raise InputError(f"{args.output}: is a directory; --output names the .npy file to write")
+    source = read_text_source(args.input, args.text_field)
     overrides = {"precision": args.dtype}
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
     if args.pooling is not None:
         overrides["pooling"] = args.pooling
+    overrides["strict_length"] = args.strict
     embedder = Embedder.load(args.model, attention=args.attention, device=args.device, **overrides)
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        vectors, stats = embedder.encode_with_stats(
-            texts,
-            prompt=args.prompt,
-            prompt_name=args.prompt_name,
-            batch_size=args.batch_size,
-            max_tokens_per_batch=args.batch_tokens,
-            show_progress=not args.no_progress,
-            truncate=not args.no_truncate,
-        )
-    for w in caught:
-        logger.warning("%s", w.message)
+    vectors, stats = _encode(embedder, source, args)
     seconds = time.perf_counter() - start
     with atomic_write(args.output, "wb") as f:
         np.save(f, vectors)
@@ -96,6 +100,44 @@ def run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode(embedder: Any, source: TextSource, args: argparse.Namespace) -> Any:
+    """``encode_with_stats`` over the texts; its errors are told in terms of the input's lines
+    and the command's flags."""
+    from diffembed.model.embedder import NonFiniteEmbeddingError, TextTooLongError
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            encoded = embedder.encode_with_stats(
+                source.texts,
+                prompt=args.prompt,
+                prompt_name=args.prompt_name,
+                batch_size=args.batch_size,
+                max_tokens_per_batch=args.batch_tokens,
+                show_progress=not args.no_progress,
+                truncate=not args.no_truncate,
+            )
+    except TextTooLongError as e:
+        first, more = e.indices[0], len(e.indices) - 1
+        raise InputError(
+            f"{source.where[first]}: the text is {e.lengths[0]} tokens, over "
+            f"--max-length {e.max_length}"
+            + (f" (and {more} more texts, up to {max(e.lengths)} tokens)" if more else "")
+            + "; drop --no-truncate to truncate them, or raise --max-length"
+        ) from None
+    except NonFiniteEmbeddingError as e:
+        if e.bad_weights:
+            raise  # the weights are broken, not the input: cli.main says so
+        raise InputError(
+            f"{source.where[e.rows[0]]}: the embedding is NaN, infinite or zero"
+            + (f" (and {len(e.rows) - 1} more texts)" if len(e.rows) > 1 else "")
+            + " although the model's weights are finite; try --dtype fp32"
+        ) from None
+    for w in caught:
+        logger.warning("%s", w.message)
+    return encoded
+
+
 # ------------------------------------------------------------------------------ tokenizer
 def add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
@@ -108,11 +150,17 @@ def add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--corpus", required=True, type=Path, help="corpus directory (pretrain.jsonl)")
     t.add_argument(
-        "--vocab-size", required=True, type=int, help="vocabulary size, special tokens included"
+        "--vocab-size",
+        required=True,
+        type=at_least(1),
+        help="vocabulary size, special tokens included",
     )
     t.add_argument("--out", required=True, type=Path, help="output tokenizer directory")
     t.add_argument(
-        "--min-frequency", type=int, default=2, help="minimum pair count to merge (default: 2)"
+        "--min-frequency",
+        type=at_least(1),
+        default=2,
+        help="minimum pair count to merge (default: 2)",
     )
     t.set_defaults(func=run_tokenizer_train)
 
@@ -145,9 +193,15 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, type=Path, help="model directory")
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--length", type=int, default=64, help="tokens to generate (default: 64)")
-    p.add_argument("--steps", type=int, help="diffusion: unmasking steps (default: --length)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument(
+        "--length", type=at_least(1), default=64, help="tokens to generate (default: 64)"
+    )
+    p.add_argument(
+        "--steps", type=at_least(1), help="diffusion: unmasking steps (default: --length)"
+    )
+    p.add_argument(
+        "--temperature", type=number_at_least(0), default=0.0, help="0 = greedy (default)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.set_defaults(func=run_generate)
 
@@ -171,7 +225,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model directory")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
-    p.add_argument("--limit", type=int, default=250, help="most modules to index")
+    p.add_argument("--limit", type=at_least(1), default=250, help="most modules to index")
     add_no_progress(p)
     p.set_defaults(
         func=lambda a: run_demo(a.model, a.out, a.limit, show_progress=not a.no_progress)

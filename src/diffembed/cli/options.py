@@ -1,17 +1,99 @@
 """Option groups that several verbs share, written once: ``--device``, ``--dtype``,
-``--max-length``, ``--no-progress``."""
+``--max-length``, ``--no-progress``; and the value checks of numeric options (``at_least(1)``,
+``number_at_least(0)``, ``port_number``, ``device_name``), so that a bad value is refused while
+parsing with a message that names the flag."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 from diffembed.model.precision import PRECISIONS
 
 
+# ------------------------------------------------------------------------------ value checks
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (``argument --x: expected ...``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def number_at_least(minimum: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number >= ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum:g}, got {text!r}")
+        return value
+
+    parse.__name__ = f"number >= {minimum:g}"
+    return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number from 0 to 65535 (0: any free port), got {text!r}"
+        )
+    return value
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type``: ``auto``, or a torch device this machine has (``cpu``, ``cuda``,
+    ``cuda:N``, ``mps``); checked here so that a missing GPU is a message, not a traceback."""
+    import torch
+
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}: use cpu, cuda, cuda:N or auto"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: CUDA is not available on this machine (no GPU, or a torch "
+                f"{torch.__version__} built without CUDA); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available; use --device cpu")
+    return text
+
+
+# ------------------------------------------------------------------------------ option groups
 def add_device(p: argparse.ArgumentParser, default: str | None = "cpu") -> None:
     """``--device``: a torch device; ``default=None`` means cuda if available, else cpu."""
     shown = default or "cuda if available, else cpu"
-    p.add_argument("--device", default=default, help=f"torch device (default: {shown})")
+    p.add_argument(
+        "--device", type=device_name, default=default, help=f"torch device (default: {shown})"
+    )
 
 
 def add_dtype(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
@@ -26,8 +108,22 @@ def add_dtype(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
 
 
 def add_max_length(p: argparse.ArgumentParser) -> None:
-    """``--max-length``: max tokens per text, default the model's."""
-    p.add_argument("--max-length", type=int, help="max tokens per text (default: the model's)")
+    """``--max-length``: max tokens per text, default the model's; ``--strict``: refuse one beyond
+    the model's positions (``model_dir.check_max_length``) instead of warning."""
+    p.add_argument(
+        "--max-length", type=at_least(1), help="max tokens per text (default: the model's)"
+    )
+    add_strict(p, "refuse a max length (given or saved) above the model's positions")
+
+
+def add_strict(p: argparse.ArgumentParser, what: str) -> None:
+    """``--strict``: turn a verb's warnings into errors. Several option blocks may ask for it (each
+    naming ``what`` it refuses); it is added once, its help listing them all."""
+    action = p._option_string_actions.get("--strict")
+    if action is None:
+        p.add_argument("--strict", action="store_true", help=f"{what} (default: warn)")
+    elif what not in (action.help or ""):
+        action.help = f"{what}; {action.help}"
 
 
 def add_no_progress(p: argparse.ArgumentParser) -> None:

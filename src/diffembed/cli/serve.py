@@ -6,11 +6,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
-from diffembed.cli.options import add_device, add_dtype, add_max_length
-from diffembed.serve.app import API_KEY_ENV, ServeConfig, create_app, make_server
+from diffembed.cli.options import (
+    add_device,
+    add_dtype,
+    add_max_length,
+    at_least,
+    number_at_least,
+    port_number,
+)
+from diffembed.serve.app import API_KEY_ENV, ServeConfig, bind_socket, create_app, make_server
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +35,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=Path, help="model directory")
     p.add_argument("--index", type=Path, help="index directory built with this model")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="port, 0 = any free (default 8080)"
+    )
     p.add_argument(
         "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})"
     )
@@ -36,16 +46,44 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     add_max_length(p)
     add_device(p)
     d = ServeConfig()
-    p.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens)
-    p.add_argument("--max-queue", type=int, default=d.max_queue_texts, help="texts queued")
-    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
-    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms)
-    p.add_argument("--threads", type=int, help="torch threads of the worker (default: torch's)")
+    p.add_argument("--max-batch-tokens", type=at_least(1), default=d.max_batch_tokens)
+    p.add_argument("--max-queue", type=at_least(1), default=d.max_queue_texts, help="texts queued")
+    p.add_argument(
+        "--max-inputs", type=at_least(1), default=d.max_inputs, help="inputs per request"
+    )
+    p.add_argument("--max-body-bytes", type=at_least(1), default=d.max_body_bytes)
+    p.add_argument("--batch-wait-ms", type=number_at_least(0), default=d.batch_wait_ms)
+    p.add_argument(
+        "--threads", type=at_least(1), help="torch threads of the worker (default: torch's)"
+    )
     p.set_defaults(func=run_serve)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a busy port or an unknown host is a
+    one-line error, and nothing claims to serve before the address is ours."""
+    try:
+        return bind_socket(host, port)
+    except socket.gaierror as e:
+        raise ValueError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; check --host"
+        ) from None
+    except OSError as e:
+        raise ValueError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; stop the program using it "
+            "or choose another --port (or --host)"
+        ) from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    sock = _listen(args.host, args.port)
+    try:
+        return _serve(args, sock)
+    finally:
+        sock.close()
+
+
+def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
     from diffembed.index.store import VectorIndex, check_model
     from diffembed.model.embedder import Embedder
 
@@ -60,7 +98,7 @@ def run_serve(args: argparse.Namespace) -> int:
         check_model(index.meta, args.model)
         for key in ("precision", "max_length"):
             overrides.setdefault(key, index.meta["embedding"][key])
-    embedder = Embedder.load(args.model, device=args.device, **overrides)
+    embedder = Embedder.load(args.model, device=args.device, strict_length=args.strict, **overrides)
     config = ServeConfig(
         model_name=args.model_name or args.model.resolve().name,
         max_batch_tokens=args.max_batch_tokens,
@@ -72,13 +110,14 @@ def run_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     app = create_app(embedder, config, index)
+    port = sock.getsockname()[1]
     logger.info(
         "serving %s on http://%s:%d (index: %s, API key: %s)",
         config.model_name,
         args.host,
-        args.port,
+        port,
         args.index or "none",
         "required" if config.api_key else "none",
     )
-    make_server(app, args.host, args.port).run()
+    make_server(app, args.host, port).run(sockets=[sock])
     return 0

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from diffembed.cli.options import add_device, add_no_progress
+from diffembed.cli.options import add_device, add_no_progress, at_least, device_name
 from diffembed.train.finetune_config import FinetuneConfig
 
 _TYPES = {"int": int, "float": float, "Path": Path, "Path | None": Path}
@@ -35,6 +35,8 @@ def _add_field_option(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif "type" not in kwargs and f.type in _TYPES:
         kwargs["type"] = _TYPES[f.type]
+    if f.name == "device":
+        kwargs["type"] = device_name  # a missing GPU is refused while parsing
     if "choices" in kwargs:
         kwargs["choices"] = list(kwargs["choices"])
     if not kwargs.get("required"):
@@ -64,9 +66,18 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    """Build a ``FinetuneConfig`` from parsed CLI arguments."""
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    return FinetuneConfig(**{k: getattr(args, k) for k in names if hasattr(args, k)})
+    """Build a ``FinetuneConfig`` from parsed CLI arguments; a refused value's message names
+    its flag (``--steps must be >= 1``), not the field."""
+    fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+    try:
+        return FinetuneConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
+    except ValueError as e:
+        message = str(e)
+        name = message.split(" ", 1)[0]
+        if name in fields:
+            flag = fields[name].metadata.get("flag", "--" + name.replace("_", "-"))
+            raise ValueError(flag + message[len(name) :]) from None
+        raise
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -116,12 +127,32 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, type=Path, help="corpus directory (pretrain.jsonl)")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory")
     p.add_argument("--out", required=True, type=Path, help="output model directory")
-    p.add_argument("--init", type=Path, help="start from this model (mntp: the AR model)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="start from this model (mntp: the AR model; diffusion: adapt an AR model)",
+    )
+    p.add_argument(
+        "--anneal-steps",
+        type=at_least(0),
+        metavar="N",
+        help="diffusion: open the attention from causal to full over the first N steps "
+        "(DiffuLLaMA's annealing; default: the preset's, 0 = full from the start)",
+    )
+    p.add_argument(
+        "--shift",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="diffusion: predict masked token i+1 from position i, as the AR model did "
+        "(default: on when --init is a causal LM)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--steps", type=int, help="override the number of optimizer steps")
+    p.add_argument("--steps", type=at_least(1), help="override the number of optimizer steps")
     p.add_argument("--seed", type=int, help="override the seed")
     add_device(p, default=None)
-    p.add_argument("--stop-after", type=int, help="stop after this step, as an interruption would")
+    p.add_argument(
+        "--stop-after", type=at_least(1), help="stop after this step, as an interruption would"
+    )
     add_no_progress(p)
     p.set_defaults(func=run_pretrain)
 
@@ -135,6 +166,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
         config.steps = args.steps
     if args.seed is not None:
         config.seed = args.seed
+    if args.anneal_steps is not None:
+        config.anneal_steps = args.anneal_steps
+    if args.shift is not None:
+        config.shift = args.shift
     config.validate()
     pretrain(
         config,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,13 +108,32 @@ class Bm25Index:
 
     def __init__(self, bm25: Bm25, texts: Sequence[str]) -> None:
         self.bm25 = bm25
-        self.tokens = bm25.tokenize(texts)
+        self.tokens: list[list[str]] | None = bm25.tokenize(texts)
         self.size = len(self.tokens)
         self.model = bm25.bm25s.BM25(k1=bm25.k1, b=bm25.b, method=bm25.method)
         self.model.index(self.tokens, show_progress=False)
 
     def __len__(self) -> int:
         return self.size
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write the index's bm25s files into ``directory`` (created); returns their paths.
+        The documents' tokens are not saved: a loaded index scores queries only."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save(str(directory), show_progress=False)
+        return sorted(p for p in directory.iterdir() if p.is_file())
+
+    @classmethod
+    def load(cls, bm25: Bm25, directory: str | Path, size: int) -> Bm25Index:
+        """An index ``save`` wrote into ``directory``, over ``size`` documents (checked)."""
+        self = cls.__new__(cls)
+        self.bm25, self.tokens, self.size = bm25, None, size
+        self.model = bm25.bm25s.BM25.load(str(directory), show_progress=False)
+        n = int(self.model.scores["num_docs"])
+        if n != size:
+            raise ValueError(f"{directory}: BM25 index of {n} documents, expected {size}")
+        return self
 
     def token_ids(self, tokens: Sequence[str]) -> list[int]:
         """Index ids of one query's tokens (empty and unknown tokens dropped)."""
@@ -125,6 +145,8 @@ class Bm25Index:
 
     def indexed_ids(self) -> list[list[int]]:
         """The indexed documents as queries (``token_ids`` of their tokens)."""
+        if self.tokens is None:
+            raise RuntimeError("a loaded BM25 index has no document tokens")
         return [self.token_ids(t) for t in self.tokens]
 
     def scores_from_ids(self, ids: Sequence[int]) -> np.ndarray:

@@ -77,6 +77,14 @@ def evaluate_task(
     """
     record: dict[str, Any] = {"task": task.name, "suite": task.suite, "kind": task.kind}
     record["metric"] = task.metric
+    if task.empty_docs:
+        logger.warning(
+            "%s: %d document(s) with empty text and title left out of the index (first: %r); "
+            "relevant ones count as not retrieved",
+            task.key,
+            len(task.empty_docs),
+            task.empty_docs[0],
+        )
     if task.kind == "retrieval":
         metrics, per_query_main, counts = _evaluate_retrieval(
             retriever, task, top_k, use_faiss, show_progress
@@ -90,6 +98,7 @@ def evaluate_task(
     else:
         metrics, per_query_main, counts = _evaluate_similarity(retriever, task)
     record.update(counts)
+    record["empty_docs_skipped"] = len(task.empty_docs)
     record["main_score"] = metrics[task.metric]
     record["metrics"] = metrics
     record["token_unit"] = retriever.token_unit
@@ -144,7 +153,12 @@ def _evaluate_instruct(
     doc_report = _index_corpus(retriever, task)
     rows = _scored_queries(task, task.qrels_og, task.qrels_changed)
     queries = [task.queries[i] for i in rows]
-    targets = task.changed_docs()
+    empty = set(task.empty_docs)  # never indexed: no rank on either side, left out of p-MRR
+    targets = {
+        q: kept
+        for q, docs in task.changed_docs().items()
+        if (kept := [d for d in docs if d not in empty])
+    }
     ids = [q.id for q in queries]
     runs = {}
     for side in ("og", "changed"):
@@ -338,8 +352,17 @@ def evaluate_model(
     seed: int = 0,
     show_progress: bool = True,
     command: Sequence[str] | None = None,
+    retriever_mode: str = "dense",
+    alpha: float | None = None,
+    chunking: str | None = None,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (a model directory, ``"bm25"`` or ``"minilm"``) on task folders.
+
+    ``retriever_mode`` dense, bm25 or hybrid (``--retriever``; ``alpha``: the hybrid fusion)
+    and ``chunk_tokens``/``chunk_overlap``/``chunking`` (documents split as ``index build``
+    splits them) pick what is evaluated: :func:`diffembed.eval.composed.compose_retriever`.
 
     Writes ``out`` (all records with provenance), ``OUT.tasks/<suite>__<task>.json`` as each
     task finishes, and a Markdown table ``OUT.md``; returns the summary written to ``out``.
@@ -355,7 +378,17 @@ def evaluate_model(
     seed_everything(seed)
     tasks = _load_tasks(task_dirs)
     device = _default_device() if device is None else device
-    retriever = make_retriever(str(model), max_length, batch_tokens, dtype, device, show_progress)
+    from diffembed.eval.composed import compose_retriever
+
+    loaded = "bm25" if retriever_mode == "bm25" else str(model)
+    retriever = compose_retriever(
+        make_retriever(loaded, max_length, batch_tokens, dtype, device, show_progress),
+        retriever_mode,
+        alpha,
+        chunking,
+        chunk_tokens,
+        chunk_overlap,
+    )
     if use_faiss and not isinstance(retriever, DenseRetriever):
         logger.warning("%s: faiss applies to dense models only; searching exactly", model)
     model_info = retriever.describe()
@@ -368,6 +401,11 @@ def evaluate_model(
         "dtype": dtype,
         "device": device,
         "seed": seed,
+        "retriever": retriever_mode,
+        "alpha": alpha,
+        "chunking": None
+        if chunk_tokens is None
+        else {"mode": chunking or "plain", "tokens": chunk_tokens, "overlap": chunk_overlap},
     }
     header = {"model": model_info, "settings": settings, "seed": seed}
     logger.info("evaluating %s on %d task(s)", retriever.name, len(tasks))

@@ -393,3 +393,107 @@ class BM25Retriever(Retriever):
             backward = self.score_block(queries, ib, ib + 1)[0, ia]
             scores[i] = (float(forward) + float(backward)) / 2
         return scores, report
+
+
+class HybridRetriever(Retriever):
+    """A dense retriever and BM25 fused by :func:`diffembed.eval.fusion.fuse` -- reciprocal-rank
+    fusion (k = 60), or with ``alpha`` a convex combination of min-max normalised scores --
+    exactly as index search and the server fuse them: each side contributes its
+    ``candidate_depth(k)`` best documents (BM25: those sharing a term with the query).
+
+    Documents outside both candidate lists score ``FLOOR``. Similarity pairs fuse the two
+    rankings of the pairs the same way.
+    """
+
+    kind = "hybrid"
+    FLOOR = -1.0
+
+    def __init__(
+        self, dense: DenseRetriever, bm25: BM25Retriever, alpha: float | None = None
+    ) -> None:
+        from diffembed.eval.fusion import CANDIDATES, check_alpha
+
+        super().__init__()
+        self.dense, self.bm25 = dense, bm25
+        self.alpha = check_alpha(alpha)
+        self.name = f"hybrid({dense.name}+bm25)"
+        self.token_unit = dense.token_unit
+        self.depth = CANDIDATES
+
+    def fusion(self) -> dict[str, Any]:
+        """The fusion settings, as recorded with results."""
+        from diffembed.eval.fusion import RRF_K
+
+        if self.alpha is None:
+            return {"method": "rrf", "k": RRF_K, "candidates": self.depth}
+        return {"method": "convex", "alpha": self.alpha, "candidates": self.depth}
+
+    def describe(self) -> dict[str, Any]:
+        dense, bm25 = self.dense.describe(), self.bm25.describe()
+        parts = json.dumps([dense["hash"], bm25["hash"], self.fusion()], sort_keys=True)
+        return {
+            "name": self.name,
+            "kind": "hybrid",
+            "hash": f"sha256:{hashlib.sha256(parts.encode()).hexdigest()}",
+            "hash_method": "sha256 of the dense and bm25 hashes and the fusion settings",
+            "dense": dense,
+            "bm25": bm25,
+            "settings": {"fusion": self.fusion()},
+        }
+
+    def _index(self, texts: list[str], instruction: str | None, symmetric: bool) -> EncodeReport:
+        self.bm25.index(self.doc_ids, texts, instruction, symmetric)
+        return self.dense.index(self.doc_ids, texts, instruction, symmetric)
+
+    def prepare_queries(
+        self, texts: Sequence[str], instruction: str | None
+    ) -> tuple[tuple[Any, Any], EncodeReport]:
+        dense, report = self.dense.prepare_queries(texts, instruction)
+        return (dense, self.bm25.prepare_queries(texts, instruction)[0]), report
+
+    def top_k(
+        self,
+        queries: Any,
+        n_queries: int,
+        k: int,
+        targets: Mapping[int, np.ndarray] | None = None,
+        exclude_self: bool = False,
+        use_faiss: bool = False,
+        show_progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """``Retriever.top_k`` over fused scores, with candidates as deep as a search of ``k``."""
+        from diffembed.eval.fusion import candidate_depth
+
+        self.depth = candidate_depth(k)
+        return super().top_k(queries, n_queries, k, targets, exclude_self, False, show_progress)
+
+    def score_block(self, queries: tuple[Any, Any], start: int, stop: int) -> np.ndarray:
+        from diffembed.eval.fusion import fuse, top_candidates
+
+        dense = self.dense.score_block(queries[0], start, stop)
+        sparse = self.bm25.score_block(queries[1], start, stop)
+        out = np.full(dense.shape, self.FLOOR, dtype=np.float32)
+        for r in range(dense.shape[0]):
+            fused = fuse(
+                top_candidates(dense[r], self.depth, self.tiebreak),
+                top_candidates(sparse[r], self.depth, self.tiebreak, positive=True),
+                self.alpha,
+            )
+            out[r, [i for i, _ in fused]] = [s for _, s in fused]
+        return out
+
+    def indexed_as_queries(self) -> tuple[Any, Any]:
+        return self.dense.indexed_as_queries(), self.bm25.indexed_as_queries()
+
+    def pair_scores(
+        self, texts1: Sequence[str], texts2: Sequence[str], instruction: str | None
+    ) -> tuple[np.ndarray, EncodeReport]:
+        from diffembed.eval.fusion import fuse, top_candidates
+
+        dense, report = self.dense.pair_scores(texts1, texts2, instruction)
+        sparse, _ = self.bm25.pair_scores(texts1, texts2, instruction)
+        n = len(texts1)
+        fused = fuse(top_candidates(dense, n), top_candidates(sparse, n), self.alpha)
+        out = np.zeros(n, dtype=np.float64)
+        out[[i for i, _ in fused]] = [s for _, s in fused]
+        return out, report

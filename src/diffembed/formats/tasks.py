@@ -26,7 +26,10 @@ a plain BEIR retrieval task: name = folder name, no suite, metric ``ndcg_at_10``
     pair; ``score`` is an integer (graded relevance, > 0 relevant).
 
   Only queries with at least one relevant document are scored. Ids may be JSON strings or
-  integers (read as strings); other fields of a line are kept in ``meta``.
+  integers (read as strings); other fields of a line are kept in ``meta``. A document whose
+  text and title are both empty (BEIR's Cranfield has two) is kept out of the corpus and listed
+  in ``Task.empty_docs``; qrels may still name it, and a relevant empty document counts as
+  never retrieved.
 
 **instruct** (FollowIR-style paired instructions):
   - ``corpus.jsonl`` as above;
@@ -164,6 +167,7 @@ class Task:
     items: list[Item] = field(default_factory=list)
     pairs: list[ScoredPair] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    empty_docs: list[str] = field(default_factory=list)  # ids left out: no text, no title
 
     @property
     def key(self) -> str:
@@ -221,8 +225,11 @@ def _check_unique(seen: dict[str, int], id_: str, path: Path, lineno: int) -> No
     seen[id_] = lineno
 
 
-def read_corpus(path: Path) -> list[Document]:
-    """Read ``corpus.jsonl``: unique ``_id``, string ``text``, optional string ``title``."""
+def read_corpus(path: Path, empty: list[str] | None = None) -> list[Document]:
+    """Read ``corpus.jsonl``: unique ``_id``, string ``text``, optional string ``title``.
+
+    A document with empty text and title is left out and its id appended to ``empty`` (an
+    error when ``empty`` is None)."""
     docs: list[Document] = []
     seen: dict[str, int] = {}
     for lineno, rec in _iter_jsonl(path):
@@ -230,13 +237,16 @@ def read_corpus(path: Path) -> list[Document]:
         id_ = _get_id(rec, "_id", where)
         text = _get_text(rec, "text", where, allow_empty=True)
         title = _get_text(rec, "title", where, allow_empty=True) if "title" in rec else ""
-        if not (title + text).strip():
-            raise TaskFormatError(f"{where}: document {id_!r} has no text and no title")
         _check_unique(seen, id_, path, lineno)
+        if not (title + text).strip():
+            if empty is None:
+                raise TaskFormatError(f"{where}: document {id_!r} has no text and no title")
+            empty.append(id_)
+            continue
         meta = {k: v for k, v in rec.items() if k not in ("_id", "title", "text")}
         docs.append(Document(id=id_, text=text, title=title, meta=meta))
     if not docs:
-        raise TaskFormatError(f"{path}: no documents")
+        raise TaskFormatError(f"{path}: no documents" + (" with text" if empty else ""))
     return docs
 
 
@@ -451,10 +461,10 @@ def load_task(directory: str | Path) -> Task:
         meta={k: v for k, v in cfg.items() if k not in TASK_KEYS},
     )
     if task.kind in ("retrieval", "instruct"):
-        task.corpus = read_corpus(directory / "corpus.jsonl")
+        task.corpus = read_corpus(directory / "corpus.jsonl", task.empty_docs)
         task.queries = read_queries(directory / "queries.jsonl", paired=task.kind == "instruct")
         qids = {q.id for q in task.queries}
-        dids = {d.id for d in task.corpus}
+        dids = {d.id for d in task.corpus} | set(task.empty_docs)
         if task.kind == "retrieval":
             task.qrels = read_qrels(directory / "qrels" / "test.tsv", qids, dids)
         else:

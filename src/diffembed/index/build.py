@@ -1,10 +1,13 @@
 """Writing an index: embed documents (whole, truncated at the model's ``max_length``, or split
-into overlapping token windows) and store them as a new generation (``build_index`` for a new
-index, ``add_documents`` to append or upsert with the index's own model and settings)."""
+into overlapping token windows, embedded one by one or late-chunked: ``diffembed.index.late``)
+and store them, with their BM25 (``diffembed.index.lexical``), as a new generation
+(``build_index`` for a new index, ``add_documents`` to append or upsert with the index's own
+model and settings)."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +21,11 @@ from diffembed.index.store import (
     CURRENT,
     FAISS_TYPES,
     FORMAT_VERSION,
+    LOCK,
     EncodedDocuments,
     VectorIndex,
     check_model,
+    is_writer_debris,
     load_embedder_for,
     select_in,
     write_generation,
@@ -45,9 +50,11 @@ def _encode_documents(
     chunk_overlap: int,
     batch_tokens: int | None,
     show_progress: bool,
+    chunking: str = "plain",
 ) -> EncodedDocuments:
-    """Embed ``docs`` whole (``chunk_tokens`` None) or as token windows, with the document
-    prompt; rows, token counts and truncation per document for the store."""
+    """Embed ``docs`` whole (``chunk_tokens`` None) or as token windows (``chunking`` plain:
+    each window alone; late: pooled from the whole document), with the document prompt; rows,
+    token counts and truncation per document for the store."""
     prefix = embedder.instruction_prefix(embedder.prompts.get("document"))
     texts = [d.full_text for d in docs]
     tok = embedder.tokenizer
@@ -57,6 +64,10 @@ def _encode_documents(
             "input_ids"
         ]
     ]
+    if chunk_tokens is not None and chunking == "late":
+        return _encode_late(
+            embedder, docs, texts, lengths, chunk_tokens, chunk_overlap, batch_tokens
+        )
     if chunk_tokens is None:
         rows = [
             (d.id, 0, 0, len(t), min(n, embedder.max_length))
@@ -64,7 +75,7 @@ def _encode_documents(
         ]
         chunk_texts, doc_chunks = texts, [1] * len(docs)
     else:
-        rows, chunk_texts, doc_chunks = _chunk_rows(
+        rows, chunk_texts, doc_chunks = chunk_rows(
             embedder, docs, texts, chunk_tokens, chunk_overlap
         )
     vectors, stats = embedder.encode_with_stats(
@@ -90,7 +101,41 @@ def _encode_documents(
     )
 
 
-def _chunk_rows(
+def _encode_late(
+    embedder: Embedder,
+    docs: list[Document],
+    texts: list[str],
+    lengths: list[int],
+    chunk_tokens: int,
+    chunk_overlap: int,
+    batch_tokens: int | None,
+) -> EncodedDocuments:
+    """``_encode_documents`` with late chunking; says how many documents needed windows."""
+    from diffembed.index.late import late_chunk
+
+    late = late_chunk(embedder, texts, chunk_tokens, chunk_overlap, batch_tokens)
+    for d, n in zip(docs, late.doc_chunks, strict=True):
+        if n == 0:
+            raise DocumentsError(f"{d.source or d.id}: document {d.id!r} has no tokens")
+    if late.windowed:
+        logger.warning(
+            "late chunking: %d of %d document(s) exceed max_length=%d tokens and were encoded "
+            "in %d overlapping windows of up to %d tokens each (each chunk pooled in one window)",
+            late.windowed,
+            len(docs),
+            embedder.max_length,
+            sum(w for w in late.windows if w > 1),
+            late.capacity,
+        )
+    rows = [(docs[d].id, c, s, e, n) for d, c, s, e, n in late.rows]
+    encoded = EncodedDocuments(
+        docs, late.vectors, rows, lengths, [False] * len(docs), late.doc_chunks
+    )
+    encoded.windowed = late.windowed
+    return encoded
+
+
+def chunk_rows(
     embedder: Embedder,
     docs: list[Document],
     texts: list[str],
@@ -145,6 +190,8 @@ def build_index(
     batch_tokens: int | None = None,
     overwrite: bool = False,
     show_progress: bool = False,
+    chunking: str = "plain",
+    bm25: bool = True,
 ) -> VectorIndex:
     """Embed ``docs`` with the model in ``model_dir`` and write a new index at ``out``.
 
@@ -156,6 +203,9 @@ def build_index(
         chunk_tokens: split documents into windows of this many tokens (None: embed whole,
             truncated at ``max_length``); ``chunk_overlap`` tokens shared by neighbours.
         faiss_type: ``"flat"`` (exact inner product) or ``"hnsw"`` (approximate).
+        chunking: ``"plain"`` (each chunk embedded alone) or ``"late"`` (chunks pooled from
+            the whole document in context; ``diffembed.index.late``); needs ``chunk_tokens``.
+        bm25: keep a BM25 index of the documents in every generation (hybrid search).
         overwrite: replace an existing index at ``out`` (atomically: the old one stays live
             until the new one is complete).
 
@@ -166,8 +216,13 @@ def build_index(
 
     out = Path(out)
     model_dir = Path(model_dir)
-    if faiss_type not in FAISS_TYPES:
-        raise ValueError(f"faiss type must be one of {FAISS_TYPES}, got {faiss_type!r}")
+    _check_settings(faiss_type, hnsw_m, ef_construction, ef_search, chunk_tokens, chunk_overlap)
+    _check_chunking(chunking, chunk_tokens)
+    if bm25:  # refuse before any encoding when bm25s is missing
+        from diffembed.eval.bm25 import Bm25
+        from diffembed.index.lexical import MISSING
+
+        Bm25(missing=MISSING)
     _check_target(out, overwrite)
     _check_unique_ids(docs)
     if embedder is None:
@@ -176,9 +231,10 @@ def build_index(
         raise ValueError(
             f"chunk_tokens={chunk_tokens} exceeds the model's max_length={embedder.max_length}"
         )
-    if chunk_tokens is None and chunk_overlap:
-        raise ValueError("chunk_overlap needs chunk_tokens")
     meta = _new_meta(model_dir, embedder, chunk_tokens, chunk_overlap)
+    meta["documents"]["chunking"] = chunking if chunk_tokens is not None else None
+    if bm25:
+        meta["bm25"] = {}  # write_generation records the settings and the document count
     meta["faiss"] = {
         "type": faiss_type,
         "metric": "inner_product",
@@ -187,16 +243,74 @@ def build_index(
         "ef_search": ef_search,
     }
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    created, had_lock = not out.exists(), (out / LOCK).exists()
     with writer_lock(out):
-        encoded = _encode_documents(
-            embedder, list(docs), chunk_tokens, chunk_overlap, batch_tokens, show_progress
-        )
-        write_generation(out, None, meta, encoded, set(), "build")
+        try:
+            _check_target(out, overwrite)  # again: now no other writer can change it
+            encoded = _encode_documents(
+                embedder,
+                list(docs),
+                chunk_tokens,
+                chunk_overlap,
+                batch_tokens,
+                show_progress,
+                chunking,
+            )
+            write_generation(out, None, meta, encoded, set(), "build")
+        except BaseException:
+            if not (out / CURRENT).exists():  # a failed first build leaves nothing behind
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                elif not had_lock:
+                    (out / LOCK).unlink(missing_ok=True)
+            raise
     return VectorIndex.open(out)
 
 
+def _check_settings(
+    faiss_type: str,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_search: int,
+    chunk_tokens: int | None,
+    chunk_overlap: int,
+) -> None:
+    """Refuse settings faiss or chunking cannot use (faiss aborts the process on some)."""
+    if faiss_type not in FAISS_TYPES:
+        raise ValueError(f"faiss type must be one of {FAISS_TYPES}, got {faiss_type!r}")
+    for name, value, least in (
+        ("hnsw_m", hnsw_m, 2),
+        ("ef_construction", ef_construction, 1),
+        ("ef_search", ef_search, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{name} ({flag}) must be an integer >= {least}, got {value!r}")
+    if chunk_tokens is None:
+        if chunk_overlap:
+            raise ValueError("chunk_overlap (--chunk-overlap) needs chunk_tokens (--chunk-tokens)")
+        return
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens (--chunk-tokens) must be >= 1, got {chunk_tokens}")
+    if not 0 <= chunk_overlap < chunk_tokens:
+        raise ValueError(
+            f"chunk_overlap (--chunk-overlap) must be >= 0 and below chunk_tokens={chunk_tokens}"
+            f", got {chunk_overlap}"
+        )
+
+
+def _check_chunking(chunking: str, chunk_tokens: int | None) -> None:
+    from diffembed.index.late import CHUNKINGS
+
+    if chunking not in CHUNKINGS:
+        raise ValueError(f"chunking (--chunking) must be one of {CHUNKINGS}, got {chunking!r}")
+    if chunking == "late" and chunk_tokens is None:
+        raise ValueError("--chunking late needs --chunk-tokens (the size of each chunk)")
+
+
 def _check_target(out: Path, overwrite: bool) -> None:
-    """Refuse to build over a file, a non-empty non-index folder, or an index (unless asked)."""
+    """Refuse to build over a file, a non-empty non-index folder, or an index (unless asked).
+    What a killed writer left (``is_writer_debris``) does not count: the build replaces it."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a directory")
     if (out / CURRENT).exists():
@@ -204,8 +318,14 @@ def _check_target(out: Path, overwrite: bool) -> None:
             raise FileExistsError(
                 f"{out}: an index exists; use `diffembed index add` or --overwrite"
             )
-    elif out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
-        raise FileExistsError(f"{out}: exists, is not empty and is not an index")
+    elif out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if not is_writer_debris(p.name))
+        if foreign:
+            raise FileExistsError(
+                f"{out}: exists, is not empty and is not an index (it holds {foreign[0]!r}"
+                f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); "
+                "choose another --out or empty it"
+            )
 
 
 def _new_meta(
@@ -281,6 +401,7 @@ def add_documents(
             d["chunk_overlap"] or 0,
             batch_tokens,
             show_progress,
+            d.get("chunking") or "plain",
         )
         write_generation(index_dir, base, meta, encoded, existing, "upsert" if upsert else "add")
     return VectorIndex.open(index_dir)

@@ -4,6 +4,7 @@ split into."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,39 +12,60 @@ from typing import Any
 from diffembed.formats.corpus import Document
 from diffembed.io import iter_jsonl
 
+logger = logging.getLogger(__name__)
+
 
 class DocumentsError(ValueError):
     """A documents file or folder is malformed; the message names the file and line."""
 
 
-def read_documents(path: str | Path) -> list[Document]:
+def read_documents(path: str | Path, strict: bool = True) -> list[Document]:
     """Read documents from a JSONL file or a folder of text files.
 
     JSONL: one object per line with ``_id`` or ``id`` (string or integer), ``text`` (string),
     optional ``title``; other fields are kept as metadata. Folder: every non-hidden regular file
     below it (sorted), read as UTF-8; the id is the path relative to the folder. Ids must be
-    unique and texts non-empty; errors name the file and the 1-based line.
+    unique; errors name the file and the 1-based line. A document with empty text and title
+    (real collections have some) is an error when ``strict``, else left out with a warning that
+    counts them (``diffembed index build`` without ``--strict``).
     """
     path = Path(path)
+    empty: list[str] = []
     if path.is_dir():
-        return _read_text_folder(path)
-    if not path.is_file():
+        docs = _read_text_folder(path, strict, empty)
+    elif not path.is_file():
         raise DocumentsError(f"{path}: no such file or folder")
+    else:
+        docs = _read_jsonl(path, strict, empty)
+    if empty:
+        logger.warning(
+            "%s: left out %d document(s) with no text (first: %s); --strict refuses them",
+            path,
+            len(empty),
+            empty[0],
+        )
+    if not docs:
+        raise DocumentsError(f"{path}: no documents" + (" with text" if empty else ""))
+    return docs
+
+
+def _read_jsonl(path: Path, strict: bool, empty: list[str]) -> list[Document]:
     docs: list[Document] = []
     seen: dict[str, int] = {}
     for lineno, rec in iter_jsonl(path, DocumentsError):
         where = f"{path}:{lineno}"
-        doc = _document(rec, where)
+        doc = _document(rec, where, strict)
         if doc.id in seen:
             raise DocumentsError(f"{where}: duplicate id {doc.id!r} (first on line {seen[doc.id]})")
         seen[doc.id] = lineno
-        docs.append(doc)
-    if not docs:
-        raise DocumentsError(f"{path}: no documents")
+        if (doc.title + doc.text).strip():
+            docs.append(doc)
+        else:
+            empty.append(f"{where} {doc.id!r}")
     return docs
 
 
-def _document(rec: dict[str, Any], where: str) -> Document:
+def _document(rec: dict[str, Any], where: str, strict: bool = True) -> Document:
     """One JSONL record as a ``Document`` whose ``source`` is ``where`` (``file:line``)."""
     key = "_id" if "_id" in rec else "id"
     if key not in rec:
@@ -62,13 +84,15 @@ def _document(rec: dict[str, Any], where: str) -> Document:
     for name, value in (("text", text), ("title", title)):
         if not isinstance(value, str):
             raise DocumentsError(f"{where}: field {name!r} is {type(value).__name__}, not a string")
-    if not (title + text).strip():
-        raise DocumentsError(f"{where}: document {id_!r} has no text")
+    if strict and not (title + text).strip():
+        raise DocumentsError(
+            f"{where}: document {id_!r} has no text (without --strict it is left out)"
+        )
     meta = {k: v for k, v in rec.items() if k not in (key, "title", "text")}
     return Document(id=id_, text=text, title=title, meta=meta, source=where)
 
 
-def _read_text_folder(root: Path) -> list[Document]:
+def _read_text_folder(root: Path, strict: bool, empty: list[str]) -> list[Document]:
     docs: list[Document] = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
@@ -79,11 +103,33 @@ def _read_text_folder(root: Path) -> list[Document]:
         except UnicodeDecodeError as e:
             raise DocumentsError(f"{p}: not valid UTF-8 ({e.reason})") from None
         if not text.strip():
-            raise DocumentsError(f"{p}: empty document")
+            if strict:
+                raise DocumentsError(f"{p}: empty document (without --strict it is left out)")
+            empty.append(str(p))
+            continue
         docs.append(Document(id=rel, text=text, source=str(p)))
-    if not docs:
+    if not docs and not empty:
         raise DocumentsError(f"{root}: no text files")
     return docs
+
+
+def chunk_token_spans(n: int, chunk_tokens: int, overlap: int) -> list[tuple[int, int]]:
+    """Token windows over ``n`` tokens: ``[(start, end)]`` token indices, ``chunk_tokens`` long
+    (the last may be shorter and ends at ``n``), neighbours sharing ``overlap`` tokens
+    (0 <= overlap < chunk_tokens); none for ``n == 0``."""
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if not 0 <= overlap < chunk_tokens:
+        raise ValueError(f"chunk_overlap must be in [0, chunk_tokens), got {overlap}")
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start < n:
+        end = min(start + chunk_tokens, n)
+        spans.append((start, end))
+        if end == n:
+            break
+        start = end - overlap
+    return spans
 
 
 def chunk_spans(
@@ -96,17 +142,7 @@ def chunk_spans(
         chunk_tokens: tokens per window (>= 1); ``overlap``: tokens shared by neighbours
             (0 <= overlap < chunk_tokens). The last window ends at the last token.
     """
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-    if not 0 <= overlap < chunk_tokens:
-        raise ValueError(f"chunk_overlap must be in [0, chunk_tokens), got {overlap}")
-    n = len(offsets)
-    spans: list[tuple[int, int, int]] = []
-    start = 0
-    while start < n:
-        end = min(start + chunk_tokens, n)
-        spans.append((offsets[start][0], offsets[end - 1][1], end - start))
-        if end == n:
-            break
-        start = end - overlap
-    return spans
+    return [
+        (offsets[start][0], offsets[end - 1][1], end - start)
+        for start, end in chunk_token_spans(len(offsets), chunk_tokens, overlap)
+    ]

@@ -1,10 +1,12 @@
 """Searching an index: query vectors ranked to documents (a chunked document counts once, scored
-by its best chunk), ``Hit`` records with snippets, and ``Searcher`` (text queries through the
-index's own model)."""
+by its best chunk), ``Hit`` records with snippets, ``retrieve`` (dense, BM25 or hybrid: the two
+fused by :func:`diffembed.eval.fusion.fuse`, the function evaluation measures) and ``Searcher``
+(text queries through the index's own model)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +73,88 @@ def rank_documents(index: VectorIndex, queries: np.ndarray, k: int = 10) -> list
         if fetch >= index.ntotal or all(len(x) >= min(k, index.n_documents) for x in results):
             return results
         fetch = min(index.ntotal, fetch * 4)
+
+
+def resolve_mode(index: VectorIndex, mode: str | None) -> str:
+    """The search mode to use: ``mode``, or hybrid when the index has BM25, else dense."""
+    from diffembed.eval.fusion import MODES
+
+    if mode is None:
+        return "hybrid" if index.lexical is not None else "dense"
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode != "dense" and index.lexical is None:
+        raise ValueError(
+            f"{index.path}: built without BM25, so mode {mode!r} is not available; use mode "
+            "dense, or rebuild the index without --no-bm25"
+        )
+    return mode
+
+
+def retrieve(
+    index: VectorIndex,
+    vectors: np.ndarray | None,
+    texts: Sequence[str],
+    k: int = 10,
+    mode: str | None = None,
+    alpha: float | None = None,
+) -> list[list[Hit]]:
+    """The best ``k`` documents for each query, by ``mode`` (``resolve_mode``).
+
+    Args:
+        vectors: ``float32 [Q, H]`` query vectors (unused, may be None, for ``bm25``).
+        texts: the ``Q`` query texts (BM25; unused for ``dense``).
+        alpha: hybrid only: None for reciprocal-rank fusion (k = 60), else the weight of dense
+            in a convex combination of min-max normalised scores.
+
+    Returns:
+        ``Q`` lists of ``Hit`` best first; hybrid and bm25 scores are the fused / BM25 scores.
+        A document found by BM25 only shows its first chunk. Ties among BM25 and fused scores
+        go in trec_eval's order (document id descending), as in ``diffembed eval``.
+    """
+    from diffembed.eval.fusion import candidate_depth, check_alpha, fuse
+    from diffembed.eval.ranking import sort_run
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    mode = resolve_mode(index, mode)
+    alpha = check_alpha(alpha, "alpha")
+    if mode == "dense":
+        if vectors is None:
+            raise ValueError("dense search needs query vectors")
+        return rank_documents(index, vectors, k)
+    depth = candidate_depth(k)
+    lexical = index.lexical
+    assert lexical is not None  # resolve_mode checked
+    sparse = [lexical.top(t, depth) for t in texts]
+    if mode == "bm25":
+        return [_hits_of(index, s[:k], {}) for s in sparse]
+    if vectors is None:
+        raise ValueError("hybrid search needs query vectors")
+    out = []
+    for dense, bm25 in zip(rank_documents(index, vectors, depth), sparse, strict=True):
+        # Ties in trec_eval's order (score, then id descending), as evaluation ranks them.
+        fused = sort_run(dict(fuse([(h.id, h.score) for h in dense], bm25, alpha)))[:k]
+        out.append(_hits_of(index, fused, {h.id: h.chunk for h in dense}))
+    return out
+
+
+def _hits_of(
+    index: VectorIndex, ranked: list[tuple[str, float]], chunks: dict[str, int]
+) -> list[Hit]:
+    """``Hit`` records of ranked ``(doc_id, score)`` pairs showing chunk ``chunks[doc_id]``
+    (the best dense chunk), else the document's first chunk."""
+    if not ranked:
+        return []
+    rows: dict[str, int] = {}
+    for row, doc_id, chunk in select_in(
+        index.db,
+        "SELECT row, doc_id, chunk FROM vectors WHERE doc_id IN ({marks}) ORDER BY row",
+        [d for d, _ in ranked],
+    ):
+        if chunk == chunks.get(doc_id, chunk) and doc_id not in rows:
+            rows[doc_id] = row
+    return _resolve_hits(index, [(rows[d], s) for d, s in ranked], len(ranked))
 
 
 def _resolve_hits(index: VectorIndex, found: list[tuple[int, float]], k: int) -> list[Hit]:
@@ -149,7 +233,18 @@ class Searcher:
         return self.embedder.encode([query], prompt=prompt, prompt_name=prompt_name)[0]
 
     def search(
-        self, query: str, k: int = 10, prompt: str | None = None, prompt_name: str | None = None
+        self,
+        query: str,
+        k: int = 10,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        mode: str | None = None,
+        alpha: float | None = None,
     ) -> list[Hit]:
-        """The ``k`` best documents for ``query``, best first."""
-        return self.index.search(self.encode_query(query, prompt, prompt_name)[None], k)[0]
+        """The ``k`` best documents for ``query``, best first, by ``mode`` (default: hybrid
+        when the index has BM25, else dense; see ``retrieve``)."""
+        mode = resolve_mode(self.index, mode)
+        vectors = None
+        if mode != "bm25":
+            vectors = self.encode_query(query, prompt, prompt_name)[None]
+        return retrieve(self.index, vectors, [query], k, mode, alpha)[0]

@@ -11,12 +11,15 @@ Layout of an index directory::
                        the r-th vector
         docs.sqlite    documents(doc_id, title, text, meta, tokens, truncated, n_chunks) and
                        vectors(row, doc_id, chunk, char_start, char_end, tokens)
+        bm25/          BM25 over the same documents (``diffembed.index.lexical``), when built
+                       with it (meta.json's "bm25" entry)
 
 Every write (``write_generation``, called by ``build_index`` and ``add_documents``) copies the
 live generation into a fresh hidden temporary directory, changes the copy, fsyncs it, renames it
 to ``gen-N+1`` and only then replaces ``CURRENT``. A writer killed at any point (``kill -9``)
 therefore leaves the previous generation live and consistent (vector count == row count);
-leftovers are removed by the next writer. Readers (``VectorIndex``) open whatever ``CURRENT``
+leftovers are removed by the next writer, and a first build killed midway leaves only
+leftovers, which the next ``build_index`` replaces (``is_writer_debris``). Readers (``VectorIndex``) open whatever ``CURRENT``
 names and check the counts. An index never mixes models: ``check_model`` compares a model
 directory's hash with the recorded one.
 """
@@ -41,6 +44,7 @@ from diffembed.formats.corpus import Document
 from diffembed.io import atomic_dir, atomic_write, write_json
 
 if TYPE_CHECKING:
+    from diffembed.index.lexical import LexicalIndex
     from diffembed.index.search import Hit
     from diffembed.model.embedder import Embedder
 
@@ -51,6 +55,9 @@ VECTORS = "vectors.faiss"
 DOCS = "docs.sqlite"
 FAISS_TYPES = ("flat", "hnsw")
 _GEN_RE = re.compile(r"^gen-(\d{6,})$")
+# atomic_dir's temporary folder of a generation, and the old one it moves aside.
+_TMP_RE = re.compile(r"^\.gen-\d{6,}\.(.+\.tmp|old-\d+)$")
+LOCK = ".lock"
 
 
 class IndexFormatError(ValueError):
@@ -72,7 +79,12 @@ def current_generation(index_dir: str | Path) -> Path:
     index_dir = Path(index_dir)
     pointer = index_dir / CURRENT
     if not pointer.is_file():
-        raise IndexFormatError(f"{index_dir}: not an index (no {CURRENT} file)")
+        hint = ""
+        if index_dir.is_dir() and any(
+            p.name != LOCK and is_writer_debris(p.name) for p in index_dir.iterdir()
+        ):
+            hint = "; a build was interrupted: run `diffembed index build` again"
+        raise IndexFormatError(f"{index_dir}: not an index (no {CURRENT} file){hint}")
     name = pointer.read_text(encoding="utf-8").strip()
     if _gen_number(name) is None:
         raise IndexFormatError(f"{pointer}: malformed generation name {name!r}")
@@ -96,7 +108,7 @@ def writer_lock(index_dir: Path) -> Iterator[None]:
     import fcntl
 
     index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / ".lock", "a+") as f:
+    with open(index_dir / LOCK, "a+") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,13 +121,29 @@ def writer_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def is_writer_debris(name: str) -> bool:
+    """Whether ``name`` (an entry of an index folder) is the lock or what a writer killed
+    midway leaves: a temporary generation (``.gen-*.tmp``), a generation never made live, or
+    the temporary file of ``CURRENT``."""
+    return (
+        name == LOCK
+        or _gen_number(name) is not None
+        or bool(_TMP_RE.match(name))
+        or (name.startswith(f".{CURRENT}.") and name.endswith(".tmp"))
+    )
+
+
 def _clean_leftovers(index_dir: Path, keep: str | None) -> None:
-    """Remove temporary generation folders and generations other than ``keep``."""
+    """Remove what killed writers left (temporary generations, a temporary ``CURRENT``) and
+    generations other than ``keep``. Call it holding ``writer_lock``."""
     for p in index_dir.iterdir():
-        stale_tmp = p.name.startswith(".gen-") and p.name.endswith(".tmp")
-        old_gen = _gen_number(p.name) is not None and p.name != keep
-        if (stale_tmp or old_gen) and p.is_dir():
+        if p.name in (LOCK, keep) or not is_writer_debris(p.name):
+            continue
+        if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def _swap_current(index_dir: Path, name: str) -> None:
@@ -173,6 +201,15 @@ def select_in(db: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list[t
 
 
 # ------------------------------------------------------------------------------ reading
+def _corrupt(path: Path, what: str, error: Exception) -> IndexFormatError:
+    """The error for an index file that cannot be read: named, with the way out."""
+    reason = str(error).split("failed: ")[-1].strip().splitlines()[0][:200]
+    return IndexFormatError(
+        f"{path}: {what} ({reason}); the file is truncated or corrupt: rebuild the index with "
+        "`diffembed index build --overwrite`"
+    )
+
+
 class VectorIndex:
     """A read-only view of one generation of an index (what ``CURRENT`` named when opened).
 
@@ -184,6 +221,7 @@ class VectorIndex:
         self.generation = generation
         self.meta = meta
         self.faiss_index = faiss_index
+        self.lexical: LexicalIndex | None = None  # the generation's BM25, when built with it
         # check_same_thread=False: the server searches from worker threads, read-only.
         self.db = sqlite3.connect(
             f"file:{generation / DOCS}?mode=ro", uri=True, check_same_thread=False
@@ -205,10 +243,17 @@ class VectorIndex:
             )
         if not (gen / VECTORS).is_file() or not (gen / DOCS).is_file():
             raise IndexFormatError(f"{gen}: missing {VECTORS} or {DOCS}")
-        faiss_index = _faiss().read_index(str(gen / VECTORS))
+        try:
+            faiss_index = _faiss().read_index(str(gen / VECTORS))
+        except RuntimeError as e:  # faiss reports a short or garbled file this way
+            raise _corrupt(gen / VECTORS, "not a readable faiss index", e) from None
         index = cls(index_dir, gen, meta, faiss_index)
-        rows = index.db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-        docs = index.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        try:
+            rows = index.db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+            docs = index.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            index.close()
+            raise _corrupt(gen / DOCS, "not a readable SQLite database of documents", e) from None
         want = meta["count"]
         if not (faiss_index.ntotal == rows == want["vectors"] and docs == want["documents"]):
             index.close()
@@ -216,6 +261,14 @@ class VectorIndex:
                 f"{gen}: inconsistent: {faiss_index.ntotal} vectors, {rows} rows, {docs} "
                 f"documents; meta.json says {want}"
             )
+        if meta.get("bm25") is not None:
+            from diffembed.index.lexical import LexicalIndex
+
+            try:
+                index.lexical = LexicalIndex.open(gen, meta, docs)
+            except ValueError as e:
+                index.close()
+                raise IndexFormatError(str(e)) from None
         return index
 
     def close(self) -> None:
@@ -247,14 +300,18 @@ class VectorIndex:
 
     def describe_mode(self) -> str:
         d = self.meta["documents"]
+        bm25 = "; BM25 alongside" if self.lexical is not None else ""
         if d["mode"] == "chunked":
+            late = ""
+            if d.get("chunking") == "late":
+                late = " late-chunked (pooled from the whole document in context),"
             return (
-                f"chunked: {d['chunk_tokens']}-token windows, overlap {d['chunk_overlap']}; "
-                "documents ranked by their best chunk"
+                f"chunked:{late} {d['chunk_tokens']}-token windows, overlap "
+                f"{d['chunk_overlap']}; documents ranked by their best chunk{bm25}"
             )
         return (
             f"whole documents up to max_length={self.meta['embedding']['max_length']} tokens "
-            f"({d['truncated']} of {self.n_documents} truncated)"
+            f"({d['truncated']} of {self.n_documents} truncated){bm25}"
         )
 
     def ids(self) -> list[str]:
@@ -300,10 +357,16 @@ class VectorIndex:
 
 # ------------------------------------------------------------------------------ the model
 def check_model(meta: dict[str, Any], model_dir: str | Path) -> dict[str, str]:
-    """Raise ``ModelMismatchError`` unless ``model_dir`` hashes to the index's model hash."""
+    """Raise ``ModelMismatchError`` unless ``model_dir`` hashes to the index's model hash.
+
+    The hash covers what determines the vectors (weights, config, tokenizer, pooling and
+    prompts), so a model card edit or removed training records do not matter. Indexes from
+    before recorded a hash of all files (``hash_method`` "sha256 of all files") and are checked
+    that way."""
     from diffembed.model.model_dir import hash_model_dir
 
-    got = hash_model_dir(model_dir)
+    legacy = str(meta["model"].get("hash_method", "")).startswith("sha256 of all files")
+    got = hash_model_dir(model_dir, all_files=legacy)
     want = meta["model"]["hash"]
     if got["hash"] != want:
         raise ModelMismatchError(
@@ -341,6 +404,7 @@ class EncodedDocuments:
     doc_tokens: list[int]  # per doc: tokens of the whole text (prefix and specials included)
     doc_truncated: list[bool]
     doc_chunks: list[int]
+    windowed: int = 0  # late chunking: documents encoded in several windows
 
 
 def write_generation(
@@ -360,6 +424,10 @@ def write_generation(
     name = f"gen-{max(numbers, default=0) + 1:06d}"
     with atomic_dir(index_dir / name) as tmp:
         counts = _write_tables(tmp, base, meta, encoded, replace_ids)
+        if meta.get("bm25") is not None:  # re-index every document: idf changes with each
+            from diffembed.index.lexical import write_bm25
+
+            meta = dict(meta, bm25=write_bm25(tmp, tmp / DOCS))
         write_json(tmp / META, _next_meta(meta, name, counts, len(encoded.docs), replace_ids, op))
         for p in (tmp / DOCS, tmp / VECTORS):
             _fsync_path(p)

@@ -1,7 +1,7 @@
 """Embedder: texts -> L2-normalised vectors from a backbone, with prompts and token budgets.
 
 An ``Embedder`` wraps a backbone (see ``diffembed.model.backbone``) and its tokenizer. ``encode``
-validates the texts, prepends an instruction (``"{instruction}: {text}"`` by default), tokenizes,
+validates the texts, prepends an instruction (``"{instruction}:\n{text}"`` by default), tokenizes,
 counts and reports truncation, sorts by length and fills batches up to a token budget, runs the
 backbone under ``torch.inference_mode`` (bf16 autocast where the hardware supports it), pools,
 normalises, and returns the vectors in the input order as ``float32 [N, H]``.
@@ -37,7 +37,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from diffembed.io import atomic_dir, write_json
 from diffembed.model.backbone import CheckpointError, attention_of, load_backbone, read_json
-from diffembed.model.model_dir import FORMAT_VERSION, read_settings, write_st_files
+from diffembed.model.model_dir import (
+    FORMAT_VERSION,
+    check_st_prompts,
+    read_settings,
+    resolve_max_length,
+    st_prompt_length,
+    whitespace_free_template,
+    write_st_files,
+)
 from diffembed.model.packing import PACKED_ATTENTION, PackedLayout, attention_implementation
 from diffembed.model.pooling import POOLINGS, pool
 from diffembed.model.precision import PRECISIONS, autocast, bf16_wanted
@@ -45,11 +53,32 @@ from diffembed.model.tokenizer import load_tokenizer, verify_saved_tokenizer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "{instruction}: {text}"
+# The prefix ends with a newline, not a space: a trailing space merges into the text's first
+# word when tokenized in context, and sentence-transformers (which counts the prompt's tokens
+# alone) would then exclude that word from pooling. See ``model_dir.check_st_prompts``.
+DEFAULT_TEMPLATE = "{instruction}:\n{text}"
 
 
 class TruncationWarning(UserWarning):
     """Some inputs were longer than ``max_length`` tokens and were truncated."""
+
+
+class TextTooLongError(ValueError):
+    """Texts exceed ``max_length`` tokens and truncation was refused (``truncate=False``):
+    ``indices`` are their 0-based positions in the texts, ``lengths`` their token counts."""
+
+    def __init__(self, message: str, indices: list[int], lengths: list[int], max_length: int):
+        super().__init__(message)
+        self.indices, self.lengths, self.max_length = indices, lengths, max_length
+
+
+class NonFiniteEmbeddingError(FloatingPointError):
+    """Embeddings came out NaN, infinite or zero: ``rows`` are the texts' 0-based positions;
+    ``bad_weights`` names the model's weight tensors holding NaN/inf (empty when all finite)."""
+
+    def __init__(self, message: str, rows: list[int], bad_weights: list[str]):
+        super().__init__(message)
+        self.rows, self.bad_weights = rows, bad_weights
 
 
 @dataclass
@@ -130,17 +159,22 @@ class Embedder:
 
     Args:
         backbone: a transformers base model (``load_backbone``); returns ``last_hidden_state``.
-        tokenizer: its tokenizer (a fast tokenizer: offsets are used for instruction exclusion).
+        tokenizer: its tokenizer (a fast one).
         pooling: ``"mean"`` (default), ``"last"`` or ``"weighted_mean"``.
         normalize: L2-normalise the output vectors.
-        max_length: the most tokens a text may have (instruction and special tokens included).
+        max_length: the most tokens a text may have (instruction and special tokens included);
+            default 512, or the model's ``max_position_embeddings`` if fewer. Beyond them: a
+            logged warning, or a ``ValueError`` with ``strict_length``.
         prompts: named instructions, e.g. ``{"query": "Given a question, retrieve passages"}``.
         prompt_template: how an instruction joins a text; must end with ``{text}``.
-        include_instruction: pool over the instruction tokens too (False pools the text only,
-            located by character offsets, not by a separator string).
+        include_instruction: pool over the instruction tokens too. False excludes the first
+            tokens, as many as the instruction prefix has tokenized alone (exactly what
+            sentence-transformers does with ``include_prompt: false``); the template's prefix must
+            then not end with whitespace (which would merge into the text's first token).
         precision: ``"auto"`` (bf16 autocast where the hardware has fast bf16), ``"bf16"``, ``"fp32"``.
         padding_side: ``"right"`` or ``"left"``; results do not depend on it.
         max_tokens_per_batch: default token budget of a batch (rows x longest row).
+        strict_length: refuse a ``max_length`` beyond the model's positions instead of warning.
     """
 
     def __init__(
@@ -149,13 +183,14 @@ class Embedder:
         tokenizer: PreTrainedTokenizerBase,
         pooling: str = "mean",
         normalize: bool = True,
-        max_length: int = 512,
+        max_length: int | None = None,
         prompts: dict[str, str] | None = None,
         prompt_template: str = DEFAULT_TEMPLATE,
         include_instruction: bool = True,
         precision: str = "auto",
         padding_side: str = "right",
         max_tokens_per_batch: int = 16384,
+        strict_length: bool = False,
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -168,8 +203,17 @@ class Embedder:
                 f"prompt_template must contain '{{instruction}}' and end with '{{text}}', "
                 f"got {prompt_template!r}"
             )
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        fixed = whitespace_free_template(prompt_template)
+        if not include_instruction and fixed != prompt_template:
+            raise ValueError(
+                f"prompt_template {prompt_template!r} ends with whitespace before '{{text}}': with "
+                "include_instruction=False the instruction's tokens are counted alone, where the "
+                "whitespace is a token of its own, although in context it merges into the text's "
+                f"first word; use {fixed!r}"
+            )
+        max_length = resolve_max_length(
+            max_length, backbone.config, strict_length, "max_length (--max-length)"
+        )
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(f"a fast tokenizer is required, got {type(tokenizer).__name__}")
         self.backbone = backbone
@@ -185,6 +229,7 @@ class Embedder:
         self.max_tokens_per_batch = max_tokens_per_batch
         # encode runs batches packed (pad-free) where the backbone allows; False: padded path.
         self.packing = True
+        self._prompt_lengths: dict[str, int] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -205,6 +250,14 @@ class Embedder:
         if not instruction:
             return ""
         return self.prompt_template[: -len("{text}")].format(instruction=instruction)
+
+    def prompt_length(self, prefix: str) -> int:
+        """How many leading tokens of ``prefix + text`` belong to the instruction prefix and are
+        left out of pooling when ``include_instruction`` is False: ``prefix`` tokenized alone,
+        less a trailing special token, the count sentence-transformers uses."""
+        if prefix not in self._prompt_lengths:
+            self._prompt_lengths[prefix] = st_prompt_length(self.tokenizer, prefix)
+        return self._prompt_lengths[prefix]
 
     def _resolve_instruction(self, prompt: str | None, prompt_name: str | None) -> str | None:
         if prompt is not None and prompt_name is not None:
@@ -234,37 +287,33 @@ class Embedder:
 
         Texts longer than ``max_length`` tokens are truncated (counted in the result, and a
         ``TruncationWarning`` unless ``warn=False``) or, with ``truncate=False``, refused. The
-        pool mask is 1 on the tokens that are pooled (all, or only the text's when
-        ``include_instruction`` is False). ``max_length`` overrides ``self.max_length`` for this
-        call (training tokenizes queries and documents to different lengths).
+        pool mask is 1 on the tokens that are pooled: all, or, when ``include_instruction`` is
+        False, all but the first ``prompt_length(prefix)``. ``max_length`` overrides
+        ``self.max_length`` for this call (training tokenizes queries and documents to different
+        lengths).
         """
         max_length = max_length or self.max_length
         full = [prefix + t for t in texts]
-        need_offsets = bool(prefix) and not self.include_instruction
+        exclude = self.prompt_length(prefix) if prefix and not self.include_instruction else 0
         kwargs = dict(add_special_tokens=True, return_attention_mask=False, verbose=False)
-        enc = self.tokenizer(full, truncation=False, return_offsets_mapping=need_offsets, **kwargs)
-        ids: list[list[int]] = enc["input_ids"]
-        offsets = enc.get("offset_mapping") if need_offsets else None
+        ids: list[list[int]] = self.tokenizer(full, truncation=False, **kwargs)["input_ids"]
         too_long = [i for i, x in enumerate(ids) if len(x) > max_length]
         if too_long:
             longest = max(len(ids[i]) for i in too_long)
             if not truncate:
-                raise ValueError(
+                raise TextTooLongError(
                     f"{len(too_long)} text(s) exceed max_length={max_length} tokens "
                     f"(first: index {too_long[0]}, longest: {longest} tokens); "
-                    "pass truncate=True to truncate them"
+                    "pass truncate=True to truncate them",
+                    too_long,
+                    [len(ids[i]) for i in too_long],
+                    max_length,
                 )
             cut = self.tokenizer(
-                [full[i] for i in too_long],
-                truncation=True,
-                max_length=max_length,
-                return_offsets_mapping=need_offsets,
-                **kwargs,
+                [full[i] for i in too_long], truncation=True, max_length=max_length, **kwargs
             )
             for j, i in enumerate(too_long):
                 ids[i] = cut["input_ids"][j]
-                if offsets is not None:
-                    offsets[i] = cut["offset_mapping"][j]
             if warn:
                 warnings.warn(
                     f"truncated {len(too_long)} of {len(texts)} text(s) to max_length="
@@ -276,17 +325,12 @@ class Embedder:
         for i, row in enumerate(ids):
             if not row:
                 raise ValueError(f"texts[{i}] tokenizes to no tokens")
-            if offsets is None:
-                masks.append([1] * len(row))
-                continue
-            # A token belongs to the text when it covers any character after the prefix.
-            mask = [1 if end > len(prefix) else 0 for _, end in offsets[i]]
-            if not any(mask):
+            if len(row) <= exclude:
                 raise ValueError(
-                    f"texts[{i}]: no text token left to pool after the instruction "
-                    f"(max_length={max_length})"
+                    f"texts[{i}]: no text token left to pool after the instruction's {exclude} "
+                    f"tokens (max_length={max_length})"
                 )
-            masks.append(mask)
+            masks.append([0] * exclude + [1] * (len(row) - exclude))
         if too_long:
             return Tokenized(ids, masks, len(too_long), longest)
         return Tokenized(ids, masks)
@@ -434,7 +478,7 @@ class Embedder:
             hidden = self.backbone(
                 input_ids=input_ids, attention_mask=attention, position_ids=positions
             ).last_hidden_state
-        return pool(hidden.float(), pool_mask, self.pooling)
+        return pool(hidden.float(), pool_mask, self.pooling, attention)
 
     def _embed_packed(
         self,
@@ -451,8 +495,10 @@ class Embedder:
             list(itertools.chain.from_iterable(range(n) for n in lengths)), dtype=torch.long
         )
         pool_mask = torch.zeros(len(ids), layout.width, dtype=torch.long)
+        attention = torch.zeros(len(ids), layout.width, dtype=torch.long)
         for b, m in enumerate(masks):
             pool_mask[b, : len(m)] = torch.tensor(m, dtype=torch.long)
+            attention[b, : len(m)] = 1
         with (
             autocast or contextlib.nullcontext(),
             attention_implementation(self.backbone, PACKED_ATTENTION),
@@ -462,16 +508,38 @@ class Embedder:
                 position_ids=positions[None].to(device),
                 diffembed_layout=layout,
             ).last_hidden_state  # [1, N, H]
-        return pool(layout.pad(hidden[0]).float(), pool_mask.to(device), self.pooling)
+        return pool(
+            layout.pad(hidden[0]).float(), pool_mask.to(device), self.pooling, attention.to(device)
+        )
 
-    @staticmethod
-    def _check_finite(vectors: torch.Tensor, batch: list[int]) -> None:
+    def _check_finite(self, vectors: torch.Tensor, batch: list[int]) -> None:
         bad = (~torch.isfinite(vectors).all(dim=1)) | (vectors.norm(dim=1) == 0)
         if bool(bad.any()):
             rows = [batch[i] for i in torch.nonzero(bad).flatten().tolist()]
-            raise FloatingPointError(
-                f"non-finite or zero embedding for texts {rows[:10]}; try precision='fp32'"
+            broken = self.nonfinite_weights()
+            if broken:
+                raise NonFiniteEmbeddingError(
+                    f"non-finite embedding for texts {rows[:10]}: the model's weights hold NaN or "
+                    f"infinite values ({len(broken)} tensors, e.g. {broken[0]}); the checkpoint "
+                    "is broken, no precision setting helps: re-train or re-export it",
+                    rows,
+                    broken,
+                )
+            raise NonFiniteEmbeddingError(
+                f"non-finite or zero embedding for texts {rows[:10]} (the weights are finite); "
+                "try precision='fp32'",
+                rows,
+                [],
             )
+
+    def nonfinite_weights(self) -> list[str]:
+        """Names of the backbone's parameters and buffers that hold NaN or infinite values."""
+        tensors = itertools.chain(self.backbone.named_parameters(), self.backbone.named_buffers())
+        return [
+            name
+            for name, t in tensors
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ]
 
     def role_prompt(self, role: str, instruction: str | None = None) -> dict[str, str | None]:
         """``encode`` keyword arguments for a ``"query"`` (``instruction``, or the ``"query"``
@@ -521,17 +589,37 @@ class Embedder:
             if cfg.get("is_causal") != (self.attention == "causal"):
                 raise CheckpointError(f"{tmp / 'config.json'}: is_causal was not saved")
             verify_saved_tokenizer(self.tokenizer, tmp, list(self.prompts.values()))
-            write_json(tmp / "diffembed.json", self.settings())
-            write_st_files(
-                tmp,
-                max_length=self.max_length,
-                dim=self.dim,
-                pooling=self.pooling,
-                normalize=self.normalize,
-                include_prompt=self.include_instruction,
-                prompts={k: self.instruction_prefix(v) for k, v in self.prompts.items()},
-            )
+            self._write_settings(tmp)
         return directory
+
+    def rewrite_settings(self, directory: str | Path) -> Path:
+        """Rewrite diffembed.json and the sentence-transformers files of an existing model
+        directory from this embedder's settings, after ``save``'s prompt check; weights,
+        tokenizer and other files (model card, ``training/``) stay. For a directory saved by an
+        older diffembed whose prompts sentence-transformers splits: load it, then rewrite it."""
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise CheckpointError(f"{directory}: not a model directory (no config.json)")
+        self._write_settings(directory)
+        return directory
+
+    def _write_settings(self, directory: Path) -> None:
+        """Check the prompts against the directory's tokenizer, then write diffembed.json and the
+        sentence-transformers files (prompts as the literal prefixes)."""
+        prompts = {k: self.instruction_prefix(v) for k, v in self.prompts.items()}
+        if not self.include_instruction:
+            # Raises unless sentence-transformers excludes exactly the prompt's tokens.
+            check_st_prompts(load_tokenizer(directory), prompts)
+        write_json(directory / "diffembed.json", self.settings())
+        write_st_files(
+            directory,
+            max_length=self.max_length,
+            dim=self.dim,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            include_prompt=self.include_instruction,
+            prompts=prompts,
+        )
 
     @classmethod
     def load(
@@ -545,7 +633,8 @@ class Embedder:
         """Load a model directory: one written by ``save``, any sentence-transformers directory
         of a supported backbone, or a bare LM directory (then mean pooling and defaults).
 
-        ``overrides`` replace saved settings (e.g. ``pooling="last"``, ``precision="fp32"``).
+        ``overrides`` replace saved settings (e.g. ``pooling="last"``, ``precision="fp32"``,
+        ``strict_length=True``). Older templates are read as ``read_settings`` says.
         """
         directory = Path(directory)
         settings = read_settings(directory)

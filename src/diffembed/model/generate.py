@@ -4,7 +4,9 @@
 * Diffusion models: iterative unmasking with low-confidence remasking (LLaDA): start from the
   prompt followed by ``length`` mask tokens; at each of ``steps`` steps predict every masked
   position, keep the most confident predictions (an equal share of the positions per step) and
-  leave the rest masked.
+  leave the rest masked. A model adapted from an AR LM with the shift (``diffembed_shift`` in
+  its config.json; ``train.adaptation``) predicts the token at position i from the output at
+  i - 1, so its logits are shifted right by one before unmasking, as Dream's sampler does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from diffembed.model.backbone import inspect_backbone
+from diffembed.model.backbone import (
+    CheckpointError,
+    _quiet_transformers,
+    checkpoint_tensors,
+    inspect_backbone,
+    read_json,
+)
 from diffembed.model.tokenizer import load_tokenizer
 
 
@@ -28,14 +36,19 @@ def diffusion_sample(
     temperature: float = 0.0,
     banned_ids: tuple[int, ...] = (),
     generator: torch.Generator | None = None,
+    shift: bool = False,
 ) -> torch.Tensor:
     """Generate ``length`` tokens after ``prompt_ids [P]`` by iterative unmasking: ``[P + length]``.
 
     ``temperature`` 0 takes the argmax; otherwise predictions are sampled. Confidence is the
     probability of the chosen token; ``banned_ids`` (mask, pad, ...) are never produced.
+    ``shift``: the token at position i is predicted from the output at i - 1 (the prompt then
+    needs at least one token).
     """
     if steps < 1 or length < 1:
         raise ValueError("steps and length must be >= 1")
+    if shift and len(prompt_ids) == 0:
+        raise ValueError("a shifted model predicts from the previous position: give a prompt")
     device = next(model.parameters()).device
     x = torch.cat([prompt_ids.to(device), torch.full((length,), mask_id, device=device)]).unsqueeze(
         0
@@ -46,7 +59,9 @@ def diffusion_sample(
         masked = x[0] == mask_id
         if k == 0 or not masked.any():
             continue
-        logits = model(input_ids=x).logits[0].float()  # [T, V], no shift: position i -> token i
+        logits = model(input_ids=x).logits[0].float()  # [T, V]: position i -> token i
+        if shift:  # the output at i - 1 predicts token i (row 0 is the prompt's, never used)
+            logits = torch.cat([logits[:1], logits[:-1]])
         logits[:, list(banned_ids)] = float("-inf")
         probs = (
             torch.softmax(logits / temperature, dim=-1)
@@ -64,6 +79,26 @@ def diffusion_sample(
     return x[0]
 
 
+_LM_ARCHITECTURES = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ModelLM")
+
+
+def check_lm_head(model_dir: str | Path) -> None:
+    """Refuse a directory without a language-model head: an embedding model (``Embedder.save``
+    writes the bare backbone), whose "generations" would be noise from a head it never had."""
+    model_dir = Path(model_dir)
+    architectures = read_json(model_dir / "config.json").get("architectures") or []
+    if any(str(a).endswith(_LM_ARCHITECTURES) for a in architectures):
+        return
+    if any(name.startswith("lm_head.") for name in checkpoint_tensors(model_dir)):
+        return
+    kind = "an embedding model" if (model_dir / "diffembed.json").exists() else "a bare backbone"
+    raise CheckpointError(
+        f"{model_dir}: no language-model head ({kind}; architectures: "
+        f"{', '.join(map(str, architectures)) or 'none'}), so it cannot generate text; "
+        "give a pretrained LM directory (the --out of `diffembed pretrain`)"
+    )
+
+
 def generate_text(
     model_dir: str | Path,
     prompt: str,
@@ -73,9 +108,13 @@ def generate_text(
     seed: int = 0,
 ) -> str:
     """Sample a continuation of ``prompt`` from one of our pretrained LM directories."""
+    if length < 1 or (steps is not None and steps < 1) or temperature < 0:
+        raise ValueError("length and steps must be >= 1 and temperature >= 0")
     info = inspect_backbone(model_dir)
+    check_lm_head(model_dir)
     tokenizer: PreTrainedTokenizerBase = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True).eval()
+    with _quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True).eval()
     prompt_ids = torch.tensor(tokenizer(prompt)["input_ids"])
     torch.manual_seed(seed)
     if info.objective == "diffusion":
@@ -87,8 +126,17 @@ def generate_text(
             if i is not None
         )
         gen = torch.Generator().manual_seed(seed)
+        shift = bool(read_json(Path(model_dir) / "config.json").get("diffembed_shift", False))
         out = diffusion_sample(
-            model, prompt_ids, length, steps or length, info.mask_token_id, temperature, banned, gen
+            model,
+            prompt_ids,
+            length,
+            steps or length,
+            info.mask_token_id,
+            temperature,
+            banned,
+            gen,
+            shift=shift,
         )
     elif info.default_attention == "causal":
         out = model.generate(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,10 @@ import transformers
 from diffembed.io import write_json
 from diffembed.model.backbone import CheckpointError, read_json
 
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
+DEFAULT_MAX_LENGTH = 512  # when neither the settings nor the caller give one (capped by the model)
 HASH_FULL_LIMIT = 64 << 20  # files up to 64 MiB are hashed whole
 HASH_SAMPLES = 16
 # sentence-transformers pooling flags, per our pooling name.
@@ -26,12 +31,42 @@ ST_POOLING_FLAGS = {
 }
 
 
-def hash_model_dir(directory: str | Path) -> dict[str, str]:
-    """A cheap content hash of a model directory: ``{"hash": "sha256:...", "method": ...}``.
+# What determines a model's vectors: weights, model config, tokenizer files, and the pooling,
+# prompt and length settings (ours and sentence-transformers'), in the root or a module folder.
+HASHED_NAMES = frozenset(
+    {
+        "config.json",
+        "adapter_config.json",
+        "diffembed.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+    }
+)
+HASHED_SUFFIXES = (".safetensors", ".bin", ".index.json", ".model", ".tiktoken")
+# Version stamps in those JSON files that change with the library, not with the vectors.
+HASH_IGNORED_KEYS = frozenset({"transformers_version", "__version__", "_name_or_path"})
 
-    Every file counts (relative path, size and content) except hidden ones and those under
-    ``checkpoint*`` folders (training state). Files up to 64 MiB are hashed whole; a larger
-    file (weights) contributes its first and last MiB and 16 evenly spaced 1 MiB samples.
+
+def hash_model_dir(directory: str | Path, *, all_files: bool = False) -> dict[str, str]:
+    """A cheap content hash of what determines a model directory's vectors:
+    ``{"hash": "sha256:...", "hash_method": ...}``.
+
+    Counted (relative path, size and content): weights (``*.safetensors``, ``*.bin`` and their
+    shard indexes), ``config.json`` files, tokenizer files, and the pooling/prompt/length
+    settings (``diffembed.json``, ``modules.json``, ``sentence_bert_config.json``,
+    ``config_sentence_transformers.json``). Not counted: the model card, ``training/`` records,
+    ``checkpoint*`` folders, hidden files, anything else. JSON files count by their parsed
+    content without library version stamps. Files up to 64 MiB are hashed whole; a larger file
+    (weights) contributes its first and last MiB and 16 evenly spaced 1 MiB samples.
+    ``all_files=True`` gives the hash older indexes recorded (every file, raw bytes).
     """
     directory = Path(directory)
     h = hashlib.sha256()
@@ -43,6 +78,17 @@ def hash_model_dir(directory: str | Path) -> dict[str, str]:
             p.startswith("checkpoint") for p in parts[:-1]
         ):
             continue
+        if not all_files:
+            if "training" in parts[:-1]:
+                continue
+            name = parts[-1]
+            if name not in HASHED_NAMES and not name.endswith(HASHED_SUFFIXES):
+                continue
+            if name.endswith(".json"):
+                data = _canonical_json(path)
+                if data is not None:
+                    h.update(rel.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+                    continue
         size = path.stat().st_size
         h.update(rel.encode() + b"\0" + str(size).encode() + b"\0")
         with path.open("rb") as f:
@@ -58,12 +104,65 @@ def hash_model_dir(directory: str | Path) -> dict[str, str]:
             for offset in offsets:
                 f.seek(offset)
                 h.update(f.read(chunk))
-    method = "sha256 of all files" + (" (files > 64 MiB sampled)" if sampled else "")
+    method = (
+        "sha256 of all files"
+        if all_files
+        else "sha256 of weights, config, tokenizer and pooling/prompt files"
+    )
+    method += " (files > 64 MiB sampled)" if sampled else ""
     return {"hash": f"sha256:{h.hexdigest()}", "hash_method": method}
 
 
+def _canonical_json(path: Path) -> bytes | None:
+    """``path``'s JSON, key-sorted, without ``HASH_IGNORED_KEYS``; None when not JSON."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in HASH_IGNORED_KEYS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    if path.stat().st_size > HASH_FULL_LIMIT:
+        return None
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return json.dumps(strip(data), sort_keys=True, separators=(",", ":")).encode()
+
+
+def whitespace_free_template(template: str) -> str:
+    """``template`` with the whitespace that ends its prefix (before ``{text}``) replaced by one
+    newline; unchanged if its prefix ends otherwise."""
+    prefix = template[: -len("{text}")] if template.endswith("{text}") else template
+    return prefix.rstrip() + "\n{text}" if prefix != prefix.rstrip() else template
+
+
+def _check_choices(settings: dict[str, Any], path: Path) -> None:
+    """Refuse a saved setting outside its choices, naming the file (not an Embedder argument)."""
+    from diffembed.model.backbone import ATTENTIONS
+    from diffembed.model.pooling import POOLINGS
+
+    choices = {"pooling": POOLINGS, "padding_side": ("left", "right"), "attention": ATTENTIONS}
+    for key, allowed in choices.items():
+        value = settings.get(key)
+        if key in settings and value not in allowed and not (key == "attention" and value is None):
+            raise CheckpointError(
+                f"{path}: {key} {value!r} is not one of {', '.join(allowed)}; correct the file"
+            )
+    length = settings.get("max_length")
+    if length is not None and (not isinstance(length, int) or length < 1):
+        raise CheckpointError(f"{path}: max_length {length!r} is not a positive integer")
+
+
 def read_settings(directory: Path) -> dict[str, Any]:
-    """Embedder settings from diffembed.json, else from the sentence-transformers files."""
+    """Embedder settings from diffembed.json, else from the sentence-transformers files.
+
+    A template saved by older diffembed versions with instruction exclusion and a prefix
+    ending in whitespace (``"{instruction}: {text}"``) is read with a newline instead (logged):
+    sentence-transformers cannot exclude such a prefix exactly.
+    ``Embedder.load(dir).rewrite_settings(dir)`` updates the directory."""
     if (directory / "diffembed.json").exists():
         settings = read_json(directory / "diffembed.json")
         version = settings.get("format_version")
@@ -71,6 +170,20 @@ def read_settings(directory: Path) -> dict[str, Any]:
             raise CheckpointError(
                 f"{directory / 'diffembed.json'}: unsupported format_version {version!r}"
             )
+        _check_choices(settings, directory / "diffembed.json")
+        template = settings.get("prompt_template")
+        if isinstance(template, str) and settings.get("include_instruction") is False:
+            fixed = whitespace_free_template(template)
+            if fixed != template:
+                logger.warning(
+                    "%s: prompt_template %r ends with whitespace, which sentence-transformers "
+                    "cannot exclude from pooling exactly; using %r. Embedder.load(dir)"
+                    ".rewrite_settings(dir) rewrites the directory's settings.",
+                    directory / "diffembed.json",
+                    template,
+                    fixed,
+                )
+                settings["prompt_template"] = fixed
         return settings
     settings: dict[str, Any] = {}
     if (directory / "modules.json").exists():
@@ -124,7 +237,9 @@ def write_st_files(
     ]
     if normalize:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": st + "Normalize"})
-        (directory / "2_Normalize").mkdir()
+        (directory / "2_Normalize").mkdir(exist_ok=True)
+    elif (directory / "2_Normalize").is_dir() and not any((directory / "2_Normalize").iterdir()):
+        (directory / "2_Normalize").rmdir()  # rewriting a directory whose model normalised
     write_json(directory / "modules.json", modules)
     pooling_cfg: dict[str, Any] = {
         "word_embedding_dimension": dim,
@@ -149,3 +264,102 @@ def write_st_files(
             "__version__": {"transformers": transformers.__version__, "pytorch": torch.__version__},
         },
     )
+
+
+# ----------------------------------------------------------------------------- prompts
+# Queries a saved prompt is checked against: one-token words (the reported zero vectors), digits,
+# punctuation first, a sentence.
+PROMPT_PROBES: tuple[str, ...] = (
+    "python",
+    "x",
+    "sockets",
+    "tokens",
+    "42",
+    "(a+b)^2",
+    "How do I open a socket in Python?",
+)
+
+
+def st_prompt_length(tokenizer: Any, prompt: str) -> int:
+    """How many leading tokens sentence-transformers excludes from pooling for ``prompt`` when its
+    Pooling has ``include_prompt: false``: the prompt tokenized alone (special tokens included),
+    less a trailing special token (``Transformer._get_prompt_length``, sentence-transformers 5-6).
+    """
+    ids = tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"]
+    if ids and ids[-1] in set(tokenizer.all_special_ids):
+        return len(ids) - 1
+    return len(ids)
+
+
+def check_st_prompts(
+    tokenizer: Any, prompts: Mapping[str, str], probes: Iterable[str] = PROMPT_PROBES
+) -> None:
+    """Raise ``CheckpointError`` unless every literal ``prompts`` prefix ends on a token boundary:
+    its tokens alone must be the first tokens of ``prompt + query`` for every probe query, with
+    at least one query token after them. Otherwise sentence-transformers, which excludes the
+    prompt's token count from pooling, would drop (part of) the query's first word, and a
+    one-token query would embed to a zero vector."""
+    probes = list(probes)
+    for name, prompt in prompts.items():
+        k = st_prompt_length(tokenizer, prompt)
+        alone = tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"][:k]
+        for query in probes:
+            ids = tokenizer(prompt + query, add_special_tokens=True, verbose=False)["input_ids"]
+            if ids[:k] != alone or len(ids) <= k:
+                raise CheckpointError(
+                    f"prompt {name!r} ({prompt!r}) does not end on a token boundary: tokenized "
+                    f"alone it is {k} tokens, but before {query!r} its last token merges with the "
+                    "query's, so sentence-transformers would exclude part of the query from "
+                    "pooling. End the prompt template's prefix with a character that does not "
+                    "merge (e.g. '{instruction}:\\n{text}'), not with whitespace."
+                )
+
+
+# ----------------------------------------------------------------------------- max_length
+def max_positions(config: Mapping[str, Any] | Any) -> int | None:
+    """The most positions a model was built for: ``max_position_embeddings`` (LLaDA:
+    ``max_sequence_length``) of a config object or config.json dict; None if it has none."""
+    get = config.get if isinstance(config, Mapping) else lambda k: getattr(config, k, None)
+    for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+        value = get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_max_length(
+    max_length: int | None,
+    config: Mapping[str, Any] | Any,
+    strict: bool = False,
+    flag: str = "max_length",
+    where: str = "",
+) -> int:
+    """``max_length``, or by default 512 capped by the model's positions (``config``: a config
+    object or config.json dict), checked: beyond the positions a logged warning, or with
+    ``strict`` a ``ValueError`` that names ``flag`` (and ``where``, e.g. the directory)."""
+    positions = max_positions(config)
+    if max_length is None:
+        max_length = min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
+    if max_length < 1:
+        raise ValueError(f"{flag} must be >= 1, got {max_length}")
+    if positions is not None and max_length > positions:
+        problem = (
+            f"{where}max_length {max_length} exceeds the model's max_position_embeddings "
+            f"{positions}: positions beyond {positions} were never trained; set {flag} to at "
+            f"most {positions}"
+        )
+        if strict:
+            raise ValueError(problem)
+        logger.warning("%s", problem)
+    return max_length
+
+
+def check_max_length(directory: str | Path, max_length: int | None, strict: bool = False) -> int:
+    """The ``max_length`` a directory's model runs with (``max_length``, else the saved one),
+    checked by ``resolve_max_length`` naming ``--max-length``; for CLI commands that check
+    before loading."""
+    directory = Path(directory)
+    if max_length is None:
+        max_length = read_settings(directory).get("max_length")
+    config = read_json(directory / "config.json")
+    return resolve_max_length(max_length, config, strict, "--max-length", f"{directory}: ")

@@ -31,13 +31,17 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return summed / m.sum(dim=1, keepdim=True)
 
 
-def weighted_mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Position-weighted mean (SGPT): the k-th pooled token gets weight k (k = 1, 2, ...).
-
-    Weights count only pooled tokens, so left padding does not shift them.
+def weighted_mean_pool(
+    hidden: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Position-weighted mean (SGPT): a pooled token at position k of its text (k = 1, 2, ...,
+    counted over ``attention``, the non-pad tokens, so padding does not shift them) gets weight
+    k. Excluded instruction tokens keep their positions, as in sentence-transformers; without
+    ``attention`` the positions count the pooled tokens only.
     """
     m = _check(hidden, mask)
-    weights = torch.cumsum(m, dim=1) * m
+    counted = m if attention is None else attention.to(torch.float32)
+    weights = torch.cumsum(counted, dim=1) * m
     summed = torch.einsum("bth,bt->bh", hidden.float(), weights)
     return summed / weights.sum(dim=1, keepdim=True)
 
@@ -50,12 +54,33 @@ def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Dispatch to the pooling named ``mode`` (one of ``POOLINGS``)."""
+def pool(
+    hidden: torch.Tensor, mask: torch.Tensor, mode: str, attention: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dispatch to the pooling named ``mode`` (one of ``POOLINGS``); ``attention`` (the non-pad
+    tokens, ``[B, T]``) gives ``weighted_mean`` its positions."""
     if mode == "mean":
         return mean_pool(hidden, mask)
     if mode == "weighted_mean":
-        return weighted_mean_pool(hidden, mask)
+        return weighted_mean_pool(hidden, mask, attention)
     if mode == "last":
         return last_token_pool(hidden, mask)
     raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+
+
+def span_mean_pool(hidden: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:
+    """Late chunking's pooling: the mean of ``hidden[row, start:end]`` for each ``(row, start,
+    end)`` token span, ``[B, T, H] -> [len(spans), H]`` in float32 (several spans per row).
+
+    A span covering exactly the tokens ``mean_pool`` would pool in a row gives that row's
+    ``mean_pool`` vector.
+    """
+    if hidden.dim() != 3:
+        raise ValueError(f"expected hidden [B,T,H], got {tuple(hidden.shape)}")
+    B, T, _ = hidden.shape
+    bad = [s for s in spans if not (0 <= s[0] < B and 0 <= s[1] < s[2] <= T)]
+    if bad:
+        raise ValueError(f"token spans {bad[:3]} are empty or outside hidden [{B}, {T}, H]")
+    if not spans:
+        return hidden.new_zeros((0, hidden.shape[2]), dtype=torch.float32)
+    return torch.stack([hidden[r, s:e].float().mean(dim=0) for r, s, e in spans])

@@ -18,7 +18,6 @@ import hmac
 import json
 import logging
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from diffembed.serve.batcher import Batcher, EmbedResult, QueueFull, RejectedInput
+from diffembed.serve.live_index import LiveIndex
 from diffembed.serve.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -236,7 +236,8 @@ def create_app(
     config = config or ServeConfig()
     config.validate()
     metrics = Metrics()
-    routes = _Routes(embedder, config, Batcher(embedder, config, metrics), index)
+    live = LiveIndex(index) if index is not None else None
+    routes = _Routes(embedder, config, Batcher(embedder, config, metrics), live)
     app = FastAPI(
         title="diffembed",
         version="1",
@@ -246,7 +247,7 @@ def create_app(
     app.state.batcher = routes.batcher
     app.state.metrics = metrics
     app.state.config = config
-    app.state.index = index
+    app.state.index = live
     _add_error_handlers(app)
     _add_routes(app, routes)
     return Guard(app, config, metrics)  # type: ignore[return-value]
@@ -260,8 +261,9 @@ def _request_models() -> tuple[type, type]:
         """OpenAI's embeddings request, plus ``prompt_name``/``instruction`` and ``truncate``."""
 
         model_config = ConfigDict(extra="forbid")
-        input: StrictStr | list[StrictStr] = Field(
-            description="a string or a list of strings (token arrays are not accepted)"
+        input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]] = Field(
+            description="a string, a list of strings, or token ids of the served model's own "
+            "tokenizer: a list of ids (one input) or a list of id lists"
         )
         model: StrictStr | None = Field(default=None, description="the served model id")
         encoding_format: Literal["float", "base64"] = "float"
@@ -288,6 +290,12 @@ def _request_models() -> tuple[type, type]:
         prompt_name: StrictStr | None = None
         instruction: StrictStr | None = None
         truncate: StrictBool = False
+        mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+            default=None, description="default: hybrid when the index has BM25, else dense"
+        )
+        alpha: float | None = Field(
+            default=None, ge=0, le=1, description="hybrid: weight of dense; default RRF (k=60)"
+        )
 
     return EmbeddingRequest, SearchRequest
 
@@ -309,7 +317,10 @@ def _validation_message(err: Any) -> APIError:
     where = ".".join(loc) or "body"
     message = f"{where}: {first.get('msg', 'invalid request')}"
     if loc and loc[0] == "input" and first.get("type") != "missing":
-        message = "input must be a string or a list of strings (token arrays are not accepted)"
+        message = (
+            "input must be a string, a list of strings, a list of token ids or a list of "
+            "token-id lists"
+        )
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error(s))"
     return APIError(400, message, param=loc[0] if loc else None)
@@ -367,7 +378,7 @@ def _add_routes(app: "FastAPI", routes: "_Routes") -> None:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and what is loaded (no API key needed)."""
-        return routes.health()
+        return await routes.health()
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
@@ -383,7 +394,7 @@ class _Routes:
         embedder: "Embedder",
         config: ServeConfig,
         batcher: Batcher,
-        index: "VectorIndex | None",
+        index: LiveIndex | None,
     ) -> None:
         self.embedder = embedder
         self.config = config
@@ -391,7 +402,6 @@ class _Routes:
         self.metrics = batcher.metrics
         self.index = index
         self.created = int(time.time())
-        self.search_lock = threading.Lock()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: "FastAPI"):  # noqa: ANN201
@@ -448,7 +458,39 @@ class _Routes:
         except RejectedInput as e:
             raise APIError(400, str(e), param=e.param, code=e.code) from None
 
-    def check_texts(self, texts: list[str]) -> None:
+    def input_texts(self, value: Any) -> list[str]:
+        """``input`` as texts. Token ids (a list: one input; a list of lists: several) must be
+        the served model's own tokenizer's; they are decoded (special tokens dropped) and
+        embedded as that text, which re-tokenizes to the same ids for tokenizer output."""
+        if isinstance(value, str):
+            return [value]
+        items = list(value)
+        if not items or isinstance(items[0], str):
+            return items
+        flat = isinstance(items[0], int)
+        rows = [items] if flat else items
+        if len(rows) > self.config.max_inputs:
+            self.check_texts(rows)  # the too-many-inputs error
+        tokenizer = self.embedder.tokenizer
+        vocab = len(tokenizer)
+        texts = []
+        for i, row in enumerate(rows):
+            if not row:
+                raise APIError(400, f"input[{i}] is an empty token list", param=f"input[{i}]")
+            bad = next((j for j, t in enumerate(row) if not 0 <= t < vocab), None)
+            if bad is not None:
+                where = f"input[{bad}]" if flat else f"input[{i}][{bad}]"
+                raise APIError(
+                    400,
+                    f"{where}: token id {row[bad]} is not in the model's vocabulary (0..{vocab - 1});"
+                    " send token ids of the served model's own tokenizer, or text",
+                    param=where,
+                    code="invalid_token_id",
+                )
+            texts.append(tokenizer.decode(row, skip_special_tokens=True))
+        return texts
+
+    def check_texts(self, texts: list[Any]) -> None:
         if not texts:
             raise APIError(400, "input is an empty list", param="input")
         if len(texts) > self.config.max_inputs:
@@ -469,7 +511,7 @@ class _Routes:
 
         dim = self.embedder.dim
         self.check_model(req.model)
-        texts = [req.input] if isinstance(req.input, str) else list(req.input)
+        texts = self.input_texts(req.input)
         self.check_texts(texts)
         if req.dimensions is not None and not 1 <= req.dimensions <= dim:
             raise APIError(
@@ -501,39 +543,9 @@ class _Routes:
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     async def search(self, req: Any) -> dict[str, Any]:
-        from starlette.concurrency import run_in_threadpool
+        from diffembed.serve.search import search_route
 
-        index, max_k = self.index, self.config.max_k
-        if index is None:
-            raise APIError(404, "no index is loaded (start with --index)", code="no_index")
-        if not req.query.strip():
-            raise APIError(400, "query is empty or whitespace only", param="query")
-        if not _is_unicode(req.query):
-            raise APIError(400, "query is not valid Unicode (lone surrogate)", param="query")
-        if not 1 <= req.k <= max_k:
-            raise APIError(400, f"k must be between 1 and {max_k}", param="k")
-        default = self.embedder.prompts.get("query")
-        prefix = self.resolve_prefix(req.prompt_name, req.instruction, default)
-        result = await self.embed([req.query], prefix, req.truncate)
-
-        def run() -> list[dict[str, Any]]:
-            with self.search_lock:
-                return [h.to_dict() for h in index.search(result.vectors, req.k)[0]]
-
-        hits = await run_in_threadpool(run)
-        tokens = int(sum(result.tokens))
-        return {
-            "object": "list",
-            "data": hits,
-            "model": self.config.model_name,
-            "index": {
-                "documents": index.n_documents,
-                "vectors": index.ntotal,
-                **index.mode,
-                "description": index.describe_mode(),
-            },
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        return await search_route(self, req)
 
     def models(self) -> dict[str, Any]:
         embedder = self.embedder
@@ -552,16 +564,16 @@ class _Routes:
             ],
         }
 
-    def health(self) -> dict[str, Any]:
-        index = self.index
+    async def health(self) -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        info = None if self.index is None else await run_in_threadpool(self.index.describe)
         return {
             "status": "ok",
             "model": self.config.model_name,
             "dimensions": self.embedder.dim,
             "queue_texts": self.batcher.pending,
-            "index": None
-            if index is None
-            else {"documents": index.n_documents, "vectors": index.ntotal, **index.mode},
+            "index": info,
         }
 
 

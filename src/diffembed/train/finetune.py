@@ -135,7 +135,11 @@ class Trainer:
                 f"{self.world_size} processes"
             )
         self.local_batch_size = config.global_batch_size // self.world_size
-        self.pairs = pairs if pairs is not None else read_pairs(config.pairs)
+        self.pairs = (
+            pairs
+            if pairs is not None
+            else read_pairs(config.pairs, config.instruction, config.columns)
+        )
         self.pairs_sha256 = pairs_digest(self.pairs)
         self.plan = BatchPlan([p.task for p in self.pairs], config.global_batch_size, config.seed)
         self.prompts = task_prompts(self.pairs)
@@ -580,11 +584,14 @@ def finetune(config: FinetuneConfig, pairs: list[Pair] | None = None) -> Path:
     ``pairs`` may be given instead of being read from ``config.pairs``. Resumes from a
     checkpoint when ``config.resume`` is set.
     """
+    runtime.check_output_dir(config.out, config.overwrite)  # before any work
     trainer = Trainer(config, pairs)
     try:
         checkpoint = trainer.resolve_resume()
         if checkpoint is not None:
             trainer.load_checkpoint(checkpoint)
+        if config.resume and trainer.rank == 0:
+            runtime.clean_checkpoint_debris(config.checkpoints)
         return trainer.train()
     finally:
         trainer.close()

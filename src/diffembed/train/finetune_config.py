@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffembed.formats.pairs import parse_columns
 from diffembed.model.backbone import ATTENTIONS
 from diffembed.model.pooling import POOLINGS
 
@@ -55,6 +56,22 @@ class FinetuneConfig:
         required=True,
     )
     out: Path = _opt(None, "output embedding-model directory", required=True)
+    overwrite: bool = _opt(
+        False,
+        "replace an existing --out directory (when training ends, atomically)",
+        action="store_true",
+    )
+    instruction: str | None = _opt(
+        None,
+        "one instruction for every pair of a file without them, e.g. sentence-transformers "
+        "anchor/positive/negative columns (task: 'query' unless a column gives it)",
+    )
+    columns: str | None = _opt(
+        None,
+        "map the pairs file's columns onto the fields, e.g. "
+        "query=question,positive=answer,negatives=neg1+neg2",
+        metavar="FIELD=COLUMN,...",
+    )
     attention: str | None = _opt(
         None,
         "attention during and after training (default: the model's own)",
@@ -130,6 +147,7 @@ class FinetuneConfig:
         self.model, self.pairs, self.out = Path(self.model), Path(self.pairs), Path(self.out)
         if self.checkpoint_dir is not None:
             self.checkpoint_dir = Path(self.checkpoint_dir)
+        parse_columns(self.columns)  # PairsError (a ValueError) naming --columns
         for ok, message in self._checks():
             if not ok:
                 raise ValueError(message)

@@ -17,7 +17,11 @@ OBJECTIVES: tuple[str, ...] = ("diffusion", "ar", "mntp")
 
 
 def mask_for_diffusion(
-    input_ids: torch.Tensor, mask_id: int, t: torch.Tensor, generators: list[torch.Generator]
+    input_ids: torch.Tensor,
+    mask_id: int,
+    t: torch.Tensor,
+    generators: list[torch.Generator],
+    keep_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace each token by ``mask_id`` independently with probability ``t`` of its sequence.
 
@@ -26,6 +30,8 @@ def mask_for_diffusion(
         mask_id: the mask token id.
         t: ``[B]`` masking rates in (0, 1].
         generators: one generator per sequence (B of them).
+        keep_first: never mask position 0 (with the AR shift it has no previous position to be
+            predicted from); the other positions get the same draws either way.
 
     Returns:
         ``noisy [B, T]`` and ``masked [B, T]`` (bool, True where a token was masked).
@@ -33,7 +39,18 @@ def mask_for_diffusion(
     b, n = input_ids.shape
     u = torch.stack([torch.rand(n, generator=g) for g in generators]).to(input_ids.device)
     masked = u < t.view(b, 1)
+    if keep_first:
+        masked[:, 0] = False
     return torch.where(masked, torch.full_like(input_ids, mask_id), input_ids), masked
+
+
+def shift_left(targets: torch.Tensor) -> torch.Tensor:
+    """The positions whose outputs predict the ``targets [B, T]`` (bool) under the AR shift:
+    ``out[:, i] = targets[:, i + 1]`` (token i+1 is predicted from position i; the last
+    position predicts nothing). Used by MNTP and by shifted diffusion."""
+    previous = torch.zeros_like(targets)
+    previous[:, :-1] = targets[:, 1:]
+    return previous
 
 
 def sample_t(generators: list[torch.Generator], eps: float = 1e-3) -> torch.Tensor:
@@ -48,11 +65,12 @@ def diffusion_loss(
     """Masked-diffusion loss, summed over the sequences given (divide by batch size outside).
 
     Args:
-        logits: ``[M, V]`` predictions at the M masked positions (no shift: position i predicts
-            token i).
+        logits: ``[M, V]`` predictions of the M masked tokens (made at the masked positions, or
+            at the positions before them with the AR shift).
         targets: ``[M]`` the original tokens at those positions.
         t: ``[M]`` the masking rate of the sequence each position belongs to.
-        seq_len: T, the sequence length.
+        seq_len: the number of maskable positions per sequence: T, or T - 1 with the shift
+            (position 0 is then context, never masked).
 
     Returns:
         scalar ``sum_b (1/T) sum_{i masked in b} CE_i / t_b`` — the negative ELBO of each sequence

@@ -12,6 +12,8 @@ token budget, AdamW with warmup + cosine decay, gradient clipping and bf16 autoc
 loss and the attention differ: diffusion is bidirectional and predicts masked tokens in place;
 AR is causal and predicts the next token. ``mntp`` continues an AR model with bidirectional
 attention and LLM2Vec's masked next-token prediction (the paper's AR baseline adaptation).
+``diffusion`` with ``init`` an AR model is DiffuLLaMA/Dream's adaptation: attention-mask
+annealing and the AR shift (``train.adaptation``).
 
 Multi-process data parallel: run under ``torchrun``; gloo on CPU, nccl on GPU. Every sequence of
 a global batch gets its noise from its own generator (seeded by seed, step and its index in the
@@ -40,6 +42,7 @@ from diffembed.model.backbone import CheckpointError, read_json
 from diffembed.model.precision import autocast
 from diffembed.model.tokenizer import load_tokenizer
 from diffembed.provenance import provenance
+from diffembed.train.adaptation import anneal_mask, anneal_ratio, check_adaptation, resolve_shift
 from diffembed.train.objectives import OBJECTIVES
 from diffembed.train.pretrain_data import batch_indices, prepare_data, sample_generators
 from diffembed.train.pretrain_model import (
@@ -103,6 +106,11 @@ class PretrainConfig:
     # objective details
     mask_eps: float = 1e-3  # diffusion: t ~ U(eps, 1)
     mntp_rate: float = 0.2
+    # diffusion adapted from an AR model (train.adaptation): attention opens from causal to full
+    # over the first anneal_steps steps (0: full from the start); shift: position i predicts
+    # the masked token i+1 (None: on when init is a causal LM, decided when the run starts)
+    anneal_steps: int = 0
+    shift: bool | None = None
     # evaluation, logging, checkpoints
     eval_every: int = 10
     eval_tokens: int = 8 * 128  # held-out tokens (whole documents, never trained on)
@@ -127,19 +135,7 @@ class PretrainConfig:
             )
         if self.steps < 1 or self.seq_len < 8:
             raise ValueError("steps must be >= 1 and seq_len >= 8")
-
-    def model_fields(self) -> dict[str, Any]:
-        keys = (
-            "layers",
-            "hidden",
-            "heads",
-            "kv_heads",
-            "ffn",
-            "seq_len",
-            "rope_theta",
-            "residual_init",
-        )
-        return {k: getattr(self, k) for k in keys}
+        check_adaptation(self)
 
     @property
     def tokens_per_step(self) -> int:
@@ -215,6 +211,9 @@ def config_hash(config: PretrainConfig) -> str:
     """Hash of the fields that define the run; log/eval cadence may change on resume."""
     exempt = {"eval_every", "log_every", "save_every", "compile"}
     data = {k: v for k, v in dataclasses.asdict(config).items() if k not in exempt}
+    for key in ("anneal_steps", "shift"):  # unset: the hash of runs made before they existed
+        if not data[key]:
+            del data[key]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -270,6 +269,7 @@ def pretrain(
     ctx = init_distributed(device)
     try:
         _check_run(config, ctx, out, init, resume)
+        config = resolve_shift(config, init)
         run = _Run(config, ctx, out, load_tokenizer(tokenizer_dir), corpus, init)
         if resume:
             run.resume()
@@ -328,7 +328,7 @@ class _Run:
         init: Path | None,
     ) -> None:
         self.config, self.ctx, self.out, self.tokenizer = config, ctx, out, tokenizer
-        self.ckpt = out / "checkpoint"
+        self.ckpt, self.init = out / "checkpoint", init
         self.train_blocks, self.heldout, self.data_stats = prepare_data(config, tokenizer, corpus)
         self.model = initial_model(config, tokenizer, init).to(ctx.device)
         self.model.train()
@@ -369,7 +369,7 @@ class _Run:
         self.ddp = (
             torch.nn.parallel.DistributedDataParallel(self.scored) if ctx.world > 1 else self.scored
         )
-        self.mask_id = tokenizer.mask_token_id
+        self.mask_id, self.vocab = tokenizer.mask_token_id, len(tokenizer)
         self.special = tuple(
             i
             for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -429,6 +429,10 @@ class _Run:
         per_rank = config.global_batch // ctx.world
         mine = range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)  # positions in the batch
         loss_sum, head_positions = 0.0, 0
+        implementation = self.model.config._attn_implementation
+        attention = anneal_mask(
+            step, config.anneal_steps, config.seq_len, config.seed, implementation, ctx.device
+        )
         for m0 in range(0, per_rank, config.micro_batch):
             positions = list(mine[m0 : m0 + config.micro_batch])
             tokens = torch.as_tensor(
@@ -439,7 +443,14 @@ class _Run:
             sync = contextlib.nullcontext() if (last or ctx.world == 1) else self.ddp.no_sync()
             with sync, autocast(ctx.device, config.bf16):
                 loss, heads = micro_batch_loss(
-                    self.ddp, tokens, gens, config, self.mask_id, len(self.tokenizer), self.special
+                    self.ddp,
+                    tokens,
+                    gens,
+                    config,
+                    self.mask_id,
+                    self.vocab,
+                    self.special,
+                    attention,
                 )
                 # DDP averages gradients over ranks, so scale by world / global batch.
                 (loss * ctx.world / config.global_batch).backward()
@@ -466,6 +477,8 @@ class _Run:
             "tokens_per_s": round(window.tokens / dt, 1),
             "mfu": round(window.flops / dt / (self.peak * self.ctx.world), 4),
         }
+        if config.anneal_steps:
+            row["attention_open"] = anneal_ratio(step - 1, config.anneal_steps)
         bar.set_postfix(
             loss=f"{loss_value:.3f}",
             tok_s=f"{row['tokens_per_s']:.0f}",
@@ -506,6 +519,7 @@ class _Run:
                 self.state,
                 self.data_stats,
                 start_time,
+                self.init,
             )
             _write_samples(self.out)
 
@@ -544,6 +558,7 @@ def _write_model(
     state: dict[str, Any],
     data_stats: dict[str, Any],
     start_time: float,
+    init: Path | None = None,
 ) -> None:
     """Write the HF model directory files into ``out``; config.json last, so that a directory
     with a config.json is complete."""
@@ -559,6 +574,7 @@ def _write_model(
         out / "pretrain.json",
         {
             "config": dataclasses.asdict(config),
+            "init": str(init) if init is not None else None,
             "data": data_stats,
             "tokens_trained": state["step"] * config.tokens_per_step,
             "parameters": sum(p.numel() for p in model.parameters()),

@@ -20,6 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from diffembed.io import atomic_dir, write_json
 from diffembed.model.backbone import CheckpointError, read_json
 from diffembed.model.precision import autocast
+from diffembed.train.adaptation import record_adaptation
 from diffembed.train.objectives import (
     ar_loss,
     diffusion_loss,
@@ -27,6 +28,7 @@ from diffembed.train.objectives import (
     mask_for_mntp,
     mntp_loss,
     sample_t,
+    shift_left,
 )
 from diffembed.train.pretrain_data import sample_generators
 from diffembed.train.runtime import OptimizerFiles, optimizer_files, restore_optimizer
@@ -69,6 +71,7 @@ def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> L
     hf.is_causal = config.objective == "ar"
     hf.diffembed_objective = config.objective
     hf.mask_token_id = tokenizer.mask_token_id
+    record_adaptation(hf, config, None)
     torch.manual_seed(config.seed)
     model = LlamaForCausalLM(hf)
     if config.residual_init == "zero":
@@ -103,6 +106,7 @@ def initial_model(
     hf.is_causal = config.objective == "ar"
     hf.diffembed_objective = config.objective
     hf.mask_token_id = tokenizer.mask_token_id
+    record_adaptation(hf, config, init)
     model = LlamaForCausalLM.from_pretrained(str(init), config=hf, dtype=torch.float32)
     return model
 
@@ -145,18 +149,27 @@ def measure_matmul_peak(
 class ScoredLM(torch.nn.Module):
     """An LM whose forward returns LM-head logits only where predictions are scored.
 
-    ``forward(input_ids [B, T], select [B, T] bool | None) -> logits [M, V]`` for the M selected
-    positions, or ``[B, T-1, V]`` (all but the last position) when ``select`` is None. Computing
-    the head only where needed saves most of its cost for diffusion and MNTP. This is the module
-    DDP wraps, so gradient synchronisation sees the whole computation.
+    ``forward(input_ids [B, T], select [B, T] bool | None, attention_mask) -> logits [M, V]``
+    for the M selected positions, or ``[B, T-1, V]`` (all but the last position) when ``select``
+    is None; ``attention_mask`` is None (the model's own attention) or a ``[1, 1, T, T]`` mask
+    (``adaptation.anneal_mask``). Computing the head only where needed saves most of its cost
+    for diffusion and MNTP. This is the module DDP wraps, so gradient synchronisation sees the
+    whole computation.
     """
 
     def __init__(self, lm: LlamaForCausalLM) -> None:
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.lm.model(input_ids=input_ids).last_hidden_state  # [B, T, H], post-norm
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        select: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.lm.model(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state  # [B, T, H], post-norm
         if select is None:
             return self.lm.lm_head(hidden[:, :-1])
         return self.lm.lm_head(hidden[select])
@@ -170,28 +183,30 @@ def micro_batch_loss(
     mask_id: int | None,
     vocab_size: int,
     special_ids: tuple[int, ...] = (),
+    attention: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed loss over the rows of a micro-batch and the number of LM-head positions computed.
 
     ``scored`` is a ``ScoredLM`` (possibly DDP-wrapped); ``tokens [B, T]``; ``gens`` one
-    generator per row. The caller divides by the global batch size.
+    generator per row; ``attention`` the step's annealed mask (diffusion only) or None. The
+    caller divides by the global batch size.
     """
     if config.objective == "ar":
         logits = scored(tokens)
         return ar_loss(logits, tokens), logits.shape[0] * logits.shape[1]
     if config.objective == "diffusion":
         t = sample_t(gens, config.mask_eps).to(tokens.device)
-        noisy, masked = mask_for_diffusion(tokens, mask_id, t, gens)
-        logits = scored(noisy, masked)
+        noisy, masked = mask_for_diffusion(tokens, mask_id, t, gens, keep_first=bool(config.shift))
+        # With the AR shift, masked token i is predicted from the output at i - 1.
+        logits = scored(noisy, shift_left(masked) if config.shift else masked, attention)
         t_rows = t.view(-1, 1).expand_as(masked)[masked]
-        return diffusion_loss(logits, tokens[masked], t_rows, tokens.shape[1]), int(masked.sum())
+        maskable = tokens.shape[1] - int(bool(config.shift))
+        return diffusion_loss(logits, tokens[masked], t_rows, maskable), int(masked.sum())
     noisy, selected = mask_for_mntp(
         tokens, mask_id, vocab_size, gens, config.mntp_rate, special_ids
     )
     # Selected position i is predicted from the output at i - 1 (position 0 is never selected).
-    previous = torch.zeros_like(selected)
-    previous[:, :-1] = selected[:, 1:]
-    logits = scored(noisy, previous)
+    logits = scored(noisy, shift_left(selected))
     counts = selected.sum(dim=1, keepdim=True).clamp(min=1).expand_as(selected)[selected]
     return mntp_loss(logits, tokens[selected], counts.float()), int(selected.sum())
 
@@ -204,7 +219,9 @@ def evaluate(
 
     AR: cross-entropy and perplexity. Diffusion: masked-token cross-entropy at t = 0.15, 0.5,
     0.85, and the negative ELBO per token on an 8-point t grid (a bound on the NLL; its exp is a
-    perplexity bound). MNTP: masked next-token cross-entropy.
+    perplexity bound). MNTP: masked next-token cross-entropy. Diffusion is scored with the
+    run's shift (then over the T - 1 tokens after position 0, as AR's cross-entropy is) and
+    always with full attention, the attention the model is saved with, also while annealing.
     """
     scored.eval()
     cfg = scored.lm.config
@@ -220,18 +237,15 @@ def evaluate(
         """(sum of masked CE, negative-ELBO sum, masked count) at masking rate ``rate``."""
         ce = bound = 0.0
         count = 0
+        shift = bool(config.shift)
         for j, b in enumerate(batches):
             t = torch.full((len(b),), rate, device=device)
-            noisy, masked = mask_for_diffusion(
-                b, mask_id, t, sample_generators(seed, j, range(len(b)))
-            )
-            logits = scored(noisy, masked).float()
+            gens = sample_generators(seed, j, range(len(b)))
+            noisy, masked = mask_for_diffusion(b, mask_id, t, gens, keep_first=shift)
+            logits = scored(noisy, shift_left(masked) if shift else masked).float()
             ce += float(torch.nn.functional.cross_entropy(logits, b[masked], reduction="sum"))
-            bound += float(
-                diffusion_loss(
-                    logits, b[masked], t.view(-1, 1).expand_as(masked)[masked], b.shape[1]
-                )
-            )
+            t_rows = t.view(-1, 1).expand_as(masked)[masked]
+            bound += float(diffusion_loss(logits, b[masked], t_rows, b.shape[1] - int(shift)))
             count += int(masked.sum())
         return ce, bound, count
 

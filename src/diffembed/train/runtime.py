@@ -180,6 +180,8 @@ def restore_rng_states(states: dict[str, torch.Tensor], ctx: Dist) -> None:
 
 # ------------------------------------------------------------------------------ checkpoints
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+# What a checkpoint write killed midway leaves: atomic_dir's temporary folder, or the old one.
+_STEP_DEBRIS = re.compile(r"^\.step-\d+\.(.+\.tmp|old-\d+)$")
 
 
 def step_checkpoint(directory: Path, step: int) -> Path:
@@ -196,9 +198,34 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` ``step-N`` checkpoints of ``directory``."""
+    """Delete all but the newest ``keep`` ``step-N`` checkpoints of ``directory``, and what
+    killed checkpoint writes left (``clean_checkpoint_debris``)."""
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    clean_checkpoint_debris(directory)
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that is a file, or a non-empty folder without ``overwrite``
+    (``--overwrite``); a run checks before any work, and writes ``out`` atomically at its end."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{out}: exists and is not empty; pass --overwrite to replace it (the new model "
+            "replaces it when training ends) or choose another --out"
+        )
+
+
+def clean_checkpoint_debris(directory: Path) -> None:
+    """Remove the temporary (``.step-N.*.tmp``) and moved-aside (``.step-N.old-PID``) folders
+    that a checkpoint write killed midway leaves in ``directory``. Call it from the one process
+    that writes checkpoints, when no write is under way."""
+    if not directory.is_dir():
+        return
+    for p in directory.iterdir():
+        if _STEP_DEBRIS.match(p.name) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def json_safe(value: Any) -> Any:

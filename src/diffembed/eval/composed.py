@@ -1,0 +1,182 @@
+"""Evaluated retrievers made of others: ``diffembed eval --retriever dense|bm25|hybrid`` and
+``--chunking plain|late``.
+
+- ``ChunkedRetriever``: a model directory's retriever whose documents are split into token
+  chunks exactly as ``diffembed index build --chunk-tokens`` splits them (``chunking`` plain:
+  each chunk embedded alone; late: pooled from the whole document, ``diffembed.index.late``); a
+  document scores as its best chunk, as in index search.
+- ``compose_retriever``: the retriever ``evaluate_model`` runs for ``--retriever``: dense (the
+  model), bm25, or hybrid (:class:`diffembed.eval.retrievers.HybridRetriever`, the fusion the
+  index and the server use).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from diffembed.eval.models import EmbedderRetriever
+from diffembed.eval.retrievers import (
+    BM25Retriever,
+    DenseRetriever,
+    EncodeReport,
+    HybridRetriever,
+    Retriever,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRIEVERS = ("dense", "bm25", "hybrid")
+
+
+class ChunkedRetriever(DenseRetriever):
+    """``base``'s model with documents chunked (``chunking`` plain or late); queries, pairs and
+    symmetric collections (classification) are encoded whole, as by ``base``."""
+
+    def __init__(
+        self,
+        base: EmbedderRetriever,
+        chunk_tokens: int,
+        chunk_overlap: int = 0,
+        chunking: str = "late",
+    ) -> None:
+        from diffembed.index.late import CHUNKINGS
+
+        if chunking not in CHUNKINGS:
+            raise ValueError(f"--chunking must be one of {CHUNKINGS}, got {chunking!r}")
+        if chunk_tokens < 1 or not 0 <= chunk_overlap < chunk_tokens:
+            raise ValueError(
+                f"--chunk-tokens must be >= 1 and --chunk-overlap in [0, --chunk-tokens), got "
+                f"{chunk_tokens} and {chunk_overlap}"
+            )
+        super().__init__(base.show_progress)
+        self.base = base
+        self.chunk_tokens, self.chunk_overlap, self.chunking = chunk_tokens, chunk_overlap, chunking
+        self.name = f"{base.name} [{chunking} chunks of {chunk_tokens}]"
+        self.token_unit = base.token_unit
+        self.chunk_vectors: np.ndarray | None = None
+        self.starts = np.zeros(0, dtype=np.int64)
+        self.windowed = 0
+
+    def describe(self) -> dict[str, Any]:
+        info = self.base.describe()
+        info["name"] = self.name
+        info["settings"]["chunking"] = {
+            "mode": self.chunking,
+            "chunk_tokens": self.chunk_tokens,
+            "chunk_overlap": self.chunk_overlap,
+        }
+        return info
+
+    def _encode(
+        self, texts: list[str], instruction: str | None, role: str
+    ) -> tuple[np.ndarray, int]:
+        return self.base._encode(texts, instruction, role)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return self.base.token_lengths(texts)
+
+    def _index(self, texts: list[str], instruction: str | None, symmetric: bool) -> EncodeReport:
+        self.chunk_vectors = None
+        if symmetric:
+            return super()._index(texts, instruction, symmetric)
+        vectors, doc_chunks = self._chunk(texts)
+        self.chunk_vectors = vectors
+        self.starts = np.concatenate([[0], np.cumsum(doc_chunks)[:-1]]).astype(np.int64)
+        self.doc_vectors = np.zeros((len(texts), vectors.shape[1]), np.float32)  # unused
+        return EncodeReport(len(texts), 0, self.token_lengths(texts))
+
+    def _chunk(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Chunk vectors ``float32 [R, H]`` (documents' chunks in order) and chunks per doc."""
+        from diffembed.formats.corpus import Document
+        from diffembed.index.build import chunk_rows
+        from diffembed.index.late import late_chunk
+
+        emb = self.base.embedder
+        if self.chunking == "late":
+            late = late_chunk(
+                emb, texts, self.chunk_tokens, self.chunk_overlap, self.base.batch_tokens
+            )
+            vectors, doc_chunks = late.vectors, late.doc_chunks
+            self.windowed = late.windowed
+            if late.windowed:
+                logger.warning(
+                    "%s: %d of %d document(s) exceed max_length=%d and were encoded in "
+                    "overlapping windows",
+                    self.name,
+                    late.windowed,
+                    len(texts),
+                    emb.max_length,
+                )
+        else:
+            docs = [Document(id=str(i), text=t) for i, t in enumerate(texts)]
+            _, pieces, doc_chunks = chunk_rows(
+                emb, docs, texts, self.chunk_tokens, self.chunk_overlap
+            )
+            vectors, _ = self.base._encode(pieces, None, "document")
+        empty = [i for i, n in enumerate(doc_chunks) if n == 0]
+        if empty:
+            raise ValueError(f"document {empty[0]} of the collection has no chunk with text")
+        return np.ascontiguousarray(vectors, np.float32), list(doc_chunks)
+
+    def score_block(self, queries: np.ndarray, start: int, stop: int) -> np.ndarray:
+        if self.chunk_vectors is None:
+            return super().score_block(queries, start, stop)
+        scores = queries[start:stop] @ self.chunk_vectors.T
+        return np.maximum.reduceat(scores, self.starts, axis=1)
+
+    def top_k(
+        self,
+        queries: Any,
+        n_queries: int,
+        k: int,
+        targets: Mapping[int, np.ndarray] | None = None,
+        exclude_self: bool = False,
+        use_faiss: bool = False,
+        show_progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """Exact top-k over best-chunk scores (``Retriever.top_k``), or ``DenseRetriever``'s
+        for whole texts."""
+        if self.chunk_vectors is None:
+            return super().top_k(
+                queries, n_queries, k, targets, exclude_self, use_faiss, show_progress
+            )
+        return Retriever.top_k(
+            self, queries, n_queries, k, targets, exclude_self, False, show_progress
+        )
+
+
+def compose_retriever(
+    model: Retriever | None,
+    retriever: str = "dense",
+    alpha: float | None = None,
+    chunking: str | None = None,
+    chunk_tokens: int | None = None,
+    chunk_overlap: int = 0,
+) -> Retriever:
+    """The retriever for ``--retriever`` (``model``: what ``--model`` loaded; None or BM25 for
+    ``--model bm25``), with documents chunked when ``chunk_tokens`` is given."""
+    if retriever not in RETRIEVERS:
+        raise ValueError(f"--retriever must be one of {RETRIEVERS}, got {retriever!r}")
+    if alpha is not None and retriever != "hybrid":
+        raise ValueError("--alpha weighs dense against BM25: it needs --retriever hybrid")
+    if chunking is not None and chunk_tokens is None:
+        raise ValueError("--chunking needs --chunk-tokens (the size of each chunk)")
+    if retriever == "bm25" or isinstance(model, BM25Retriever) or model is None:
+        if retriever == "hybrid" or chunk_tokens is not None:
+            raise ValueError(
+                "--retriever hybrid and --chunk-tokens need a model directory as --model"
+            )
+        return model if isinstance(model, BM25Retriever) else BM25Retriever()
+    if chunk_tokens is not None:
+        if not isinstance(model, EmbedderRetriever):
+            raise ValueError("--chunk-tokens needs a diffembed model directory as --model")
+        model = ChunkedRetriever(model, chunk_tokens, chunk_overlap, chunking or "plain")
+    if retriever == "hybrid":
+        if not isinstance(model, DenseRetriever):
+            raise ValueError("--retriever hybrid needs a dense model as --model")
+        return HybridRetriever(model, BM25Retriever(), alpha)
+    return model

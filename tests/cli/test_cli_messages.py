@@ -1,0 +1,185 @@
+"""Errors the command line explains in one line naming the input (issue 16, items 10-12):
+--no-truncate, NaN weights, a bad diffembed.json, ``generate`` on an embedding model, corrupt
+index files, a busy port; and no faiss loader or transformers progress noise."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from diffembed.cli.main import main
+from diffembed.formats.corpus import Document
+from diffembed.index.build import build_index
+from diffembed.index.store import current_generation
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def encode(model: Path, src: Path, out: Path, *extra: str) -> list[str]:
+    return ["encode", "--model", str(model), "--input", str(src), "--output", str(out)] + [
+        *extra,
+        "--no-progress",
+    ]
+
+
+def test_no_truncate_names_the_flag_and_line(model_dir, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("short\n" + "word " * 200 + "\nalso short\n")
+    argv = encode(model_dir, src, tmp_path / "o.npy", "--no-truncate", "--max-length", "16")
+    rc, err = run(argv, capsys)
+    assert rc == 2
+    assert f"{src}:2:" in err and "--no-truncate" in err and "--max-length" in err
+    assert "truncate=True" not in err and "index" not in err
+
+
+def test_no_truncate_names_the_csv_line(model_dir, tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,short\n2," + "word " * 200 + "\n")
+    argv = encode(model_dir, src, tmp_path / "o.npy", "--no-truncate", "--max-length", "16")
+    rc, err = run(argv, capsys)
+    assert rc == 2 and f"{src}:3:" in err
+
+
+def test_encode_reads_csv_column_and_refuses_json(model_dir, tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,hello world\n2,second text\n")
+    out = tmp_path / "o.npy"
+    rc, _ = run(encode(model_dir, src, out), capsys)
+    assert rc == 0 and np.load(out).shape[0] == 2
+    bad = tmp_path / "in.json"
+    bad.write_text('["a", "b"]')
+    rc, err = run(encode(model_dir, bad, out), capsys)
+    assert rc == 2 and "in.json" in err and ".jsonl" in err and ".csv" in err
+
+
+@pytest.fixture(scope="module")
+def nan_model(model_dir, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("nan") / "model"
+    shutil.copytree(model_dir, path)
+    weights = load_file(str(path / "model.safetensors"))
+    for tensor in weights.values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+def test_nan_weights_blame_the_weights(nan_model, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    rc, err = run(encode(nan_model, src, tmp_path / "o.npy"), capsys)
+    assert rc == 2
+    assert str(nan_model) in err and "weights" in err and "NaN" in err
+    assert "precision='fp32'" not in err and "try --dtype" not in err
+
+
+def test_bad_pooling_in_settings_names_the_file(model_dir, tmp_path, capsys):
+    path = tmp_path / "model"
+    shutil.copytree(model_dir, path)
+    settings = json.loads((path / "diffembed.json").read_text())
+    settings["pooling"] = "maxx"
+    (path / "diffembed.json").write_text(json.dumps(settings))
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    rc, err = run(encode(path, src, tmp_path / "o.npy"), capsys)
+    assert rc == 2 and str(path / "diffembed.json") in err and "'maxx'" in err
+
+
+def test_generate_on_an_embedding_model_is_refused(model_dir, capsys):
+    rc, err = run(
+        ["generate", "--model", str(model_dir), "--prompt", "hi", "--length", "4"], capsys
+    )
+    assert rc == 2 and "no language-model head" in err and str(model_dir) in err
+    assert capsys.readouterr().out == ""
+
+
+@pytest.fixture(scope="module")
+def index_dir(model_dir, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("index") / "ix"
+    docs = [Document(id=f"d{i}", text=f"document number {i} about foxes") for i in range(4)]
+    build_index(docs, path, model_dir).close()
+    return path
+
+
+def corrupt(index_dir: Path, tmp_path: Path, name: str) -> tuple[Path, Path]:
+    copy = tmp_path / "ix"
+    shutil.copytree(index_dir, copy)
+    target = current_generation(copy) / name
+    data = target.read_bytes()
+    if name == "vectors.faiss":
+        target.write_bytes(data[: len(data) // 2])
+    else:
+        target.write_bytes(b"this is not a database" * 100)
+    return copy, target
+
+
+@pytest.mark.parametrize("name", ["vectors.faiss", "docs.sqlite"])
+def test_corrupt_index_files_are_named(index_dir, tmp_path, capsys, name):
+    copy, target = corrupt(index_dir, tmp_path, name)
+    docs = tmp_path / "more.jsonl"
+    docs.write_text('{"_id": "n1", "text": "new"}\n')
+    for argv in (
+        ["search", str(copy), "foxes"],
+        ["index", "add", str(copy), "--docs", str(docs), "--no-progress"],
+        ["index", "info", str(copy)],
+    ):
+        rc, err = run(argv, capsys)
+        assert rc == 2, argv
+        assert str(target) in err and "--overwrite" in err, err
+
+
+def test_busy_port_is_one_line_and_nothing_claims_to_serve(model_dir, capsys, caplog):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc, err = run(["serve", "--model", str(model_dir), "--port", str(port)], capsys)
+    assert rc == 2 and f"127.0.0.1:{port}" in err and "--port" in err
+    assert "serving" not in caplog.text
+
+
+def test_index_commands_print_no_faiss_loader_lines(index_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffembed", "search", str(index_dir), "foxes"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "faiss.loader" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr
+
+
+def test_no_progress_turns_off_transformers_bars(model_dir, tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    hf_logging.enable_progress_bar()  # earlier --no-progress runs in this process turned it off
+    try:
+        argv = encode(model_dir, src, tmp_path / "o.npy")
+        argv.remove("--no-progress")
+        assert main(argv) == 0
+        assert hf_logging.is_progress_bar_enabled()
+        assert main(encode(model_dir, src, tmp_path / "o.npy", "--no-progress")) == 0
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+def test_generate_on_a_language_model_still_generates(checkpoints, capsys):
+    argv = ["generate", "--model", str(checkpoints["llama"]), "--prompt", "hi", "--length", "3"]
+    rc, err = run(argv, capsys)
+    assert rc == 0 and "Loading weights" not in err

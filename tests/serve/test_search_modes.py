@@ -1,0 +1,97 @@
+"""``POST /v1/search`` with ``mode`` (dense, bm25, hybrid) and ``alpha``: the same results as
+``Searcher.search`` (the code ``diffembed search`` and ``diffembed eval --retriever`` share)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_serve import ServerThread, assert_error, request
+
+from diffembed.formats.corpus import Document
+from diffembed.index.build import build_index
+from diffembed.index.search import Searcher
+from diffembed.index.store import VectorIndex
+from diffembed.model.embedder import Embedder
+from diffembed.serve.app import ServeConfig, create_app
+
+WORDS = ["fox", "river", "bank", "tokens", "keys", "needles", "haystacks", "query", "words"]
+
+
+@pytest.fixture(scope="module")
+def embedder(model_dir) -> Embedder:
+    return Embedder.load(model_dir)
+
+
+def make_index(path: Path, model_dir: Path, embedder: Embedder, bm25: bool) -> Path:
+    rng = np.random.default_rng(0)
+    docs = [Document(id=f"d{i}", text=" ".join(rng.choice(WORDS, 8))) for i in range(12)]
+    docs.append(Document(id="rare", text="zebra stripes field guide"))
+    build_index(docs, path, model_dir, embedder=embedder, bm25=bm25).close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def index_dir(model_dir, embedder, tmp_path_factory) -> Path:
+    return make_index(tmp_path_factory.mktemp("modes") / "ix", model_dir, embedder, True)
+
+
+@pytest.fixture(scope="module")
+def server(embedder, index_dir):
+    config = ServeConfig(model_name="tiny")
+    with ServerThread(create_app(embedder, config, VectorIndex.open(index_dir))) as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "fox river", "k": 5},
+        {"query": "fox river", "k": 5, "mode": "hybrid", "alpha": 0.7},
+        {"query": "zebra keys", "k": 4, "mode": "bm25"},
+        {"query": "keys needles", "k": 3, "mode": "dense", "instruction": "Q"},
+    ],
+)
+def test_search_modes_match_searcher(server, index_dir, body):
+    status, _, out = request(server.port, "POST", "/v1/search", body)
+    assert status == 200, out
+    searcher = Searcher.open(index_dir)
+    want = searcher.search(
+        body["query"],
+        body["k"],
+        prompt=body.get("instruction"),
+        mode=body.get("mode"),
+        alpha=body.get("alpha"),
+    )
+    searcher.index.close()
+    assert [h["id"] for h in out["data"]] == [h.id for h in want]
+    np.testing.assert_allclose([h["score"] for h in out["data"]], [h.score for h in want], 1e-5)
+    assert out["search"] == {"mode": body.get("mode", "hybrid"), "alpha": body.get("alpha")}
+    assert out["index"]["bm25"] is True
+    if body.get("mode") == "bm25":  # nothing embedded
+        assert out["usage"]["prompt_tokens"] == 0 and out["data"][0]["id"] == "rare"
+    else:
+        assert out["usage"]["prompt_tokens"] > 0
+
+
+def test_search_mode_errors(server):
+    def post(body: dict):
+        return request(server.port, "POST", "/v1/search", body)
+
+    assert_error(post({"query": "fox", "mode": "sparse"}), 400, "mode")
+    assert_error(post({"query": "fox", "alpha": 1.5}), 400, "alpha")
+    assert_error(post({"query": "fox", "mode": "dense", "alpha": 0.5}), 400, "mode hybrid")
+
+
+def test_index_without_bm25_serves_dense_and_refuses_bm25(model_dir, embedder, tmp_path):
+    path = make_index(tmp_path / "ix", model_dir, embedder, False)
+    with ServerThread(
+        create_app(embedder, ServeConfig(model_name="m"), VectorIndex.open(path))
+    ) as s:
+        status, _, out = request(s.port, "POST", "/v1/search", {"query": "fox", "k": 3})
+        assert status == 200 and out["search"]["mode"] == "dense"
+        assert out["index"]["bm25"] is False
+        body = {"query": "fox", "mode": "hybrid"}
+        err = assert_error(request(s.port, "POST", "/v1/search", body), 400, "without BM25")
+        assert err["param"] == "mode"
