@@ -27,7 +27,20 @@ from diffembed.index.search import Searcher, rank_documents, retrieve
 from diffembed.index.store import IndexFormatError, VectorIndex, current_generation
 from diffembed.model.embedder import Embedder
 
-WORDS = "fox river bank words tokens attention models retrieval query keys context list".split()
+WORDS = [
+    "fox",
+    "river",
+    "bank",
+    "words",
+    "tokens",
+    "attention",
+    "models",
+    "retrieval",
+    "query",
+    "keys",
+    "context",
+    "list",
+]
 
 
 def make_docs(n: int, seed: int = 0, prefix: str = "d") -> list[Document]:
@@ -118,7 +131,9 @@ def test_add_and_upsert_keep_bm25_in_step(model_dir, embedder, tmp_path):
         assert sorted(index.ids()) == sorted([d.id for d in docs] + ["new"])
         assert [d for d, _ in index.lexical.top("ostrich", 10)] == ["d2"]
         assert [d for d, _ in index.lexical.top("walrus", 10)] == ["new"]
-        old_words = set(docs[2].text.split()) - {w for d in docs if d.id != "d2" for w in d.text.split()}
+        old_words = set(docs[2].text.split()) - {
+            w for d in docs if d.id != "d2" for w in d.text.split()
+        }
         for word in old_words:  # the replaced text is gone from BM25 too
             assert "d2" not in [d for d, _ in index.lexical.top(word, 10)]
 

@@ -107,7 +107,7 @@ def test_build_search_matches_brute_force_and_records_settings(model_dir, embedd
 
     searcher = Searcher.open(tmp_path / "ix")
     query = docs[7].full_text
-    hits = searcher.search(query, k=5, prompt="")  # no instruction: the doc itself ranks first
+    hits = searcher.search(query, k=5, prompt="", mode="dense")  # the doc itself ranks first
     want = brute_force(embedder, docs, query, 5)
     assert [h.id for h in hits] == [w[0] for w in want]
     np.testing.assert_allclose([h.score for h in hits], [w[1] for w in want], atol=1e-5)
@@ -117,7 +117,7 @@ def test_build_search_matches_brute_force_and_records_settings(model_dir, embedd
     # Default: the model's query prompt is used.
     q = embedder.encode_queries([query])
     top = searcher.index.search(q, 3)[0]
-    assert [h.id for h in searcher.search(query, k=3)] == [h.id for h in top]
+    assert [h.id for h in searcher.search(query, k=3, mode="dense")] == [h.id for h in top]
     # k larger than the collection returns every document once.
     assert len(searcher.search("fox", k=100)) == 30
 
@@ -163,7 +163,7 @@ def test_add_append_duplicate_and_upsert(model_dir, embedder, tmp_path):
             index.vectors(), embedder.encode_documents([d.full_text for d in final]), atol=1e-5
         )
         assert [h["op"] for h in index.meta["history"]] == ["build", "add", "upsert"]
-    hits = Searcher.open(tmp_path / "ix").search("a new text about fox", k=1, prompt="")
+    hits = Searcher.open(tmp_path / "ix").search("a new text about fox", 1, "", mode="dense")
     assert hits[0].id == "d4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
@@ -187,6 +187,7 @@ def test_chunked_long_documents(model_dir, embedder, tmp_path):
             "mode": "chunked",
             "chunk_tokens": 20,
             "chunk_overlap": 5,
+            "chunking": "plain",
             "truncated": 0,
         }
         assert index.ntotal > index.n_documents == 6
@@ -199,7 +200,7 @@ def test_chunked_long_documents(model_dir, embedder, tmp_path):
         "offset_mapping"
     ]
     start, end, _ = chunk_spans(offsets, 20, 5)[3]
-    hits = searcher.search(long_doc.text[start:end], k=6, prompt="")
+    hits = searcher.search(long_doc.text[start:end], k=6, prompt="", mode="dense")
     assert hits[0].id == "long" and hits[0].chunk == 3
     assert (hits[0].char_start, hits[0].char_end) == (start, end)
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)

@@ -277,4 +277,6 @@ def test_index_files_get_the_umask_modes(model_dir, embedder, tmp_path):
         "meta.json": 0o644,
         "docs.sqlite": 0o644,
         "vectors.faiss": 0o644,
+        "bm25": 0o755,
     }
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (gen / "bm25").iterdir()} == {0o644}

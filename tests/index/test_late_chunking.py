@@ -24,7 +24,20 @@ from diffembed.index.search import rank_documents
 from diffembed.model.embedder import Embedder
 from diffembed.model.pooling import mean_pool, span_mean_pool
 
-WORDS = "fox river bank words tokens attention models retrieval query keys context list".split()
+WORDS = [
+    "fox",
+    "river",
+    "bank",
+    "words",
+    "tokens",
+    "attention",
+    "models",
+    "retrieval",
+    "query",
+    "keys",
+    "context",
+    "list",
+]
 
 
 def text_of(n_words: int, seed: int = 0) -> str:

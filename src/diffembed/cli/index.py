@@ -108,15 +108,19 @@ def _add_write_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_index_build(args: argparse.Namespace) -> int:
+    from diffembed.model import sharded
     from diffembed.model.embedder import Embedder
 
     docs = read_documents(args.docs, strict=args.strict)
     overrides: dict[str, Any] = {"precision": args.dtype}
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
-    embedder = Embedder.load(args.model, device=args.device, strict_length=args.strict, **overrides)
+    # Under torchrun: each rank encodes its shards, rank 0 merges (diffembed.model.sharded).
+    ctx = sharded.join(args.device) if sharded.launched_ranks() > 1 else None
+    device = ctx.device if ctx is not None else args.device
+    embedder = Embedder.load(args.model, device=device, strict_length=args.strict, **overrides)
     start = time.perf_counter()
-    with build_index(
+    built = build_index(
         docs,
         args.out,
         args.model,
@@ -131,7 +135,13 @@ def run_index_build(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         chunking=args.chunking,
         bm25=args.bm25,
-    ) as index:
+        ctx=ctx,
+    )
+    if ctx is not None:
+        ctx.close()
+    if built is None:
+        return 0  # not rank 0: its shards are written, rank 0 wrote the index
+    with built as index:
         logger.info(
             "built %s: %d documents, %d vectors (%s) in %.1f s",
             args.out,

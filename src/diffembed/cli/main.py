@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _quiet_libraries(args)
     from diffembed.model.backbone import CheckpointError
+    from diffembed.model.sharded import ShardFailure
 
     try:
         return int(args.func(args) or 0)
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         InputError,
         CheckpointError,
+        ShardFailure,
         ValueError,
         TypeError,
         KeyError,

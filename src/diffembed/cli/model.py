@@ -23,6 +23,7 @@ from diffembed.cli.options import (
 from diffembed.demo import DEFAULT_MODEL, run_demo
 from diffembed.formats.texts import ACCEPTED, InputError, TextSource, read_text_source
 from diffembed.io import atomic_write
+from diffembed.model import sharded
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,12 @@ def run_encode(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output}: the output must be a .npy file")
     if args.output.is_dir():
         raise InputError(f"{args.output}: is a directory; --output names the .npy file to write")
+    ranks = sharded.launched_ranks()
+    if ranks > 1 and str(args.input) == "-":
+        raise InputError(
+            "--input -: torchrun's processes cannot share standard input; write the texts to "
+            "a file and pass it"
+        )
     source = read_text_source(args.input, args.text_field)
     overrides = {"precision": args.dtype}
     if args.max_length is not None:
@@ -82,12 +89,26 @@ def run_encode(args: argparse.Namespace) -> int:
     if args.pooling is not None:
         overrides["pooling"] = args.pooling
     overrides["strict_length"] = args.strict
-    embedder = Embedder.load(args.model, attention=args.attention, device=args.device, **overrides)
+    ctx = sharded.join(args.device) if ranks > 1 else None
+    device = ctx.device if ctx is not None else args.device
+    embedder = Embedder.load(args.model, attention=args.attention, device=device, **overrides)
     start = time.perf_counter()
-    vectors, stats = _encode(embedder, source, args)
+    run = None
+    if ctx is None:
+        vectors, stats = _encode(embedder, source, args)
+    else:
+        try:
+            run, merged = _encode_sharded(embedder, source, args, ctx)
+        finally:
+            ctx.close()
+        if merged is None:
+            return 0  # not rank 0: its shards are written, rank 0 merges
+        vectors, stats = merged
     seconds = time.perf_counter() - start
     with atomic_write(args.output, "wb") as f:
         np.save(f, vectors)
+    if run is not None:
+        run.finish()
     logger.info(
         "wrote %s: %d x %d float32; %d tokens, %d truncated, %.1f s (%.0f tokens/s)",
         args.output,
@@ -100,7 +121,45 @@ def run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encode(embedder: Any, source: TextSource, args: argparse.Namespace) -> Any:
+def _encode_sharded(
+    embedder: Any, source: TextSource, args: argparse.Namespace, ctx: Any
+) -> tuple[sharded.ShardedRun, tuple[np.ndarray, Any] | None]:
+    """This rank's part of a ``torchrun`` encode (``diffembed.model.sharded``): the run, and on
+    rank 0 the merged ``(vectors, stats)`` in the input order (None on the other ranks)."""
+    from diffembed.model.embedder import EncodeStats
+    from diffembed.model.model_dir import hash_model_dir
+
+    key = sharded.fingerprint(
+        source.texts,
+        verb="encode",
+        model=hash_model_dir(args.model)["hash"],
+        settings=embedder.settings(),
+        precision=embedder.precision,
+        device=ctx.device.type,
+        prompt=args.prompt,
+        prompt_name=args.prompt_name,
+        truncate=not args.no_truncate,
+    )
+    run = sharded.ShardedRun(args.output, key, ctx, [len(t) for t in source.texts])
+
+    def encode(start: int, stop: int) -> dict[str, np.ndarray]:
+        part = TextSource(source.texts[start:stop], source.where[start:stop])
+        vectors, stats = _encode(embedder, part, args, progress=ctx.main)
+        return {"vectors": vectors, "stats": np.array([stats.tokens, stats.truncated])}
+
+    pieces = run.run(encode)
+    if pieces is None:
+        return run, None
+    if not pieces:
+        return run, (np.zeros((0, embedder.dim), np.float32), EncodeStats())
+    tokens, truncated = (int(n) for n in sharded.concat(pieces, "stats").reshape(-1, 2).sum(0))
+    vectors = sharded.concat(pieces, "vectors")
+    return run, (vectors, EncodeStats(texts=len(vectors), tokens=tokens, truncated=truncated))
+
+
+def _encode(
+    embedder: Any, source: TextSource, args: argparse.Namespace, progress: bool = True
+) -> Any:
     """``encode_with_stats`` over the texts; its errors are told in terms of the input's lines
     and the command's flags."""
     from diffembed.model.embedder import NonFiniteEmbeddingError, TextTooLongError
@@ -114,7 +173,7 @@ def _encode(embedder: Any, source: TextSource, args: argparse.Namespace) -> Any:
                 prompt_name=args.prompt_name,
                 batch_size=args.batch_size,
                 max_tokens_per_batch=args.batch_tokens,
-                show_progress=not args.no_progress,
+                show_progress=progress and not args.no_progress,
                 truncate=not args.no_truncate,
             )
     except TextTooLongError as e:

@@ -34,6 +34,8 @@ from diffembed.index.store import (
 
 if TYPE_CHECKING:
     from diffembed.model.embedder import Embedder
+    from diffembed.model.sharded import ShardedRun
+    from diffembed.train.runtime import Dist
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +194,8 @@ def build_index(
     show_progress: bool = False,
     chunking: str = "plain",
     bm25: bool = True,
-) -> VectorIndex:
+    ctx: Dist | None = None,
+) -> VectorIndex | None:
     """Embed ``docs`` with the model in ``model_dir`` and write a new index at ``out``.
 
     Args:
@@ -208,9 +211,12 @@ def build_index(
         bm25: keep a BM25 index of the documents in every generation (hybrid search).
         overwrite: replace an existing index at ``out`` (atomically: the old one stays live
             until the new one is complete).
+        ctx: the ``torchrun`` process group (``diffembed.model.sharded.join``): every rank
+            encodes its shards of ``docs`` (the same on every rank), rank 0 merges them and
+            writes the index.
 
     Returns:
-        the opened index.
+        the opened index (None on ranks other than 0).
     """
     from diffembed.model.embedder import Embedder
 
@@ -242,20 +248,26 @@ def build_index(
         "ef_construction": ef_construction,
         "ef_search": ef_search,
     }
+
+    def encode(part: list[Document], progress: bool = show_progress) -> EncodedDocuments:
+        return _encode_documents(
+            embedder, part, chunk_tokens, chunk_overlap, batch_tokens, progress, chunking
+        )
+
+    run = _sharded_run(out, docs, meta, ctx) if ctx is not None and ctx.world > 1 else None
+    if run is not None and not ctx.main:  # rank 0 holds the lock, merges and writes
+        run.run(lambda a, b: _encoded_arrays(encode(list(docs[a:b]), False)))
+        return None
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     created, had_lock = not out.exists(), (out / LOCK).exists()
     with writer_lock(out):
         try:
             _check_target(out, overwrite)  # again: now no other writer can change it
-            encoded = _encode_documents(
-                embedder,
-                list(docs),
-                chunk_tokens,
-                chunk_overlap,
-                batch_tokens,
-                show_progress,
-                chunking,
-            )
+            if run is None:
+                encoded = encode(list(docs))
+            else:
+                pieces = run.run(lambda a, b: _encoded_arrays(encode(list(docs[a:b]))))
+                encoded = _merge_encoded(docs, pieces or [], meta["embedding"]["dim"])
             write_generation(out, None, meta, encoded, set(), "build")
         except BaseException:
             if not (out / CURRENT).exists():  # a failed first build leaves nothing behind
@@ -264,7 +276,67 @@ def build_index(
                 elif not had_lock:
                     (out / LOCK).unlink(missing_ok=True)
             raise
+    if run is not None:
+        run.finish()
     return VectorIndex.open(out)
+
+
+# ------------------------------------------------------------------------------ torchrun
+def _sharded_run(
+    out: Path, docs: Sequence[Document], meta: dict[str, Any], ctx: Dist
+) -> ShardedRun:
+    """The shards of a ``torchrun`` build (``diffembed.model.sharded``), in ``OUT.shards``,
+    keyed by the documents, the model and what decides the vectors."""
+    from diffembed.model import sharded
+
+    key = sharded.fingerprint(
+        (x for d in docs for x in (d.id, d.full_text)),
+        verb="index build",
+        model=meta["model"]["hash"],
+        embedding=meta["embedding"],
+        documents=meta["documents"],
+        device=ctx.device.type,
+    )
+    return sharded.ShardedRun(out, key, ctx, [len(d.full_text) for d in docs])
+
+
+def _encoded_arrays(encoded: EncodedDocuments) -> dict[str, np.ndarray]:
+    """A piece's ``EncodedDocuments`` as arrays for its shard file (rows name their document
+    by its index in the piece)."""
+    where = {d.id: i for i, d in enumerate(encoded.docs)}
+    return {
+        "vectors": np.asarray(encoded.vectors, np.float32).reshape(len(encoded.rows), -1),
+        "row_doc": np.array([where[r[0]] for r in encoded.rows], np.int64),
+        "row_info": np.array([r[1:] for r in encoded.rows], np.int64).reshape(-1, 4),
+        "doc_tokens": np.array(encoded.doc_tokens, np.int64),
+        "doc_truncated": np.array(encoded.doc_truncated, bool),
+        "doc_chunks": np.array(encoded.doc_chunks, np.int64),
+        "windowed": np.array(encoded.windowed, np.int64),
+    }
+
+
+def _merge_encoded(
+    docs: Sequence[Document], pieces: list[tuple[int, int, dict[str, np.ndarray]]], dim: int
+) -> EncodedDocuments:
+    """The pieces' ``EncodedDocuments``, concatenated in the input order."""
+    rows = [
+        (docs[start + d].id, *info)
+        for start, _, a in pieces
+        for d, info in zip(a["row_doc"].tolist(), a["row_info"].tolist(), strict=True)
+    ]
+    vectors = [a["vectors"] for _, _, a in pieces]
+    merged = EncodedDocuments(
+        list(docs),
+        np.ascontiguousarray(
+            np.concatenate(vectors) if vectors else np.zeros((0, dim)), np.float32
+        ),
+        rows,
+        [int(n) for _, _, a in pieces for n in a["doc_tokens"]],
+        [bool(t) for _, _, a in pieces for t in a["doc_truncated"]],
+        [int(n) for _, _, a in pieces for n in a["doc_chunks"]],
+    )
+    merged.windowed = sum(int(a["windowed"]) for _, _, a in pieces)
+    return merged
 
 
 def _check_settings(

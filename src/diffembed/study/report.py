@@ -389,12 +389,15 @@ def export_best(study: Study, dest: Path, rows: Sequence[Row] = ROWS) -> Path:
     ``diffusion-bi`` with the highest mean of its four suite scores) to ``dest``, with a model
     card, and return ``dest``.
 
-    The saved ``max_length`` becomes the one the study evaluated it with. Selection uses the
+    The saved ``max_length`` is the one the study evaluated it with, capped at the model's
+    ``max_position_embeddings`` (positions beyond those were never trained). Selection uses the
     evaluation tasks themselves, which the card says.
     """
     summary = json.loads((study.out / "summary.json").read_text())
     mean, row, seed, scores = _best_seed(study, summary, rows)
-    max_length = study.preset.eval.max_length
+    config = json.loads((study.ft_dir(row, seed) / "config.json").read_text())
+    positions = config.get("max_position_embeddings") or study.preset.eval.max_length
+    max_length = min(study.preset.eval.max_length, positions)
     with atomic_dir(dest) as tmp:
         _copy_model(study.ft_dir(row, seed), tmp, max_length)
         card = _model_card(study, summary, row, seed, scores, max_length)

@@ -20,6 +20,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,16 @@ def choose_device(spec: str | None = "auto", processes: int = 1) -> torch.device
     return device
 
 
-def init_distributed(device: str | None = "auto") -> Dist:
+def init_distributed(device: str | None = "auto", timeout: timedelta | None = None) -> Dist:
     """Pick the device and join the process group that ``torchrun`` describes
-    (``WORLD_SIZE`` > 1) unless one is already initialised: gloo on CPU, NCCL on CUDA."""
+    (``WORLD_SIZE`` > 1) unless one is already initialised: gloo on CPU, NCCL on CUDA.
+    ``timeout`` bounds each collective's wait (torch's default when None)."""
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     chosen = choose_device(device, processes)
     owns = False
     if processes > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        dist.init_process_group(backend, **({"timeout": timeout} if timeout else {}))
         owns = True
     if dist.is_available() and dist.is_initialized():
         return Dist(dist.get_rank(), dist.get_world_size(), chosen, owns)
