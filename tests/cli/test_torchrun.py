@@ -18,7 +18,8 @@ from diffembed.index.store import VectorIndex
 from diffembed.model import sharded
 from diffembed.model.embedder import Embedder
 
-WORDS = "dictionary retrieval vector index shard merge rank gloo fox river stone light".split()
+_VOCAB = "dictionary retrieval vector index shard merge rank gloo fox river stone light"
+WORDS = _VOCAB.split(" ")
 # Mixed lengths (some past the tiny model's 48 tokens), so ranks split by characters.
 TEXTS = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(2 + 7 * (i % 4))) for i in range(14)]
 QUERIES = ["fox river", "shard merge rank", "dictionary"]

@@ -239,7 +239,7 @@ def _task_list(text: str) -> list[str]:
     unknown = [x for x in names if x not in INSTRUCTIONS]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}"
+            f"unknown task(s) {', '.join(unknown)}; known: {', '.join(INSTRUCTIONS)}"
         )
     return names
 
@@ -299,7 +299,8 @@ def _add_pairs_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tasks",
         type=_task_list,
-        help=f"comma-separated task types to build (default: all of {', '.join(TASKS)})",
+        help=f"comma-separated task types to build (default: {', '.join(TASKS)}; also "
+        "sentence-document, the inverse cloze task over every document)",
     )
     _add_miner_options(p)
     p.add_argument(

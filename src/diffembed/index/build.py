@@ -255,8 +255,13 @@ def build_index(
         )
 
     run = _sharded_run(out, docs, meta, ctx) if ctx is not None and ctx.world > 1 else None
-    if run is not None and not ctx.main:  # rank 0 holds the lock, merges and writes
-        run.run(lambda a, b: _encoded_arrays(encode(list(docs[a:b]), False)))
+
+    def encode_piece(start: int, stop: int) -> dict[str, np.ndarray]:
+        main = run is not None and run.ctx.main
+        return _encoded_arrays(encode(list(docs[start:stop]), show_progress and main))
+
+    if run is not None and not run.ctx.main:  # rank 0 holds the lock, merges and writes
+        run.run(encode_piece)
         return None
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     created, had_lock = not out.exists(), (out / LOCK).exists()
@@ -266,7 +271,7 @@ def build_index(
             if run is None:
                 encoded = encode(list(docs))
             else:
-                pieces = run.run(lambda a, b: _encoded_arrays(encode(list(docs[a:b]))))
+                pieces = run.run(encode_piece)
                 encoded = _merge_encoded(docs, pieces or [], meta["embedding"]["dim"])
             write_generation(out, None, meta, encoded, set(), "build")
         except BaseException:

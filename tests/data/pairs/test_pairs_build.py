@@ -12,6 +12,7 @@ import pytest
 
 from diffembed.cli.data import add_pairs_parser
 from diffembed.data.pairs.build import PairsBuildError, build_pairs, report_path
+from diffembed.data.pairs.cloze import cloze_queries
 from diffembed.data.pairs.pools import (
     Candidate,
     Pool,
@@ -19,7 +20,7 @@ from diffembed.data.pairs.pools import (
     merge_duplicate_queries,
     strip_numbering,
 )
-from diffembed.data.pairs.sources import INSTRUCTIONS, pos_fits, split_sections
+from diffembed.data.pairs.sources import INSTRUCTIONS, TASKS, pos_fits, split_sections
 from diffembed.formats.corpus import Document
 from diffembed.formats.pairs import read_pairs
 
@@ -251,8 +252,8 @@ def test_every_task_type_produces_valid_pairs(built, caplog):
         pairs = read_pairs(out)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     tasks = {p.task for p in pairs}
-    expected = set(INSTRUCTIONS) - {"problem-concept"}
-    assert expected <= tasks
+    expected = set(TASKS) - {"problem-concept"}
+    assert expected <= tasks and "sentence-document" not in tasks  # built on request only
     if "problem-concept" not in tasks:
         assert "problem-concept" in report["notes"]
     for p in pairs:
@@ -370,6 +371,34 @@ def test_length_cap_and_task_selection(corpus, tmp_path):
     assert report["cut"]["positives"] == 3 and report["cut"]["pool_documents"] > 0
     with pytest.raises(ValueError, match="unknown task"):
         build_pairs(corpus, out, tasks=["nope"])
+
+
+def test_cloze_queries_remove_the_chosen_sentences():
+    sentences = [
+        f"Sentence number {i} talks about topic {i} in plain words here." for i in range(12)
+    ]
+    text = " ".join(sentences)
+    queries, rest = cloze_queries(text, (0, "t", "doc"))
+    assert len(queries) == 1  # 120 words: one query per 300 words, at least one
+    assert queries[0] in sentences and queries[0] not in rest
+    assert all(s in rest for s in sentences if s != queries[0])
+    assert cloze_queries(text, (0, "t", "doc")) == (queries, rest)  # seeded
+    many = [f"Sentence number {i} talks about topic {i} in plain words here." for i in range(72)]
+    assert len(cloze_queries(" ".join(many), (0, "t", "doc"))[0]) == 3  # 720 words: three
+    assert cloze_queries(" ".join(sentences * 2), (0, "t", "doc")) is None  # all repeated
+    assert cloze_queries("Too short to hold a query and a rest.", (0, "t", "d")) is None
+
+
+def test_sentence_document_pairs_on_request(corpus, tmp_path):
+    out = tmp_path / "cloze.jsonl"
+    build_pairs(corpus, out, hard_negatives=2, tasks=["sentence-document"])
+    rows = load(out)
+    assert rows and {r["task"] for r in rows} == {"sentence-document"}
+    for r in rows:
+        assert r["instruction"] == INSTRUCTIONS["sentence-document"]
+        assert r["query"] not in r["positive"]  # the sentence is cut from its document
+        assert r["positive"] not in r["negatives"]
+        assert not any(m in r["positive"] for m in MARKERS)  # finetune split only
 
 
 def test_miner_remines_with_a_model(corpus, checkpoints, tmp_path):

@@ -192,7 +192,8 @@ def _wanted_tasks(
     max_per_task: int | None,
     tasks: Sequence[str] | None,
 ) -> list[str]:
-    """Check the options; the task types to build, in :data:`TASKS` order."""
+    """Check the options; the task types to build (default :data:`TASKS`), in
+    :data:`INSTRUCTIONS` order."""
     if hard_negatives < 1:
         raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
     if problems_per_concept < 1:
@@ -202,8 +203,8 @@ def _wanted_tasks(
     wanted = list(TASKS if tasks is None else tasks)
     unknown = [t for t in wanted if t not in INSTRUCTIONS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
-    return [t for t in TASKS if t in wanted]
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(INSTRUCTIONS)}")
+    return [t for t in INSTRUCTIONS if t in wanted]
 
 
 def _candidates(

@@ -56,12 +56,18 @@ def _is_query_sentence(sentence: str) -> bool:
     )
 
 
-def cloze_queries(text: str, rng_key: tuple) -> tuple[list[str], str] | None:
+def cloze_queries(text: str, rng_key: tuple, title: str = "") -> tuple[list[str], str] | None:
     """``(sentences, text without them)``: a seeded choice of one query sentence per
     :data:`WORDS_PER_QUERY` words of ``text`` (at least one, at most
-    :data:`MAX_QUERIES_PER_DOC`) among its fitting sentences, in text order, and the text with
+    :data:`MAX_QUERIES_PER_DOC`) among its fitting sentences that occur once, in text order, and the text with
     those removed; None when none fits or too little text would remain."""
-    spans = [(a, b) for a, b in sentences(text) if _is_query_sentence(text[a:b])]
+    flat = " ".join(f"{title} {text}".split())
+    # A sentence the document repeats (or its title holds) would still be in its positive.
+    spans = [
+        (a, b)
+        for a, b in sentences(text)
+        if _is_query_sentence(text[a:b]) and flat.count(" ".join(text[a:b].split())) == 1
+    ]
     if not spans:
         return None
     k = min(len(spans), MAX_QUERIES_PER_DOC, 1 + word_count(text) // WORDS_PER_QUERY)
@@ -87,7 +93,7 @@ def build_sentence_document(ctx: PairsContext) -> list[Candidate]:
         pool = Pool(f"cloze:{namespace}", ctx.max_tokens)
         queries: list[tuple[int, str]] = []
         for d in ctx.by_namespace(namespace):
-            found = cloze_queries(d.text, (ctx.seed, "sentence-document", d.id))
+            found = cloze_queries(d.text, (ctx.seed, "sentence-document", d.id), d.title)
             if found is not None:
                 i = pool.add(d.id, doc_string(d.title, found[1]), [d.title] if d.title else [])
                 queries.extend((i, q) for q in found[0])
