@@ -13,7 +13,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from checkpoints import write_checkpoint
 from diffembed.model.backbone import CheckpointError, load_backbone
-from diffembed.model.embedder import Embedder, TruncationWarning, token_budget_batches
+from diffembed.model.embedder import Embedder
+from diffembed.model.inputs import TruncationWarning, token_budget_batches
 from diffembed.model.tokenizer import PROBE_TEXTS, load_tokenizer
 
 TEXTS = [

@@ -126,7 +126,7 @@ def _encode_sharded(
 ) -> tuple[sharded.ShardedRun, tuple[np.ndarray, Any] | None]:
     """This rank's part of a ``torchrun`` encode (``diffembed.model.sharded``): the run, and on
     rank 0 the merged ``(vectors, stats)`` in the input order (None on the other ranks)."""
-    from diffembed.model.embedder import EncodeStats
+    from diffembed.model.inputs import EncodeStats
     from diffembed.model.model_dir import hash_model_dir
 
     key = sharded.fingerprint(
@@ -162,7 +162,8 @@ def _encode(
 ) -> Any:
     """``encode_with_stats`` over the texts; its errors are told in terms of the input's lines
     and the command's flags."""
-    from diffembed.model.embedder import NonFiniteEmbeddingError, TextTooLongError
+    from diffembed.model.embedder import NonFiniteEmbeddingError
+    from diffembed.model.inputs import TextTooLongError
 
     try:
         with warnings.catch_warnings(record=True) as caught:

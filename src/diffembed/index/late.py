@@ -180,7 +180,7 @@ def _encode_windows(
     its chunk spans: ``float32 [n_vectors, H]``, normalised when the model normalises."""
     import torch
 
-    from diffembed.model.embedder import token_budget_batches
+    from diffembed.model.inputs import token_budget_batches
     from diffembed.model.pooling import span_mean_pool
     from diffembed.model.precision import autocast, bf16_wanted
 

@@ -183,7 +183,7 @@ class Batcher:
 
     def _step(self, jobs: list[_Job]) -> None:
         """Embed the texts of ``jobs`` together and resolve each job's future."""
-        from diffembed.model.embedder import token_budget_batches
+        from diffembed.model.inputs import token_budget_batches
 
         emb = self.embedder
         ids: list[list[int]] = []

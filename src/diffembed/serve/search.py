@@ -18,7 +18,7 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
     """The body of ``/v1/search`` for ``routes`` (the app's ``_Routes``) and a ``SearchRequest``."""
     from starlette.concurrency import run_in_threadpool
 
-    from diffembed.serve.app import APIError, _is_unicode
+    from diffembed.serve.guard import APIError, _is_unicode
 
     live, max_k = routes.index, routes.config.max_k
     if live is None:

@@ -1,0 +1,96 @@
+"""What goes into and comes out of ``Embedder``: text validation, token-budget batching, the
+tokenized and encoded results with their counts, and the truncation warning and error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than ``max_length`` tokens and were truncated."""
+
+
+class TextTooLongError(ValueError):
+    """Texts exceed ``max_length`` tokens and truncation was refused (``truncate=False``):
+    ``indices`` are their 0-based positions in the texts, ``lengths`` their token counts."""
+
+    def __init__(self, message: str, indices: list[int], lengths: list[int], max_length: int):
+        super().__init__(message)
+        self.indices, self.lengths, self.max_length = indices, lengths, max_length
+
+
+@dataclass
+class EncodeStats:
+    """What one ``encode_with_stats`` call did: counts in texts, tokens and batches;
+    ``truncated`` texts were cut to ``max_length`` (``longest`` tokens before the cut)."""
+
+    texts: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    longest: int = 0
+    batches: int = 0
+
+
+class Tokenized(NamedTuple):
+    """``Embedder.tokenize``'s result: token ids and pool masks (``[n]`` lists of equal
+    lengths), and how many texts were truncated (``longest``: their longest length before)."""
+
+    ids: list[list[int]]
+    masks: list[list[int]]
+    truncated: int = 0
+    longest: int = 0
+
+
+class Encoded(NamedTuple):
+    """``Embedder.encode_with_stats``'s result: ``float32 [N, H]`` vectors and the stats."""
+
+    vectors: np.ndarray
+    stats: EncodeStats
+
+
+def validate_texts(texts: Sequence[Any]) -> list[str]:
+    """Return ``texts`` as a list of str, or raise naming the first bad index.
+
+    ``None`` and non-strings raise ``TypeError``; empty or whitespace-only strings ``ValueError``.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    out: list[str] = []
+    for i, t in enumerate(texts):
+        if t is None:
+            raise TypeError(f"texts[{i}] is None")
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        if not t.strip():
+            raise ValueError(f"texts[{i}] is empty or whitespace only")
+        out.append(t)
+    return out
+
+
+def token_budget_batches(
+    lengths: Sequence[int], max_tokens: int, max_batch_size: int | None = None
+) -> list[list[int]]:
+    """Group indices into batches whose padded size (rows x longest) stays within ``max_tokens``.
+
+    Indices are taken longest first, so each batch holds texts of similar length; a text longer
+    than the budget gets a batch of its own. Returns lists of indices into ``lengths``.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (full or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
