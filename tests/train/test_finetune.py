@@ -294,7 +294,7 @@ def test_local_batch_layout(checkpoints, data, tmp_path):
     # Queries carry their instruction; documents none.
     tok = trainer.embedder.tokenizer
     assert tok.decode(batch.query_ids[0], skip_special_tokens=True) == (
-        f"{pairs[0].instruction}: {pairs[0].query}"
+        f"{pairs[0].instruction}:\n{pairs[0].query}"  # the default template
     )
     assert tok.decode(batch.doc_ids[3], skip_special_tokens=True) == pairs[1].positive
 
