@@ -199,3 +199,7 @@ def write_llada(path: Path, tok: PreTrainedTokenizerFast, seed: int = 0) -> Path
     (path / "config.json").write_text(json.dumps(config, indent=2))
     tok.save_pretrained(path)
     return path
+
+
+#: A small word list for random test documents (the hybrid-index and late-chunking tests).
+TOY_WORDS = ["fox", "river", "bank", "words", "tokens", "attention", "models", "retrieval", "query", "keys", "context", "list"]  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from checkpoints import TOY_WORDS
 from diffembed.cli.main import main
 from diffembed.eval.fusion import fuse
 from diffembed.eval.models import EmbedderRetriever
@@ -27,20 +28,7 @@ from diffembed.index.search import Searcher, rank_documents, retrieve
 from diffembed.index.store import IndexFormatError, VectorIndex, current_generation
 from diffembed.model.embedder import Embedder
 
-WORDS = [
-    "fox",
-    "river",
-    "bank",
-    "words",
-    "tokens",
-    "attention",
-    "models",
-    "retrieval",
-    "query",
-    "keys",
-    "context",
-    "list",
-]
+WORDS = TOY_WORDS
 
 
 def make_docs(n: int, seed: int = 0, prefix: str = "d") -> list[Document]:

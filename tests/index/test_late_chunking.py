@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import diffembed.model.pooling as pooling
+from checkpoints import TOY_WORDS
 from diffembed.cli.main import main
 from diffembed.eval.composed import ChunkedRetriever
 from diffembed.eval.models import EmbedderRetriever
@@ -24,20 +25,7 @@ from diffembed.index.search import rank_documents
 from diffembed.model.embedder import Embedder
 from diffembed.model.pooling import mean_pool, span_mean_pool
 
-WORDS = [
-    "fox",
-    "river",
-    "bank",
-    "words",
-    "tokens",
-    "attention",
-    "models",
-    "retrieval",
-    "query",
-    "keys",
-    "context",
-    "list",
-]
+WORDS = TOY_WORDS
 
 
 def text_of(n_words: int, seed: int = 0) -> str:
