@@ -12,7 +12,21 @@ import pytest
 
 from corpus_fixture import write_study_corpus
 from diffembed.study.analysis import TaskScores, suite_score, task_group, verdict
-from diffembed.study.design import CLAIMS, PRESETS, ROWS, SUITE_LABELS, SUITE_ORDER, Claim
+from diffembed.study.design import (
+    CLAIMS,
+    CONTRASTS,
+    LM_BY_NAME,
+    MAIN_ROWS,
+    PRESETS,
+    PRIMARY,
+    ROW_NAMES,
+    ROWS,
+    SUITE_LABELS,
+    SUITE_ORDER,
+    Claim,
+    lms_needed,
+    select_rows,
+)
 from diffembed.study.stages import Study
 
 
@@ -153,15 +167,61 @@ def test_typed_presets_fit_their_callees_and_serialise_as_before() -> None:
 
     for preset in PRESETS.values():
         assert preset.pretrain_preset in LM_PRESETS
-        assert names(preset.pretrain) | names(preset.mntp) <= names(PretrainConfig)
+        adapt = names(preset.adapt.overrides("diffusion")) | names(preset.adapt.overrides("mntp"))
+        assert names(preset.pretrain) | names(preset.mntp) | adapt <= names(PretrainConfig)
         assert names(preset.finetune) <= names(FinetuneConfig)
         assert names(preset.tasks) <= set(inspect.signature(build_all).parameters)
         assert names(preset.pairs) <= set(inspect.signature(build_pairs).parameters)
-    # the committed cpu run's preset.json: same settings, so the same stage keys
+    # the committed cpu run's preset.json: the settings its stages are keyed on are the same, so
+    # a rerun reuses its data, AR and MNTP stages (rows and budgets of the new rows were added)
     committed = Path(__file__).resolve().parents[2] / "results" / "cpu" / "preset.json"
     if committed.exists():
         expected = json.loads(committed.read_text())
-        assert json.loads(json.dumps(PRESETS["cpu"].to_json())) == expected
+        now = json.loads(json.dumps(PRESETS["cpu"].to_json()))
+        keyed = ("vocab_size", "pretrain_preset", "pretrain", "mntp", "tasks", "pairs", "finetune")
+        for key in (*keyed, "eval"):
+            assert now[key] == expected[key], key
+
+
+def test_rows_name_their_lms_and_the_primary_contrast_is_fixed() -> None:
+    assert PRIMARY == ("ar-diffusion-bi", "ar-mntp-bi")
+    assert {n for pair in CONTRASTS for n in pair} <= set(ROW_NAMES)
+    assert set(MAIN_ROWS) == {
+        "ar-diffusion-bi",
+        "ar-mntp-bi",
+        "ar-mntp-matched-bi",
+        "diffusion-bi",
+        "ar-causal",
+        "random-bi",
+    }
+    assert all(r.base in LM_BY_NAME for r in ROWS)
+    for name in ("ar-diffusion-bi", "ar-mntp-bi", "ar-mntp-matched-bi", "random-bi"):
+        (row,) = select_rows([name])
+        assert (row.attention, row.pooling) == ("bidirectional", "mean")
+    # an adapted LM brings the AR LM it continues, before it
+    needed = [lm.name for lm in lms_needed(["ar-diffusion", "mntp-matched"])]
+    assert needed == ["ar", "ar-diffusion", "mntp-matched"]
+    assert [lm.name for lm in lms_needed(["random"])] == ["random"]
+    for preset in PRESETS.values():
+        assert set(preset.rows or ROW_NAMES) >= set(MAIN_ROWS), preset.name
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_adaptation_rows_are_compute_matched(name: str, tmp_path: Path) -> None:
+    preset = PRESETS[name]
+    study = Study(preset=preset, out=tmp_path)
+    config = {lm: study.lm_config(LM_BY_NAME[lm]) for lm in LM_BY_NAME}  # each one validated
+    assert len({c.tokens_per_step for c in config.values()}) == 1
+    m = preset.adapt.steps
+    ar, adapted, matched = config["ar"], config["ar-diffusion"], config["mntp-matched"]
+    assert (adapted.objective, adapted.steps, adapted.shift) == ("diffusion", m, True)
+    assert 0 < adapted.anneal_steps == preset.adapt.anneal_steps < m
+    assert (matched.objective, matched.steps, matched.anneal_steps) == ("mntp", m, 0)
+    assert config["mntp"].steps < m  # the short (LLM2Vec) MNTP
+    assert config["mntp"].objective == "mntp"
+    # from scratch: the AR LM's tokens + M
+    assert (config["diffusion"].steps, config["diffusion"].anneal_steps) == (ar.steps + m, 0)
+    assert not config["diffusion"].shift
 
 
 # ------------------------------------------------------------------------------ smoke run
@@ -229,8 +289,8 @@ def test_smoke_report_structure_and_every_number_traces_to_results(smoke: Study)
     # verdicts: one per claim, from the primary contrast, consistent with its CI
     claims = report.split("## The paper's claims", 1)[1].split("Other contrasts", 1)[0]
     for v in summary["verdicts"]:
-        d = summary["table"]["diffusion-bi"][v["suite"]]["score"]
-        d -= summary["table"]["ar-mntp-bi"][v["suite"]]["score"]
+        d = summary["table"][PRIMARY[0]][v["suite"]]["score"]
+        d -= summary["table"][PRIMARY[1]][v["suite"]]["score"]
         assert v["measured"] == pytest.approx(d)
         assert f"| {SUITE_LABELS[v['suite']]} |" in claims and f"**{v['verdict']}**" in claims
     # provenance of every result file
@@ -239,6 +299,17 @@ def test_smoke_report_structure_and_every_number_traces_to_results(smoke: Study)
             prov = json.loads((out / f).read_text())["provenance"]
             assert prov["wall_time_s"] >= 0 and "machine" in prov and "git_commit" in prov
     assert summary["provenance"]["stage_wall_time_s"]
+    assert set(summary["contrasts"]) == {f"{a} - {b}" for a, b in CONTRASTS}
+
+
+def test_smoke_adapts_the_ar_lm_for_m_steps(smoke: Study) -> None:
+    adapt = smoke.preset.adapt
+    lm = json.loads((smoke.out / "lm" / "ar-diffusion" / "config.json").read_text())
+    assert lm["diffembed_shift"] is True and lm["diffembed_anneal_steps"] == adapt.anneal_steps
+    assert lm["diffembed_init"] == str(smoke.out / "lm" / "ar")
+    for name in ("ar-diffusion", "mntp-matched"):
+        log = (smoke.out / "logs" / "lm" / name / "train_log.csv").read_text().splitlines()
+        assert int(log[-1].split(",")[0]) == adapt.steps, name
 
 
 def test_rerun_skips_finished_stages(smoke: Study) -> None:
@@ -266,7 +337,8 @@ def test_export_best_writes_a_loadable_model_with_its_card(smoke: Study, tmp_pat
 
     dest = export_best(smoke, tmp_path / "tiny")
     card = (dest / "README.md").read_text()
-    assert "`diffusion-bi`" in card and "git commit" in card
+    assert f"`{PRIMARY[0]}`" in card and "adapted from the `ar` LM" in card
+    assert "git commit" in card
     emb = Embedder.load(dest)
     positions = emb.backbone.config.max_position_embeddings
     # the study's evaluation length, never past the positions the model was trained on

@@ -16,13 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diffembed.study.design import CLAIMS, PRIMARY, SUITE_ORDER, Claim, Row
+from diffembed.study.design import CLAIMS, CONTRASTS, PRIMARY, SUITE_ORDER, Claim, Row
 
 if TYPE_CHECKING:
     from diffembed.study.stages import Study
-
-# The contrasts reported besides the primary one (same rule, no verdict).
-CONTRASTS = (PRIMARY, ("diffusion-bi", "ar-bi"), ("diffusion-bi", "ar-causal"))
 
 
 @dataclass

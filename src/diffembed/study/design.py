@@ -1,19 +1,25 @@
-"""The study's design, fixed before any result is seen: its rows, the paper's claims and the
-presets that size a run (``diffembed reproduce --preset``).
+"""The study's design, fixed before any result is seen: its rows, the LMs they fine-tune, the
+paper's claims and the presets that size a run (``diffembed reproduce --preset``).
 
-Rows (pretraining objective x attention at fine-tuning and evaluation x pooling):
+Rows (pretrained LM x attention at fine-tuning and evaluation x pooling):
 
-- ``diffusion-bi``: diffusion LM, bidirectional, mean pooling (DiffEmbed);
-- ``ar-mntp-bi``: AR LM switched to bidirectional attention and adapted with MNTP, mean pooling
-  (LLM2Vec-style: the paper's AR baseline);
+- ``ar-diffusion-bi``: the AR LM adapted to masked diffusion for M tokens (attention-mask
+  annealing causal -> full over the first steps, AR shift kept; Dream/DiffuLLaMA), bidirectional,
+  mean pooling: the DiffEmbed row;
+- ``ar-mntp-bi``: AR LM switched to bidirectional attention and adapted with a short MNTP, mean
+  pooling (LLM2Vec-style: the paper's AR baseline);
+- ``ar-mntp-matched-bi``: the AR LM + MNTP for the same M tokens as ``ar-diffusion-bi`` (the
+  compute-matched control: is it the objective or the extra compute?);
+- ``diffusion-bi``: diffusion LM from scratch for the AR LM's tokens + M, bidirectional;
 - ``ar-bi``: AR LM switched to bidirectional attention without adaptation;
 - ``ar-causal`` / ``diffusion-causal``: causal attention, mean pooling;
 - ``ar-causal-last`` / ``diffusion-causal-last``: causal attention, last-token pooling;
 - ``random-bi``: no pretraining at all (random init), bidirectional: the control.
 
 The verdict rules are fixed here too (see :data:`CLAIMS`): the primary contrast is
-``diffusion-bi`` minus ``ar-mntp-bi`` per suite, on scores x100, with a paired bootstrap 95% CI
-over queries (per-query scores averaged over seeds first).
+``ar-diffusion-bi`` minus ``ar-mntp-bi`` per suite, on scores x100, with a paired bootstrap 95%
+CI over queries (per-query scores averaged over seeds first); :data:`CONTRASTS` are reported
+with the same rule and no verdict.
 
 A preset names one of the LM size presets of :mod:`diffembed.train.pretrain` and overrides a few
 of its fields; every other setting it holds is a typed dataclass whose ``as_dict()`` (the unset
@@ -34,7 +40,54 @@ SUITE_LABELS = {
     "instruct": "Instruction-following (p-MRR)",
     "traditional": "Traditional",
 }
-PRIMARY = ("diffusion-bi", "ar-mntp-bi")
+# The primary contrast (DiffEmbed minus the LLM2Vec-style AR baseline), fixed before any run.
+PRIMARY = ("ar-diffusion-bi", "ar-mntp-bi")
+# Reported besides the primary one (same rule, no verdict): the objective at matched compute,
+# the extra compute alone, adaptation vs from scratch, the first study's primary, attention.
+CONTRASTS: tuple[tuple[str, str], ...] = (
+    PRIMARY,
+    ("ar-diffusion-bi", "ar-mntp-matched-bi"),
+    ("ar-mntp-matched-bi", "ar-mntp-bi"),
+    ("ar-diffusion-bi", "diffusion-bi"),
+    ("diffusion-bi", "ar-mntp-bi"),
+    ("diffusion-bi", "ar-bi"),
+    ("diffusion-bi", "ar-causal"),
+)
+
+
+@dataclass(frozen=True)
+class LM:
+    """One pretrained LM of the study, in ``OUT/lm/<name>`` (a :attr:`Row.base`)."""
+
+    name: str
+    objective: str  # of diffembed.train.pretrain, or "random" (initialised, never trained)
+    init: str | None  # the LM it continues (None: from scratch)
+    budget: str  # what sizes it: "pretrain" | "mntp" (short MNTP) | "adapt" (M) | "pretrain+adapt"
+
+
+# In dependency order (an LM's init comes before it).
+LMS: tuple[LM, ...] = (
+    LM("diffusion", "diffusion", None, "pretrain+adapt"),
+    LM("ar", "ar", None, "pretrain"),
+    LM("mntp", "mntp", "ar", "mntp"),
+    LM("ar-diffusion", "diffusion", "ar", "adapt"),
+    LM("mntp-matched", "mntp", "ar", "adapt"),
+    LM("random", "random", None, "pretrain"),
+)
+LM_BY_NAME = {lm.name: lm for lm in LMS}
+
+
+def lms_needed(bases: Sequence[str]) -> tuple[LM, ...]:
+    """The LMs that ``bases`` (LM names) need, with the LMs they continue, in :data:`LMS` order."""
+    needed: set[str] = set()
+    todo = list(bases)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            init = LM_BY_NAME[name].init
+            todo += [init] if init else []
+    return tuple(lm for lm in LMS if lm.name in needed)
 
 
 @dataclass(frozen=True)
@@ -42,7 +95,7 @@ class Row:
     """One fine-tuned model of the design."""
 
     name: str
-    base: str  # which pretrained LM: diffusion | ar | mntp | random
+    base: str  # the name of its pretrained LM (one of LMS)
     attention: str  # bidirectional | causal
     pooling: str  # mean | last
     label: str
@@ -50,13 +103,27 @@ class Row:
 
 ROWS: tuple[Row, ...] = (
     Row(
+        "ar-diffusion-bi",
+        "ar-diffusion",
+        "bidirectional",
+        "mean",
+        "AR LM + diffusion adaptation (M tokens), bidirectional (DiffEmbed)",
+    ),
+    Row("ar-mntp-bi", "mntp", "bidirectional", "mean", "AR LM + MNTP, bidirectional (LLM2Vec)"),
+    Row(
+        "ar-mntp-matched-bi",
+        "mntp-matched",
+        "bidirectional",
+        "mean",
+        "AR LM + MNTP (M tokens), bidirectional: compute-matched control",
+    ),
+    Row(
         "diffusion-bi",
         "diffusion",
         "bidirectional",
         "mean",
-        "Diffusion LM, bidirectional (DiffEmbed)",
+        "Diffusion LM from scratch (AR + M tokens), bidirectional",
     ),
-    Row("ar-mntp-bi", "mntp", "bidirectional", "mean", "AR LM + MNTP, bidirectional (LLM2Vec)"),
     Row("ar-bi", "ar", "bidirectional", "mean", "AR LM, bidirectional, no adaptation"),
     Row("ar-causal", "ar", "causal", "mean", "AR LM, causal, mean pooling"),
     Row("diffusion-causal", "diffusion", "causal", "mean", "Diffusion LM, causal, mean pooling"),
@@ -65,6 +132,15 @@ ROWS: tuple[Row, ...] = (
     Row("random-bi", "random", "bidirectional", "mean", "Random init (no pretraining), bidir."),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
+# The rows a study runs by default (the others stay available with --rows).
+MAIN_ROWS = (
+    "ar-diffusion-bi",
+    "ar-mntp-bi",
+    "ar-mntp-matched-bi",
+    "diffusion-bi",
+    "ar-causal",
+    "random-bi",
+)
 REFERENCES = ("bm25", "minilm")
 
 
@@ -121,6 +197,34 @@ class PretrainOverrides(Settings):
     eval_every: int | None = None
     save_every: int | None = None
     compile: bool | None = None
+    anneal_steps: int | None = None
+    shift: bool | None = None
+
+
+@dataclass(frozen=True)
+class Adaptation(Settings):
+    """The adaptation budget M of the AR LM: ``steps`` optimizer steps of the LM preset's
+    tokens per step, spent by ``ar-diffusion-bi`` (masked diffusion, attention annealed from
+    causal to full over the first ``anneal_steps``, AR shift on) and by ``ar-mntp-matched-bi``
+    (MNTP, same steps); ``diffusion-bi`` pretrains from scratch for the AR steps + ``steps``."""
+
+    steps: int  # M, in optimizer steps
+    anneal_steps: int  # < steps, so that the run ends with full attention
+    warmup_steps: int
+    eval_every: int
+    save_every: int
+
+    def overrides(self, objective: str) -> PretrainOverrides:
+        """The pretraining overrides of the adaptation with ``objective`` (diffusion or mntp)."""
+        common = dict(
+            steps=self.steps,
+            warmup_steps=self.warmup_steps,
+            eval_every=self.eval_every,
+            save_every=self.save_every,
+        )
+        if objective == "diffusion":
+            return PretrainOverrides(**common, anneal_steps=self.anneal_steps, shift=True)
+        return PretrainOverrides(**common)
 
 
 @dataclass(frozen=True)
@@ -172,7 +276,8 @@ class StudyPreset:
     vocab_size: int
     pretrain_preset: str  # an LM size preset of diffembed.train.pretrain.PRESETS
     pretrain: PretrainOverrides  # overrides of the pretrain preset (both objectives)
-    mntp: PretrainOverrides  # overrides for the MNTP adaptation
+    mntp: PretrainOverrides  # overrides for the short (LLM2Vec) MNTP adaptation
+    adapt: Adaptation  # the adaptation budget M (ar-diffusion-bi, ar-mntp-matched-bi)
     tasks: TaskCaps
     pairs: PairsSettings
     finetune: FinetuneSettings
@@ -181,7 +286,7 @@ class StudyPreset:
     bootstrap: int = 1000
     references: tuple[str, ...] = REFERENCES
     corpus_sources: tuple[str, ...] | None = None
-    rows: tuple[str, ...] | None = None  # default rows of this preset (None: all of ROWS)
+    rows: tuple[str, ...] | None = MAIN_ROWS  # default rows of this preset (None: all of ROWS)
     expected_minutes: float = 0.0
     # Changes to the preset made after a run had been looked at, stated in the report.
     changes_after_looking: tuple[str, ...] = ()
@@ -204,6 +309,7 @@ PRESETS: dict[str, StudyPreset] = {
         pretrain_preset="smoke",
         pretrain=PretrainOverrides(steps=20, eval_every=10, save_every=10, compile=False),
         mntp=PretrainOverrides(steps=5, warmup_steps=1, eval_every=5, save_every=5),
+        adapt=Adaptation(steps=8, anneal_steps=4, warmup_steps=1, eval_every=4, save_every=4),
         tasks=TaskCaps(max_length_tokens=512, max_queries=20, max_docs=80),
         pairs=PairsSettings(hard_negatives=1, max_per_task=40, problems_per_concept=2),
         finetune=FinetuneSettings(
@@ -221,6 +327,7 @@ PRESETS: dict[str, StudyPreset] = {
         seeds=(0, 1, 2),
         bootstrap=200,
         references=("bm25",),
+        rows=None,  # every row, so that CI covers them all
         expected_minutes=3,
     ),
     # Sized for a 2-core CPU (measured: ~7k training tokens/s for this model in bf16): the whole
@@ -231,6 +338,10 @@ PRESETS: dict[str, StudyPreset] = {
         pretrain_preset="cpu",
         pretrain=PretrainOverrides(),
         mntp=PretrainOverrides(steps=100, warmup_steps=10, eval_every=50, save_every=50),
+        # M = 500 x 4096 = 2.0M tokens (half the AR LM's 4.1M; 5x the short MNTP)
+        adapt=Adaptation(
+            steps=500, anneal_steps=100, warmup_steps=25, eval_every=100, save_every=100
+        ),
         tasks=TaskCaps(max_length_tokens=512, max_queries=100, max_docs=500),
         pairs=PairsSettings(hard_negatives=3, max_per_task=1500),
         finetune=FinetuneSettings(
@@ -249,8 +360,7 @@ PRESETS: dict[str, StudyPreset] = {
         eval=EvalSettings(max_length=1024, batch_tokens=16384),
         seeds=(0, 1, 2),
         bootstrap=1000,
-        rows=tuple(r for r in ROW_NAMES if r != "diffusion-causal-last"),
-        expected_minutes=75,
+        expected_minutes=90,  # estimated from the 75 measured before the adaptation rows
         changes_after_looking=(
             "A first full run pooled the instruction tokens with the query (exclude_instruction "
             "off). Every fine-tuned row stayed at chance: in-batch accuracy about 1/32 and "
@@ -271,6 +381,10 @@ PRESETS: dict[str, StudyPreset] = {
         pretrain_preset="gpu",
         pretrain=PretrainOverrides(),
         mntp=PretrainOverrides(steps=200, warmup_steps=20, eval_every=100, save_every=100),
+        # M = 1000 x 131072 = 131M tokens (half the AR LM's 262M; 5x the short MNTP)
+        adapt=Adaptation(
+            steps=1000, anneal_steps=200, warmup_steps=50, eval_every=250, save_every=500
+        ),
         tasks=TaskCaps(max_length_tokens=4096, max_queries=500, max_docs=5000),
         pairs=PairsSettings(hard_negatives=7),
         finetune=FinetuneSettings(

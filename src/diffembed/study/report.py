@@ -21,7 +21,16 @@ import numpy as np
 from diffembed.io import atomic_dir, atomic_write, write_json
 from diffembed.provenance import git_commit, machine
 from diffembed.study.analysis import analyse
-from diffembed.study.design import PRIMARY, REFERENCES, ROWS, SUITE_LABELS, SUITE_ORDER, Row
+from diffembed.study.design import (
+    LM_BY_NAME,
+    LMS,
+    PRIMARY,
+    REFERENCES,
+    ROWS,
+    SUITE_LABELS,
+    SUITE_ORDER,
+    Row,
+)
 
 if TYPE_CHECKING:
     from diffembed.study.stages import Study
@@ -97,7 +106,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def _plot_pretraining(study: Study, path: Path) -> bool:
     plt = _pyplot()
-    logs = {o: study.out / "logs" / "lm" / o / "train_log.csv" for o in ("diffusion", "ar", "mntp")}
+    logs = {lm.name: study.out / "logs" / "lm" / lm.name / "train_log.csv" for lm in LMS}
     logs = {o: p for o, p in logs.items() if p.exists()}
     if not logs:
         return False
@@ -292,12 +301,17 @@ def render_report(
 def _best_seed(
     study: Study, summary: dict[str, Any], rows: Sequence[Row]
 ) -> tuple[float, Row, int, dict[str, float]]:
-    """The evaluated bidirectional diffusion row and seed with the highest mean suite score:
-    (mean, row, seed, suite scores)."""
+    """The seed of the DiffEmbed row (``PRIMARY[0]``, else any evaluated row of a diffusion LM
+    with bidirectional attention) with the highest mean suite score: (mean, row, seed, scores)."""
+    diffusion = [
+        r
+        for r in rows
+        if r.attention == "bidirectional" and LM_BY_NAME[r.base].objective == "diffusion"
+    ]
+    if any(r.name == PRIMARY[0] and r.name in summary["table"] for r in diffusion):
+        diffusion = [r for r in diffusion if r.name == PRIMARY[0]]
     candidates = []
-    for row in rows:
-        if (row.base, row.attention) != ("diffusion", "bidirectional"):
-            continue  # DiffEmbed proper: a diffusion LM with its own (bidirectional) attention
+    for row in diffusion:
         if row.name not in summary["table"]:
             continue
         for i, seed in enumerate(study.preset.seeds):
@@ -325,6 +339,12 @@ def _copy_model(src: Path, dest: Path, max_length: int | None) -> None:
             write_json(dest / name, data)
 
 
+def _origin(row: Row) -> str:
+    """How the row's LM was made, in words."""
+    init = LM_BY_NAME[row.base].init
+    return f"adapted from the `{init}` LM" if init else "pretrained from scratch"
+
+
 def _model_card(
     study: Study,
     summary: dict[str, Any],
@@ -349,10 +369,10 @@ tags: [diffembed, diffusion-language-model, text-embedding]
 
 # diffembed-tiny
 
-A tiny text-embedding model from a masked-diffusion language model pretrained from scratch on
+A tiny text-embedding model from a masked-diffusion language model ({_origin(row)}) trained on
 offline English text, then contrastively fine-tuned: row `{row.name}` ({row.label}), seed
 {seed}, of the `{study.preset.name}` study of diffembed (`diffembed reproduce --preset
-{study.preset.name}`). {pt.get("parameters", "?")} parameters; pretrained on
+{study.preset.name}`). {pt.get("parameters", "?")} parameters; its last LM stage trained on
 {pt.get("tokens_trained", "?")} tokens; attention {row.attention}; pooling {row.pooling};
 max_length {max_length}. It is a demonstration and a test fixture, not a competitive encoder.
 
@@ -385,9 +405,9 @@ vectors = model.encode_documents(["some text"])
 
 
 def export_best(study: Study, dest: Path, rows: Sequence[Row] = ROWS) -> Path:
-    """Copy the best bidirectional diffusion embedding model of the run (the seed of
-    ``diffusion-bi`` with the highest mean of its four suite scores) to ``dest``, with a model
-    card, and return ``dest``.
+    """Copy the best bidirectional diffusion embedding model of the run (the seed of the DiffEmbed
+    row ``ar-diffusion-bi``, else of another bidirectional diffusion row, with the highest mean
+    of its four suite scores) to ``dest``, with a model card, and return ``dest``.
 
     The saved ``max_length`` is the one the study evaluated it with, capped at the model's
     ``max_position_embeddings`` (positions beyond those were never trained). Selection uses the

@@ -43,10 +43,12 @@ from typing import Any
 from diffembed.io import atomic_write, write_json
 from diffembed.provenance import file_sha256, provenance
 from diffembed.study.design import (
+    LM,
     SUITE_ORDER,
     PretrainOverrides,
     Row,
     StudyPreset,
+    lms_needed,
     select_rows,
 )
 from diffembed.study.report import write_report
@@ -293,25 +295,34 @@ class Study:
         model.save_pretrained(str(tmp))
         tmp.rename(path)
 
-    def stage_lm(self, objective: str, tok: Path, corpus: Path, deps: dict[str, str]) -> str:
-        """Pretrain (``diffusion`` / ``ar``), adapt (``mntp``, from ``lm/ar``) or initialise
-        (``random``) one LM into ``OUT/lm/<objective>``."""
+    def lm_config(self, lm: LM) -> Any:
+        """The :class:`~diffembed.train.pretrain.PretrainConfig` of ``lm``, sized by its budget
+        (see :class:`~diffembed.study.design.LM`; ``random``: the diffusion LM's architecture)."""
+        objective = "diffusion" if lm.objective == "random" else lm.objective
+        if lm.budget == "mntp":
+            return self._pretrain_config(objective, self.preset.mntp)
+        if lm.budget == "adapt":
+            return self._pretrain_config(objective, self.preset.adapt.overrides(objective))
+        config = self._pretrain_config(objective, PretrainOverrides())
+        if lm.budget == "pretrain+adapt":  # from scratch for the AR LM's tokens + M
+            steps = config.steps + self.preset.adapt.steps
+            config = self._pretrain_config(objective, PretrainOverrides(steps=steps))
+        return config
+
+    def stage_lm(self, lm: LM, tok: Path, corpus: Path, deps: dict[str, str]) -> str:
+        """Pretrain, adapt (from ``OUT/lm/<lm.init>``) or initialise (``random``) one LM into
+        ``OUT/lm/<lm.name>``."""
         from diffembed.train.pretrain import pretrain
 
-        path = self.out / "lm" / objective
-        if objective == "random":
-            config = self._pretrain_config("diffusion", PretrainOverrides())
-        elif objective == "mntp":
-            config = self._pretrain_config("mntp", self.preset.mntp)
-        else:
-            config = self._pretrain_config(objective, PretrainOverrides())
+        path = self.out / "lm" / lm.name
+        config = self.lm_config(lm)
 
         def run() -> None:
-            if objective == "random":
+            if lm.objective == "random":
                 self._init_random_lm(config, tok, path)
                 return
             resume = (path / "checkpoint").exists() and not (path / "config.json").exists()
-            init = self.out / "lm" / "ar" if objective == "mntp" else None
+            init = self.out / "lm" / lm.init if lm.init else None
             pretrain(
                 config,
                 corpus,
@@ -322,10 +333,10 @@ class Study:
                 device=self.device,
                 show_progress=self.show_progress,
             )
-            self._keep_logs(path, self.out / "logs" / "lm" / objective)
+            self._keep_logs(path, self.out / "logs" / "lm" / lm.name)
 
         key = {"config": dataclasses.asdict(config), **deps}
-        return self.stage(f"lm-{objective}", key, [path / "config.json"], run)
+        return self.stage(f"lm-{lm.name}", key, [path / "config.json"], run)
 
     def _keep_logs(self, src: Path, dst: Path) -> None:
         """Copy the small log files of a run (CSV, PNG, JSON summaries) beside the results."""
@@ -423,13 +434,12 @@ class Study:
     def _stage_lms(
         self, rows: Sequence[Row], tok: Path, corpus: Path, lm_deps: dict[str, str]
     ) -> dict[str, str]:
-        """Every LM the rows need (``mntp`` needs ``ar``); returns their digests by base."""
+        """Every LM the rows need, and the LMs those continue (e.g. ``mntp`` continues ``ar``);
+        returns their digests by name."""
         deps: dict[str, str] = {}
-        bases = {r.base for r in rows}
-        for objective in ("diffusion", "ar", "mntp", "random"):
-            if objective in bases or (objective == "ar" and "mntp" in bases):
-                extra = {"ar": deps["ar"]} if objective == "mntp" else {}
-                deps[objective] = self.stage_lm(objective, tok, corpus, {**lm_deps, **extra})
+        for lm in lms_needed([r.base for r in rows]):
+            extra = {lm.init: deps[lm.init]} if lm.init else {}
+            deps[lm.name] = self.stage_lm(lm, tok, corpus, {**lm_deps, **extra})
         return deps
 
     def run(self, rows: Sequence[Row] | None = None) -> Path:
