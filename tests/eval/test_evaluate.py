@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixed_retriever import FixedVectors
 
 from diffembed.cli.eval import add_eval_parser
 from diffembed.eval import ranking
@@ -26,7 +27,7 @@ from diffembed.eval.metrics import (
 )
 from diffembed.eval.models import EmbedderRetriever
 from diffembed.eval.ranking import blocked_top_k, ranks_in_run, ranks_of, tiebreak_keys
-from diffembed.eval.retrievers import BM25Retriever, DenseRetriever
+from diffembed.eval.retrievers import BM25Retriever
 from diffembed.formats.task_writer import write_task
 from diffembed.formats.tasks import TaskFormatError, hash_task, load_task
 from diffembed.model.embedder import Embedder
@@ -180,25 +181,6 @@ def test_blocked_top_k_leave_one_out():
     assert indices.shape == (4, 3)
     assert all(r not in indices[r] for r in range(4))
     assert indices[0].tolist() == [3, 2, 1]
-
-
-class FixedVectors(DenseRetriever):
-    """A dense retriever whose embedding of each text is given in advance."""
-
-    name = "fixed"
-
-    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
-        super().__init__()
-        self.vectors = {t: v / np.linalg.norm(v) for t, v in vectors.items()}
-
-    def describe(self) -> dict:
-        return {"name": self.name, "kind": "test", "hash": "sha256:0"}
-
-    def _encode(self, texts, instruction, role):
-        return np.stack([self.vectors[t] for t in texts]).astype(np.float32), 0
-
-    def token_lengths(self, texts):
-        return [len(t.split()) for t in texts]
 
 
 def test_dense_search_equals_brute_force_and_faiss():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fixed_retriever import FixedVectors
 
 from diffembed.eval.composed import compose_retriever
 from diffembed.eval.fusion import (
@@ -17,7 +18,7 @@ from diffembed.eval.fusion import (
     top_candidates,
 )
 from diffembed.eval.metrics import retrieval_metrics
-from diffembed.eval.retrievers import BM25Retriever, DenseRetriever, HybridRetriever
+from diffembed.eval.retrievers import BM25Retriever, HybridRetriever
 
 DENSE = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
 SPARSE = [("c", 12.0), ("d", 6.0), ("a", 3.0)]
@@ -61,23 +62,6 @@ def test_alpha_depth_and_candidates():
 
 
 # ----------------------------------------------------------------------------- hybrid recall
-class FixedVectors(DenseRetriever):
-    """A dense retriever whose embedding of each text is given in advance."""
-
-    name = "fixed"
-
-    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
-        super().__init__()
-        self.vectors = {t: v / np.linalg.norm(v) for t, v in vectors.items()}
-
-    def describe(self) -> dict:
-        return {"name": self.name, "kind": "test", "hash": "sha256:0"}
-
-    def _encode(self, texts, instruction, role):
-        return np.stack([self.vectors[t] for t in texts]).astype(np.float32), 0
-
-    def token_lengths(self, texts):
-        return [len(t.split()) for t in texts]
 
 
 def complementary_fixture() -> tuple[list[str], list[str], dict[str, np.ndarray], dict]:

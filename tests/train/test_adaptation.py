@@ -12,13 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from test_pretrain import TINY, write_corpus  # the pretraining tests' toy corpus and sizes
+from test_pretrain import TINY  # the pretraining tests' toy corpus and sizes
 
 from diffembed.cli.main import main as cli_main
 from diffembed.model.backbone import inspect_backbone, load_backbone
 from diffembed.model.embedder import Embedder
 from diffembed.model.generate import diffusion_sample, generate_text
-from diffembed.model.tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
+from diffembed.model.tokenizer import load_tokenizer
 from diffembed.train.adaptation import anneal_mask, anneal_ratio, default_shift
 from diffembed.train.objectives import mask_for_diffusion, sample_t
 from diffembed.train.pretrain import _Run, config_hash, make_config, pretrain
@@ -27,19 +27,6 @@ from diffembed.train.pretrain_model import ScoredLM, evaluate, initial_model, mi
 from diffembed.train.runtime import init_distributed
 
 MASK_ID = 3
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory, corpus) -> Path:
-    docs = [json.loads(line)["text"] for line in (corpus / "pretrain.jsonl").open()]
-    return save_tokenizer(
-        train_bpe_tokenizer(docs, vocab_size=300), tmp_path_factory.mktemp("t") / "tok"
-    )
 
 
 def config(tmp_path: Path, objective: str, **changes):

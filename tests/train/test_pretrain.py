@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from diffembed.model.backbone import CheckpointError, inspect_backbone, load_backbone
 from diffembed.model.generate import diffusion_sample, generate_text
-from diffembed.model.tokenizer import MASK, save_tokenizer, train_bpe_tokenizer
+from diffembed.model.tokenizer import MASK
 from diffembed.train.pretrain import SAMPLE_PROMPTS, lr_at, make_config, pretrain
 from diffembed.train.pretrain_data import batch_indices, pack_documents
 
@@ -107,19 +107,6 @@ def write_corpus(path: Path, n_docs: int = 120, seed: int = 0) -> Path:
                 + "\n"
             )
     return path
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory, corpus) -> Path:
-    docs = [json.loads(line)["text"] for line in (corpus / "pretrain.jsonl").open()]
-    return save_tokenizer(
-        train_bpe_tokenizer(docs, vocab_size=300), tmp_path_factory.mktemp("t") / "tok"
-    )
 
 
 def tiny(tmp_path: Path, objective: str, **changes) -> object:
