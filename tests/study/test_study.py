@@ -248,7 +248,7 @@ def _main_table(report: str) -> dict[str, list[float]]:
     for line in section.splitlines():
         m = re.match(r"\| `([^`]+)`: .*?\|(.*)\|$", line)
         if m:
-            cells = [c.strip() for c in m.group(2).split("|")]
+            cells = [c.strip() for c in m.group(2).split("|")][1:]  # after the learned flag
             rows[m.group(1)] = [float(c.split()[0]) for c in cells]
     return rows
 
@@ -344,3 +344,162 @@ def test_export_best_writes_a_loadable_model_with_its_card(smoke: Study, tmp_pat
     # the study's evaluation length, never past the positions the model was trained on
     assert emb.max_length == min(smoke.preset.eval.max_length, positions)
     assert np.isfinite(emb.encode(["harbour repairs"])).all()
+
+
+# ------------------------------------------------------------------------------ learning, compute
+def _table(scores: dict[str, list[float]]) -> dict[str, dict[str, dict[str, float]]]:
+    return {
+        n: {s: {"score": v} for s, v in zip(SUITE_ORDER, vs, strict=True)}
+        for n, vs in scores.items()
+    }
+
+
+def test_a_row_learns_when_above_random_on_three_of_four_suites() -> None:
+    from diffembed.study.analysis import learning
+
+    table = _table(
+        {
+            "random-bi": [10.0, 10.0, 10.0, 10.0],
+            "ar-mntp-bi": [5.0, 11.0, 12.0, 13.0],  # below random on 1 of 4: learned
+            "ar-diffusion-bi": [5.0, 5.0, 12.0, 13.0],  # below on 2 of 4: did not learn
+            "diffusion-bi": [5.0, 5.0, 5.0, 13.0],  # below on 3 of 4: did not learn
+            "ar-causal": [10.0, 11.0, 12.0, float("nan")],  # a tie and a NaN do not count
+        }
+    )
+    flags = learning(table, list(table))
+    assert flags["ar-mntp-bi"]["learned"] is True
+    assert flags["ar-mntp-bi"]["beats_control"] == ["reasoning", "instruct", "traditional"]
+    assert flags["ar-diffusion-bi"]["learned"] is False
+    assert flags["diffusion-bi"]["learned"] is False
+    assert flags["diffusion-bi"]["status"] == "did not learn"
+    assert flags["ar-causal"]["learned"] is False
+    assert flags["random-bi"] == {"learned": None, "beats_control": None, "status": "control"}
+    no_control = learning({k: v for k, v in table.items() if k != "random-bi"}, ["ar-mntp-bi"])
+    assert no_control["ar-mntp-bi"]["learned"] is None
+
+
+def test_a_contrast_with_a_row_that_did_not_learn_is_not_judged() -> None:
+    from diffembed.study.analysis import _verdicts, contrast_status, learning
+
+    table = _table(
+        {
+            "random-bi": [10.0] * 4,
+            "ar-mntp-bi": [20.0] * 4,
+            "ar-diffusion-bi": [5.0, 5.0, 30.0, 30.0],
+            "ar-mntp-matched-bi": [30.0] * 4,
+        }
+    )
+    flags = learning(table, list(table))
+    assert contrast_status("ar-mntp-matched-bi", "ar-mntp-bi", flags) == "judged"
+    assert contrast_status("ar-mntp-matched-bi", "random-bi", flags) == "judged"
+    assert (
+        contrast_status("ar-diffusion-bi", "ar-mntp-bi", flags)
+        == "not judged: ar-diffusion-bi did not learn"
+    )
+    primary = {s: {"diff": 10.0, "ci95": [5.0, 15.0]} for s in SUITE_ORDER}
+    contrasts = {f"{PRIMARY[0]} - {PRIMARY[1]}": primary}
+    verdicts = _verdicts(contrasts, flags)
+    assert len(verdicts) == len(CLAIMS)
+    assert {v["verdict"] for v in verdicts} == {"not judged: ar-diffusion-bi did not learn"}
+    flags["ar-diffusion-bi"]["learned"] = True
+    assert {v["verdict"] for v in _verdicts(contrasts, flags)} == {
+        "reproduced",
+        "not reproduced",  # parity: +10 [5, 15] lies outside +-2
+    }
+
+
+def test_smoke_flags_learning_and_judges_only_rows_that_learned(smoke: Study) -> None:
+    summary = json.loads((smoke.out / "summary.json").read_text())
+    report = (smoke.out / "report.md").read_text()
+    learned = summary["learning"]
+    assert set(learned) == {r.name for r in ROWS}
+    assert learned["random-bi"]["status"] == "control"
+    random = [summary["table"]["random-bi"][s]["score"] for s in SUITE_ORDER]
+    for name, info in learned.items():
+        if name == "random-bi":
+            continue
+        scores = [summary["table"][name][s]["score"] for s in SUITE_ORDER]
+        above = sum(a > b for a, b in zip(scores, random, strict=True))
+        assert len(info["beats_control"]) == above and info["learned"] == (above >= 3), name
+        line = next(ln for ln in report.splitlines() if ln.startswith(f"| `{name}`: "))
+        assert ("did not learn" in line) == (not info["learned"])
+        final = info["finetune_final"]
+        assert {"loss", "accuracy", "doc_cosine"} <= set(final)
+    for v in summary["verdicts"]:
+        failed = [n for n in PRIMARY if learned[n]["learned"] is False]
+        if failed:
+            assert v["verdict"] == f"not judged: {', '.join(failed)} did not learn"
+    assert set(summary["contrast_status"]) == {f"{a} - {b}" for a, b in CONTRASTS}
+    for a, b in CONTRASTS:
+        status = summary["contrast_status"][f"{a} - {b}"]
+        failed = [n for n in (a, b) if learned[n]["learned"] is False]
+        assert status == (f"not judged: {', '.join(failed)} did not learn" if failed else "judged")
+    assert "## Fine-tuning: did each row learn?" in report
+
+
+def test_smoke_finetuning_figure_has_a_panel_per_quantity(smoke: Study) -> None:
+    import matplotlib.image
+
+    image = matplotlib.image.imread(smoke.out / "figures" / "finetuning.png")
+    height, width = image.shape[:2]
+    assert width > 2.5 * height  # three panels side by side
+    header = (smoke.out / "logs" / "ft" / ROWS[0].name / "seed0" / "log.csv").read_text()
+    assert header.split("\n", 1)[0].split(",")[:4] == ["step", "loss", "accuracy", "doc_cosine"]
+
+
+def test_smoke_pretraining_tokens_and_flops_match_a_hand_computation(smoke: Study) -> None:
+    import torch
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    preset = smoke.preset
+    cfg = AutoConfig.from_pretrained(smoke.out / "lm" / "ar")
+    with torch.device("meta"):
+        params = sum(p.numel() for p in LlamaForCausalLM(cfg).parameters())
+    from diffembed.train.pretrain import PRESETS as LM_PRESETS
+    from diffembed.train.pretrain import PretrainConfig
+
+    lm = PretrainConfig(**LM_PRESETS[preset.pretrain_preset])
+    per_step = lm.global_batch * lm.seq_len
+    pt, mntp, adapt = preset.pretrain.steps, preset.mntp.steps, preset.adapt.steps
+    steps = {
+        "ar-diffusion-bi": pt + adapt,  # ar, then the diffusion adaptation
+        "ar-mntp-bi": pt + mntp,
+        "ar-mntp-matched-bi": pt + adapt,
+        "diffusion-bi": pt + adapt,  # from scratch for the AR LM's tokens + M
+        "ar-bi": pt,
+        "ar-causal": pt,
+        "random-bi": 0,
+    }
+    summary = json.loads((smoke.out / "summary.json").read_text())
+    report = (smoke.out / "report.md").read_text()
+    section = report.split("## Pretraining compute", 1)[1].split("\n## ", 1)[0]
+    for name, n in steps.items():
+        row = summary["pretraining"][name]
+        assert row["tokens"] == n * per_step, name
+        assert row["flops"] == pytest.approx(6 * params * n * per_step), name
+        line = next(ln for ln in section.splitlines() if ln.startswith(f"| `{name}` |"))
+        assert f"{n * per_step:,d}" in line
+    assert list(summary["pretraining"]["ar-diffusion-bi"]["chain"]) == ["ar", "ar-diffusion"]
+
+
+def test_smoke_eval_length_is_capped_at_trained_positions(smoke: Study) -> None:
+    summary = json.loads((smoke.out / "summary.json").read_text())
+    report = (smoke.out / "report.md").read_text()
+    for row in ROWS:
+        for seed in smoke.preset.seeds:
+            config = json.loads((smoke.ft_dir(row, seed) / "config.json").read_text())
+            positions = config["max_position_embeddings"]
+            used = json.loads(smoke.eval_file(row.name, seed).read_text())["settings"]
+            expected = min(smoke.preset.eval.max_length, positions)
+            assert used["max_length"] == expected == smoke.eval_max_length(row, seed)
+        assert summary["learning"][row.name]["eval_max_length"] == [expected] * len(
+            smoke.preset.seeds
+        )
+        line = next(ln for ln in report.splitlines() if ln.startswith(f"| `{row.name}` | "))
+        assert f"| {expected} |" in line
+    assert expected < smoke.preset.eval.max_length  # the cap bites in the smoke preset
+    # a row that says otherwise keeps its own length
+    import dataclasses
+
+    longer = dataclasses.replace(ROWS[0], max_length=4096)
+    assert smoke.eval_max_length(longer, smoke.preset.seeds[0]) == 4096

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diffembed.study.design import CLAIMS, CONTRASTS, PRIMARY, SUITE_ORDER, Claim, Row
+from diffembed.study.design import (
+    CLAIMS,
+    CONTRASTS,
+    CONTROL,
+    LEARN_MIN_SUITES,
+    PRIMARY,
+    SUITE_ORDER,
+    Claim,
+    Row,
+    lms_needed,
+)
 
 if TYPE_CHECKING:
     from diffembed.study.stages import Study
@@ -226,10 +236,47 @@ def _contrasts(
     return contrasts
 
 
-def _verdicts(contrasts: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One verdict per claim, from the primary contrast."""
+def learning(
+    table: dict[str, dict[str, Any]],
+    names: Sequence[str],
+    control: str = CONTROL,
+    min_suites: int = LEARN_MIN_SUITES,
+) -> dict[str, dict[str, Any]]:
+    """Per row of ``names``: the suites on which its score is above ``control``'s (a tie or a
+    missing score does not count) and whether it learned (above on >= ``min_suites``).
+
+    ``learned`` is None for the control itself and when the control was not run."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name == control or control not in table:
+            status = "control" if name == control else f"not checked: no `{control}` row"
+            out[name] = {"learned": None, "beats_control": None, "status": status}
+            continue
+        beats = [
+            s for s in SUITE_ORDER if table[name][s]["score"] > table[control][s]["score"]
+        ]  # NaN compares False
+        learned = len(beats) >= min_suites
+        out[name] = {
+            "learned": learned,
+            "beats_control": beats,
+            "status": "learned" if learned else "did not learn",
+        }
+    return out
+
+
+def contrast_status(a: str, b: str, learned: dict[str, dict[str, Any]]) -> str:
+    """``judged``, or ``not judged: <row> did not learn`` when a side of ``a - b`` did not."""
+    failed = [n for n in (a, b) if learned.get(n, {}).get("learned") is False]
+    return f"not judged: {', '.join(failed)} did not learn" if failed else "judged"
+
+
+def _verdicts(
+    contrasts: dict[str, dict[str, dict[str, Any]]], learned: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One verdict per claim, from the primary contrast (judged only when both rows learned)."""
     verdicts = []
     primary = contrasts.get(f"{PRIMARY[0]} - {PRIMARY[1]}", {})
+    status = contrast_status(*PRIMARY, learned)
     for claim in CLAIMS:
         c = primary.get(claim.suite)
         if c is None:
@@ -241,7 +288,7 @@ def _verdicts(contrasts: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str,
                 "paper_gain": claim.paper_gain,
                 "measured": c["diff"],
                 "ci95": c["ci95"],
-                "verdict": verdict(claim, c["diff"], *c["ci95"]),
+                "verdict": verdict(claim, c["diff"], *c["ci95"]) if status == "judged" else status,
             }
         )
     return verdicts
@@ -259,6 +306,10 @@ def analyse(study: Study, rows: Sequence[Row]) -> dict[str, Any]:
         for suite in SUITE_ORDER:
             table[name][suite], boot_values[name][suite] = _suite_cell(scores, suite, boots)
     contrasts = _contrasts(table, boot_values)
+    learned = learning(table, [r.name for r in rows])
+    for name, info in learned.items():
+        info["finetune_final"] = finetune_final(study, name)
+        info["eval_max_length"] = eval_lengths(study, name)
     per_task = {
         name: {
             key: {"score": 100 * ts.statistic(), "seed_scores": [100 * s for s in ts.main_scores]}
@@ -269,8 +320,78 @@ def analyse(study: Study, rows: Sequence[Row]) -> dict[str, Any]:
     return {
         "table": table,
         "contrasts": contrasts,
-        "verdicts": _verdicts(contrasts),
+        "contrast_status": {
+            f"{a} - {b}": contrast_status(a, b, learned)
+            for a, b in CONTRASTS
+            if f"{a} - {b}" in contrasts
+        },
+        "verdicts": _verdicts(contrasts, learned),
+        "learning": learned,
+        "pretraining": pretraining_compute(study, rows),
         "per_task": per_task,
         "files": files,
         "tasks": tasks,
     }
+
+
+# ================================================================================ checks
+def finetune_log(study: Study, row: str) -> Path:
+    """The fine-tuning log (``log.csv``) of ``row``'s first seed, as kept in ``logs/``."""
+    return study.out / "logs" / "ft" / row / f"seed{study.preset.seeds[0]}" / "log.csv"
+
+
+def finetune_final(study: Study, row: str) -> dict[str, float] | None:
+    """Loss, accuracy and document-document cosine at the last logged step of ``row``'s first
+    seed (None when its log is missing)."""
+    import csv
+
+    path = finetune_log(study, row)
+    if not path.exists():
+        return None
+    with path.open(encoding="utf-8") as f:
+        records = list(csv.DictReader(f))
+    if not records:
+        return None
+    last = records[-1]
+    keys = ("step", "loss", "accuracy", "doc_cosine")
+    return {k: float(last[k]) for k in keys if last.get(k) not in (None, "")}
+
+
+def eval_lengths(study: Study, row: str) -> list[int | None]:
+    """The ``max_length`` each seed of ``row`` was evaluated with, from its result files."""
+    lengths = []
+    for seed in study.preset.seeds:
+        data = json.loads(study.eval_file(row, seed).read_text())
+        lengths.append(data.get("settings", {}).get("max_length"))
+    return lengths
+
+
+def pretraining_compute(study: Study, rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """Per row: the LMs its model went through (e.g. ``ar`` then ``ar-diffusion``), the tokens
+    each trained on and their training FLOPs (6 x parameters x tokens), from ``pretrain.json``
+    in ``logs/lm/``, and the sums over that chain (None when a log is missing). The ``random``
+    LM is never trained: 0 tokens."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        chain: dict[str, dict[str, Any] | None] = {}
+        for lm in lms_needed([row.base]):
+            path = study.out / "logs" / "lm" / lm.name / "pretrain.json"
+            if lm.objective == "random":
+                chain[lm.name] = {"tokens": 0, "parameters": None, "flops": 0.0}
+            elif path.exists():
+                info = json.loads(path.read_text())
+                tokens, params = int(info["tokens_trained"]), int(info["parameters"])
+                chain[lm.name] = {
+                    "tokens": tokens,
+                    "parameters": params,
+                    "flops": 6.0 * params * tokens,
+                }
+            else:
+                chain[lm.name] = None
+        known = all(c is not None for c in chain.values())
+        out[row.name] = {
+            "chain": chain,
+            "tokens": sum(c["tokens"] for c in chain.values() if c) if known else None,
+            "flops": sum(c["flops"] for c in chain.values() if c) if known else None,
+        }
+    return out

@@ -99,6 +99,9 @@ class Row:
     attention: str  # bidirectional | causal
     pooling: str  # mean | last
     label: str
+    # Evaluation length past the model's trained positions (stated in the report); None: the
+    # preset's eval max_length capped at the model's max_position_embeddings.
+    max_length: int | None = None
 
 
 ROWS: tuple[Row, ...] = (
@@ -142,6 +145,10 @@ MAIN_ROWS = (
     "random-bi",
 )
 REFERENCES = ("bm25", "minilm")
+# A fine-tuned row "learned" when it beats this control on at least LEARN_MIN_SUITES suites; a
+# contrast or claim is judged only between rows that learned.
+CONTROL = "random-bi"
+LEARN_MIN_SUITES = 3
 
 
 def select_rows(names: Sequence[str] | None) -> tuple[Row, ...]:

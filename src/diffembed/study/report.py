@@ -20,8 +20,10 @@ import numpy as np
 
 from diffembed.io import atomic_dir, atomic_write, write_json
 from diffembed.provenance import git_commit, machine
-from diffembed.study.analysis import analyse
+from diffembed.study.analysis import analyse, finetune_log
 from diffembed.study.design import (
+    CONTROL,
+    LEARN_MIN_SUITES,
     LM_BY_NAME,
     LMS,
     PRIMARY,
@@ -127,23 +129,32 @@ def _plot_pretraining(study: Study, path: Path) -> bool:
     return True
 
 
+FT_PANELS = (
+    ("loss", "InfoNCE loss"),
+    ("accuracy", "in-batch accuracy"),
+    ("doc_cosine", "mean document-document cosine"),
+)
+
+
 def _plot_finetuning(study: Study, rows: Sequence[Row], path: Path) -> bool:
+    """Each row's fine-tuning curve (first seed): a panel per quantity, a line per row."""
     plt = _pyplot()
     seed = study.preset.seeds[0]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, len(FT_PANELS), figsize=(15, 4))
     found = False
     for row in rows:
-        p = study.out / "logs" / "ft" / row.name / f"seed{seed}" / "log.csv"
+        p = finetune_log(study, row.name)
         if not p.exists():
             continue
         found = True
         data = _read_csv(p)
-        steps = [int(r["step"]) for r in data]
-        axes[0].plot(steps, [float(r["loss"]) for r in data], label=row.name)
-        axes[1].plot(steps, [float(r["accuracy"]) for r in data], label=row.name)
-    axes[0].set(xlabel="step", ylabel="InfoNCE loss", title=f"fine-tuning (seed {seed})")
-    axes[1].set(xlabel="step", ylabel="in-batch accuracy", title=f"fine-tuning (seed {seed})")
-    axes[1].legend(fontsize=7)
+        for ax, (key, _) in zip(axes, FT_PANELS, strict=True):
+            pts = [(int(r["step"]), float(r[key])) for r in data if r.get(key)]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=row.name)
+    for ax, (_, label) in zip(axes, FT_PANELS, strict=True):
+        ax.set(xlabel="step", ylabel=label, title=f"fine-tuning: {label} (seed {seed})")
+    axes[-1].legend(fontsize=7)
     _save_png(fig, path)
     return found
 
@@ -190,8 +201,8 @@ def _main_table(study: Study, rows: Sequence[Row], analysis: dict[str, Any]) -> 
         "",
         "## Main table",
         "",
-        "| model | " + " | ".join(SUITE_LABELS[s] for s in SUITE_ORDER) + " |",
-        "|---|" + "---|" * len(SUITE_ORDER),
+        "| model | learned | " + " | ".join(SUITE_LABELS[s] for s in SUITE_ORDER) + " |",
+        "|---|---|" + "---|" * len(SUITE_ORDER),
     ]
     labels = {r.name: r.label for r in rows}
     labels.update({"bm25": "BM25 (reference)", "minilm": "all-MiniLM-L6-v2 (reference)"})
@@ -201,7 +212,17 @@ def _main_table(study: Study, rows: Sequence[Row], analysis: dict[str, Any]) -> 
             c = suites[s]
             sd = f" ± {c['seed_std']:.1f}" if c["seed_std"] is not None else ""
             cells.append(f"{_fmt(c['score'])}{sd} [{_fmt(c['ci95'][0])}, {_fmt(c['ci95'][1])}]")
-        lines.append(f"| `{name}`: {labels.get(name, name)} | " + " | ".join(cells) + " |")
+        status = analysis["learning"].get(name, {}).get("status", "reference")
+        status = f"**{status}**" if status == "did not learn" else status
+        lines.append(
+            f"| `{name}`: {labels.get(name, name)} | {status} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        f"learned: the row's score is above `{CONTROL}`'s on at least {LEARN_MIN_SUITES} of "
+        f"{len(SUITE_ORDER)} suites; a claim or contrast is judged only between rows that "
+        "learned.",
+    ]
     return lines
 
 
@@ -232,14 +253,64 @@ def _claims(analysis: dict[str, Any]) -> list[str]:
             f"[{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}] | **{v['verdict']}** |"
         )
     lines += ["", "Other contrasts (same rule, no verdict):", ""]
-    lines += ["| contrast | " + " | ".join(SUITE_LABELS[s] for s in SUITE_ORDER) + " |"]
-    lines += ["|---|" + "---|" * len(SUITE_ORDER)]
+    lines += ["| contrast | " + " | ".join(SUITE_LABELS[s] for s in SUITE_ORDER) + " | status |"]
+    lines += ["|---|" + "---|" * (len(SUITE_ORDER) + 1)]
     for name, per_suite in analysis["contrasts"].items():
         cells = [
             f"{c['diff']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"
             for c in (per_suite[s] for s in SUITE_ORDER)
         ]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        status = analysis["contrast_status"].get(name, "judged")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {status} |")
+    return lines
+
+
+def _number(x: float | None, fmt: str) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _learning_and_compute(study: Study, analysis: dict[str, Any]) -> list[str]:
+    """Each row's fine-tuning end point, learn flag and evaluation length; then the tokens and
+    training FLOPs of each row's pretraining."""
+    seed = study.preset.seeds[0]
+    lines = [
+        "",
+        "## Fine-tuning: did each row learn?",
+        "",
+        f"Last logged step of the first seed ({seed}; curves under Figures). Evaluation length: "
+        "the preset's max_length capped at the model's trained positions "
+        "(max_position_embeddings) unless the row sets its own.",
+        "",
+        "| row | step | loss | accuracy | doc-doc cosine | above "
+        f"`{CONTROL}` on | eval max_length | learned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, info in analysis["learning"].items():
+        final = info.get("finetune_final") or {}
+        beats = info["beats_control"]
+        above = "–" if beats is None else f"{len(beats)}/{len(SUITE_ORDER)}"
+        lengths = sorted({str(x) for x in info.get("eval_max_length", [])})
+        lines.append(
+            f"| `{name}` | {_number(final.get('step'), '.0f')} | "
+            f"{_number(final.get('loss'), '.3f')} | {_number(final.get('accuracy'), '.3f')} | "
+            f"{_number(final.get('doc_cosine'), '.3f')} | {above} | {', '.join(lengths)} | "
+            f"{info['status']} |"
+        )
+    lines += [
+        "",
+        "## Pretraining compute",
+        "",
+        "Tokens and training FLOPs (6 x parameters x tokens, from each LM's `pretrain.json`) "
+        "summed over the LMs the row's model went through.",
+        "",
+        "| row | LMs | tokens | training FLOPs |",
+        "|---|---|---|---|",
+    ]
+    for name, c in analysis["pretraining"].items():
+        chain = " + ".join(f"`{lm}`" for lm in c["chain"])
+        lines.append(
+            f"| `{name}` | {chain} | {_number(c['tokens'], ',d')} | {_number(c['flops'], '.3g')} |"
+        )
     return lines
 
 
@@ -289,6 +360,7 @@ def render_report(
 ) -> str:
     """``report.md`` from the analysis (every number in it is in ``summary.json``)."""
     lines = _main_table(study, rows, analysis) + _claims(analysis)
+    lines += _learning_and_compute(study, analysis)
     if study.preset.changes_after_looking:
         lines += ["", "## Changes made after looking at results", ""]
         lines += [f"- {c}" for c in study.preset.changes_after_looking]

@@ -400,15 +400,35 @@ class Study:
             return self.out / "eval" / f"{name}.json"
         return self.out / "eval" / name / f"seed{seed}.json"
 
+    def eval_max_length(self, row: Row, seed: int) -> int:
+        """The evaluation length of ``row``'s model: the row's own ``max_length`` when it sets
+        one, else the preset's capped at the model's ``max_position_embeddings`` (positions past
+        those were never trained)."""
+        if row.max_length is not None:
+            return row.max_length
+        config = json.loads((self.ft_dir(row, seed) / "config.json").read_text())
+        positions = config.get("max_position_embeddings")
+        wanted = self.preset.eval.max_length
+        return min(wanted, int(positions)) if positions else wanted
+
     def stage_eval(
-        self, model: str, name: str, seed: int | None, tasks: Path, deps: dict[str, str]
+        self,
+        model: str,
+        name: str,
+        seed: int | None,
+        tasks: Path,
+        deps: dict[str, str],
+        max_length: int | None = None,
     ) -> str:
-        """Evaluate ``model`` (a model directory, ``bm25`` or ``minilm``) on every suite."""
+        """Evaluate ``model`` (a model directory, ``bm25`` or ``minilm``) on every suite, with
+        ``max_length`` (None: the preset's) for embedding models."""
         from diffembed.eval.evaluate import evaluate_model
         from diffembed.formats.tasks import find_tasks
 
         out = self.eval_file(name, seed)
         settings = self.preset.eval.as_dict()
+        if max_length is not None:
+            settings["max_length"] = max_length
         if model == "bm25":
             settings.pop("max_length", None)  # BM25 reads whole documents
 
@@ -471,5 +491,6 @@ class Study:
                     seed,
                     tasks,
                     {"tasks": tasks_d, "model": ft_d},
+                    max_length=self.eval_max_length(row, seed),
                 )
         return write_report(self, rows, total_start=start)
