@@ -172,14 +172,14 @@ def test_typed_presets_fit_their_callees_and_serialise_as_before() -> None:
         assert names(preset.finetune) <= names(FinetuneConfig)
         assert names(preset.tasks) <= set(inspect.signature(build_all).parameters)
         assert names(preset.pairs) <= set(inspect.signature(build_pairs).parameters)
-    # the committed cpu run's preset.json: the settings its stages are keyed on are the same, so
-    # a rerun reuses its data, AR and MNTP stages (rows and budgets of the new rows were added)
+    # the committed cpu run's preset.json: the settings its data, AR and MNTP stages are keyed on
+    # are the same, so a rerun reuses them (fine-tuning and evaluation may change between
+    # editions; the report lists such changes)
     committed = Path(__file__).resolve().parents[2] / "results" / "cpu" / "preset.json"
     if committed.exists():
         expected = json.loads(committed.read_text())
         now = json.loads(json.dumps(PRESETS["cpu"].to_json()))
-        keyed = ("vocab_size", "pretrain_preset", "pretrain", "mntp", "tasks", "pairs", "finetune")
-        for key in (*keyed, "eval"):
+        for key in ("vocab_size", "pretrain_preset", "pretrain", "mntp", "tasks", "pairs"):
             assert now[key] == expected[key], key
 
 
