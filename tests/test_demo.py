@@ -1,15 +1,29 @@
-"""``diffembed demo``: the stdlib collection, the synopsis task, and a full run on a tiny model."""
+"""``diffembed demo``: the stdlib collection, the synopsis task, and a full run on a tiny model
+(dense, BM25 and hybrid side by side, and their evaluation table)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from diffembed.demo import run_demo, stdlib_documents, write_synopsis_task
+import pytest
+
+from diffembed.cli.main import main
+from diffembed.demo import (
+    MODES,
+    QUERIES,
+    run_demo,
+    stdlib_documents,
+    synopsis_queries,
+    write_synopsis_task,
+)
 from diffembed.formats.tasks import load_task
 from diffembed.model.backbone import load_backbone
 from diffembed.model.embedder import Embedder
 from diffembed.model.tokenizer import load_tokenizer
+
+PAGES = 40  # enough that a broken ranking scores far below BM25 (random nDCG@10 ~ 12 here)
 
 
 def test_stdlib_documents_are_real_pages_with_synopses() -> None:
@@ -30,13 +44,78 @@ def test_synopsis_task_is_a_valid_beir_folder_without_the_answer_line(tmp_path: 
         assert q.text not in by_id[doc_id]
 
 
-def test_demo_runs_end_to_end(checkpoints, tmp_path: Path, capsys) -> None:
+def test_synopsis_queries_are_every_kth_of_the_task_by_position(tmp_path: Path) -> None:
+    docs = stdlib_documents(limit=15)
+    task = load_task(write_synopsis_task(docs, tmp_path / "longdoc" / "stdlib-synopsis"))
+    n = len(task.queries)
+    picked = synopsis_queries(task, 3)
+    step = n // 3
+    assert picked == [
+        (task.queries[i].text, task.queries[i].id.removeprefix("q-")) for i in (0, step, 2 * step)
+    ]
+
+
+@pytest.fixture(scope="module")
+def demo_run(checkpoints, tmp_path_factory) -> tuple[str, Path]:
+    """One demo run on a tiny random model over ``PAGES`` pages: (printed text, out folder)."""
+    root = tmp_path_factory.mktemp("demo")
     path = checkpoints["qwen2"]
-    model = Embedder(load_backbone(path), load_tokenizer(path), max_length=128)
-    model.save(tmp_path / "model")
-    assert run_demo(tmp_path / "model", tmp_path / "out", limit=12, show_progress=False) == 0
-    printed = capsys.readouterr().out
-    assert "query: regular expression matching" in printed
-    assert "stdlib-synopsis" in printed and "bm25" in printed
-    result = json.loads((tmp_path / "out" / "eval-bm25.json").read_text())
-    assert result["tasks"][0]["n_docs"] == 12
+    Embedder(load_backbone(path), load_tokenizer(path), max_length=128).save(root / "model")
+    assert run_demo(root / "model", root / "out", limit=PAGES, show_progress=False) == 0
+    return (root / "out" / "demo.txt").read_text(encoding="utf-8"), root / "out"
+
+
+def _table(printed: str) -> dict[str, list[float]]:
+    """Retriever -> [nDCG@10, Recall@10, MRR@10] from the printed Markdown table."""
+    rows = {}
+    for line in printed.splitlines():
+        m = re.match(r"\| (dense|bm25|hybrid)\b[^|]*\|([^|]+)\|([^|]+)\|([^|]+)\|", line)
+        if m:
+            rows[m.group(1)] = [float(m.group(i)) for i in (2, 3, 4)]
+    return rows
+
+
+def test_demo_shows_dense_bm25_and_hybrid_for_every_query(demo_run) -> None:
+    printed, out = demo_run
+    result = json.loads((out / "demo.json").read_text())
+    shown = result["queries"]
+    assert [q["query"] for q in shown[: len(QUERIES)]] == list(QUERIES)
+    assert [q["source"] for q in shown].count("synopsis") == 5
+    for q in shown:
+        assert sorted(q["hits"]) == sorted(MODES)
+        assert all(1 <= len(q["hits"][m]) <= 5 for m in ("dense", "hybrid"))
+        assert len(q["hits"]["bm25"]) <= 5
+        block = printed.split(f"query ({q['source']}): {q['query']}", 1)[1].splitlines()
+        assert "dense" in block[1] and "bm25" in block[1] and "hybrid (RRF k=60)" in block[1]
+        top = block[2].split()  # rank, then (module, score) per mode
+        assert top[0] == "1" and top[1].lstrip("*") == q["hits"]["dense"][0]["id"]
+    assert "every k-th" in printed and "whatever the results" in printed
+    assert "fixed example queries (written before the model existed)" in printed
+
+
+def test_demo_table_has_three_retrievers_model_fusion_and_time(demo_run) -> None:
+    printed, out = demo_run
+    rows = _table(printed)
+    assert sorted(rows) == sorted(MODES)
+    assert all(0 <= v <= 100 for scores in rows.values() for v in scores)
+    assert "hybrid: RRF k=60 of dense and BM25" in printed and "model: " in printed
+    assert re.search(r"demo finished in \d+ s \(wall time\)", printed)
+    result = json.loads((out / "demo.json").read_text())
+    assert [r["retriever"] for r in result["table"]] == list(MODES)
+    assert result["fusion"]["method"] == "rrf" and result["fusion"]["k"] == 60
+    assert json.loads((out / "eval-bm25.json").read_text())["tasks"][0]["n_docs"] == PAGES
+
+
+def test_demo_bm25_finds_synopsis_pages_and_hybrid_recall_is_not_below_both(demo_run) -> None:
+    # The synopsis shares many words with its page: a working BM25 and evaluation score far
+    # above chance (~12 nDCG@10 over 40 pages); a broken one, or broken metrics, do not.
+    printed, _ = demo_run
+    rows = _table(printed)
+    assert rows["bm25"][0] > 50
+    assert rows["hybrid"][1] >= min(rows["dense"][1], rows["bm25"][1])
+
+
+def test_demo_rejects_an_alpha_outside_0_1_in_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--model", str(tmp_path), "--alpha", "1.5", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--alpha must be a number between 0 and 1" in err and "Traceback" not in err

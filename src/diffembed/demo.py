@@ -3,11 +3,19 @@
 The collection is the documentation of the Python standard library as ``pydoc`` renders it, so it
 exists wherever Python does. The demo
 
-1. renders one document per standard-library module (``pydoc`` plain text);
-2. builds a vector index with the model (:mod:`diffembed.index`) and runs example queries;
-3. builds a small long-document retrieval task from the same pages (each module's one-line
-   synopsis -> its page with that line removed; a BEIR folder) and evaluates the model and BM25
-   on it, printing the table.
+1. renders one document per standard-library module (``pydoc`` plain text) and builds a small
+   long-document retrieval task from them: each module's one-line synopsis -> its page with
+   that line removed (a BEIR folder);
+2. indexes those pages with the model (:mod:`diffembed.index`, which keeps BM25 beside the
+   vectors) and shows the top hits of dense, BM25 and hybrid search side by side
+   (:func:`diffembed.index.search.retrieve`) for a fixed list of queries written before the
+   model existed and for synopsis queries picked by position in the task (every k-th module),
+   never by how well the model answers them;
+3. evaluates dense, BM25 and hybrid on the task with ``diffembed eval --retriever``'s code and
+   prints one table (nDCG@10, recall@10, MRR@10).
+
+Everything printed is also written to ``OUT/demo.txt``; the table and the hits to
+``OUT/demo.json``.
 """
 
 from __future__ import annotations
@@ -19,8 +27,15 @@ import pydoc
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffembed.formats.tasks import Task
+    from diffembed.index.search import Hit
+    from diffembed.index.store import VectorIndex
+    from diffembed.model.embedder import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +47,9 @@ QUERIES = (
     "regular expression matching",
     "send an email message over SMTP",
 )
+MODES = ("dense", "bm25", "hybrid")
+SYNOPSIS_QUERIES = 5  # synopsis queries shown: every k-th of the task, k = n_queries // 5
+HITS = 5  # hits shown per mode
 # Private, platform-specific or noisy modules are skipped; the rest of sys.stdlib_module_names
 # that import cleanly and have a docstring make the collection.
 _SKIP_PREFIXES = (
@@ -100,54 +118,220 @@ def write_synopsis_task(docs: list[dict[str, Any]], out: Path) -> Path:
     return out
 
 
-def run_demo(model: Path, out: Path, limit: int = 250, show_progress: bool = True) -> int:
-    """Index the stdlib docs with ``model``, search, evaluate; prints everything; returns 0."""
-    from diffembed.eval.evaluate import evaluate_model, markdown_table
-    from diffembed.formats.corpus import Document
+def synopsis_queries(task: Task, n: int = SYNOPSIS_QUERIES) -> list[tuple[str, str]]:
+    """``(synopsis, module)`` of the task's queries 0, k, 2k, ... (``k = len // n``, at most
+    ``n``): a rule on positions in the task (modules sorted by name), blind to any result."""
+    step = max(1, len(task.queries) // max(1, n))
+    picked = task.queries[::step][:n]
+    return [(q.text, next(iter(task.qrels[q.id]))) for q in picked]
+
+
+def fusion_label(fusion: dict[str, Any]) -> str:
+    """``{"method": "rrf", "k": 60, ...}`` -> ``RRF k=60``; convex -> ``convex alpha=0.5``."""
+    if fusion["method"] == "rrf":
+        return f"RRF k={fusion['k']}"
+    return f"convex alpha={fusion['alpha']:g}"
+
+
+def side_by_side(
+    index: VectorIndex,
+    embedder: Embedder,
+    queries: Sequence[str],
+    instruction: str | None,
+    k: int = HITS,
+    alpha: float | None = None,
+) -> dict[str, list[list[Hit]]]:
+    """Mode -> the top ``k`` hits of each query, by index search's one path (``retrieve``)."""
+    from diffembed.index.search import retrieve
+
+    vectors = embedder.encode_queries(list(queries), instruction)
+    return {
+        mode: retrieve(index, None if mode == "bm25" else vectors, queries, k, mode, alpha)
+        for mode in MODES
+    }
+
+
+def format_block(
+    title: str, hits: dict[str, list[Hit]], hybrid: str, target: str | None = None
+) -> list[str]:
+    """One query's hits as three columns (rank, module, score per mode); ``*`` marks
+    ``target``, the page the query was taken from."""
+    heads = {"dense": "dense", "bm25": "bm25", "hybrid": f"hybrid ({hybrid})"}
+    lines = [title, "  rank  " + "".join(f"{heads[m]:<30}" for m in MODES).rstrip()]
+    for rank in range(max(len(h) for h in hits.values())):
+        cells = []
+        for mode in MODES:
+            if rank >= len(hits[mode]):
+                cells.append(" " * 30)
+                continue
+            hit = hits[mode][rank]
+            mark = "*" if hit.id == target else " "
+            cells.append(f"{mark}{hit.id:<19.19} {hit.score:8.4f} ")
+        lines.append(f"  {rank + 1:>4}  " + "".join(cells).rstrip())
+    return lines
+
+
+def evaluate_modes(
+    model: Path, task: Path, out: Path, alpha: float | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Dense, BM25 and hybrid on ``task`` by ``evaluate_model`` (``diffembed eval
+    --retriever``); returns one table row per mode and the hybrid retriever's description."""
+    from diffembed.eval.evaluate import evaluate_model
+
+    command = ["diffembed", "demo", "--model", str(model)]
+    command += [] if alpha is None else ["--alpha", str(alpha)]
+    rows, hybrid = [], {}
+    for mode in MODES:
+        summary = evaluate_model(
+            model,
+            [task],
+            out / f"eval-{mode}.json",
+            show_progress=False,
+            command=command,
+            retriever_mode=mode,
+            alpha=alpha if mode == "hybrid" else None,
+        )
+        (record,) = summary["tasks"]
+        per_query = record["per_query"]  # nDCG@10 per query; > 0 iff its one page is in the top 10
+        rows.append(
+            {
+                "retriever": mode,
+                "name": summary["model"]["name"],
+                "hash": summary["model"]["hash"],
+                "ndcg_at_10": 100 * record["metrics"]["ndcg_at_10"],
+                "recall_at_10": 100 * sum(v > 0 for v in per_query.values()) / len(per_query),
+                "mrr_at_10": 100 * record["metrics"]["mrr_at_10"],
+                "n_queries": record["n_queries"],
+                "n_docs": record["n_docs"],
+                "wall_time_s": record["provenance"]["wall_time_s"],
+            }
+        )
+        if mode == "hybrid":
+            hybrid = summary["model"]
+    return rows, hybrid
+
+
+def format_table(rows: list[dict[str, Any]], model: Path, fusion: str) -> list[str]:
+    """The three retrievers' scores (x100) as a Markdown table with its model and fusion."""
+    first = rows[0]
+    lines = [
+        f"## stdlib-synopsis: {first['n_queries']} synopsis queries, {first['n_docs']} pages "
+        "(scores x100)",
+        f"model: {model} ({first['hash'][:19]}); hybrid: {fusion} of dense and BM25",
+        "",
+        "| Retriever | nDCG@10 | Recall@10 | MRR@10 | Time (s) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        name = {"dense": f"dense ({model.name})", "bm25": "bm25", "hybrid": f"hybrid ({fusion})"}
+        lines.append(
+            f"| {name[r['retriever']]} | {r['ndcg_at_10']:.2f} | {r['recall_at_10']:.2f} "
+            f"| {r['mrr_at_10']:.2f} | {r['wall_time_s']:.1f} |"
+        )
+    lines.append(
+        "Recall@10: share of queries whose page is in the top 10 (each has one relevant page)."
+    )
+    return lines
+
+
+def run_demo(
+    model: Path,
+    out: Path,
+    limit: int = 250,
+    show_progress: bool = True,
+    alpha: float | None = None,
+) -> int:
+    """Index the stdlib docs with ``model``, search three ways, evaluate three ways; prints
+    everything and writes ``out/demo.txt`` and ``out/demo.json``; returns 0."""
+    from diffembed.eval.fusion import check_alpha
+    from diffembed.formats.tasks import load_task
     from diffembed.index.build import build_index
-    from diffembed.index.search import Searcher
+    from diffembed.io import atomic_write, write_json
     from diffembed.model.embedder import Embedder
 
     start = time.time()
+    alpha = check_alpha(alpha)
     if not (model / "modules.json").exists():
         raise FileNotFoundError(f"{model}: not an embedding model directory (no modules.json)")
+    printed: list[str] = []
+
+    def say(*lines: str) -> None:
+        for line in lines:
+            print(line)
+            printed.append(line)
+
     docs = stdlib_documents(limit)
-    print(f"collection: {len(docs)} Python standard-library modules rendered by pydoc")
+    task = load_task(write_synopsis_task(docs, out / "tasks" / "longdoc" / "stdlib-synopsis"))
+    say(
+        f"collection: {len(docs)} Python standard-library modules rendered by pydoc; each "
+        "page without its module's one-line synopsis (the evaluation task's documents)"
+    )
     embedder = Embedder.load(model)
     index = build_index(
-        [Document(id=d["_id"], text=d["text"], title=d["title"]) for d in docs],
+        task.corpus,
         out / "index",
         model,
         embedder=embedder,
         overwrite=True,
         show_progress=show_progress,
     )
-    truncated = index.mode["truncated"]  # counted when the index embedded the documents
-    print(
-        f"index: {index.ntotal} vectors ({index.describe_mode()}), {truncated} documents "
-        f"longer than max_length {embedder.max_length} tokens were truncated"
-    )
-    searcher = Searcher(index, embedder)
-    for query in QUERIES:
-        print(f"\nquery: {query}")
-        for rank, hit in enumerate(searcher.search(query, k=3), start=1):
-            print(f"  {rank}. {hit.id:<18} {hit.score:.3f}")
-    task = write_synopsis_task(docs, out / "tasks" / "longdoc" / "stdlib-synopsis")
-    records = []
-    for name in (str(model), "bm25"):
-        label = "bm25" if name == "bm25" else model.name
-        summary = evaluate_model(
-            name,
-            [task],
-            out / f"eval-{label}.json",
-            show_progress=False,
-            command=["diffembed", "demo", "--model", str(model)],
-        )
-        for rec in summary["tasks"]:
-            records.append({**rec, "task": f"{rec['task']} [{label}]"})
-    print()
-    table = markdown_table(records, title="stdlib-synopsis (nDCG@10 x100)")
-    # Only the per-row table: its "mean per suite" part would average the model with BM25.
-    print(table.split("\n| Suite | Tasks |", 1)[0].rstrip())
-    print(f"demo finished in {time.time() - start:.0f} s; outputs in {out}")
+    say(f"index: {index.ntotal} vectors ({index.describe_mode()}); BM25 over the same pages")
+    rows, hybrid = evaluate_modes(model, task.path, out, alpha)
+    fusion = fusion_label(hybrid["settings"]["fusion"])
+    shown = _show_queries(say, index, embedder, task, fusion, alpha)
+    index.close()
+    say("", *format_table(rows, model, fusion))
+    wall = time.time() - start
+    say(f"demo finished in {wall:.0f} s (wall time); outputs in {out}")
+    result = {
+        "model": str(model),
+        "model_hash": rows[0]["hash"],
+        "fusion": hybrid["settings"]["fusion"],
+        "task": {"name": task.name, "queries": rows[0]["n_queries"], "docs": rows[0]["n_docs"]},
+        "table": rows,
+        "queries": shown,
+        "wall_time_s": wall,
+    }
+    write_json(out / "demo.json", result)
+    with atomic_write(out / "demo.txt") as f:
+        f.write("\n".join(printed) + "\n")
     return 0
+
+
+def _show_queries(
+    say: Callable[..., None],
+    index: VectorIndex,
+    embedder: Embedder,
+    task: Task,
+    fusion: str,
+    alpha: float | None,
+) -> list[dict[str, Any]]:
+    """Print the side-by-side hits of the fixed and the synopsis queries; returns them as
+    JSON-ready records."""
+    picked = synopsis_queries(task)
+    step = max(1, len(task.queries) // SYNOPSIS_QUERIES)
+    asked = [(q, "fixed", None) for q in QUERIES] + [(q, "synopsis", t) for q, t in picked]
+    hits = side_by_side(index, embedder, [q for q, _, _ in asked], task.instruction, HITS, alpha)
+    say(
+        "",
+        f"queries: the {len(QUERIES)} fixed example queries (written before the model existed), "
+        f"then {len(picked)} synopsis queries of the task: every k-th (k = {step}) in "
+        "module-name order from the first, whatever the results; * marks the page a synopsis was taken from",
+    )
+    shown = []
+    for i, (query, source, target) in enumerate(asked):
+        by_mode = {m: hits[m][i] for m in MODES}
+        title = f"query ({source}): {query}" + (f"  [page: {target}]" if target else "")
+        say("", *format_block(title, by_mode, fusion, target))
+        shown.append(
+            {
+                "query": query,
+                "source": source,
+                "target": target,
+                "hits": {
+                    m: [{"rank": h.rank, "id": h.id, "score": h.score} for h in by_mode[m]]
+                    for m in MODES
+                },
+            }
+        )
+    return shown

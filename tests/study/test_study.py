@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus_fixture import write_study_corpus
 from diffembed.study.analysis import TaskScores, suite_score, task_group, verdict
 from diffembed.study.design import (
     CLAIMS,
@@ -28,6 +27,8 @@ from diffembed.study.design import (
     select_rows,
 )
 from diffembed.study.stages import Study
+
+SMOKE_ROWS = select_rows(PRESETS["smoke"].rows)
 
 
 def test_verdict_rules() -> None:
@@ -225,22 +226,6 @@ def test_adaptation_rows_are_compute_matched(name: str, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ smoke run
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    root = tmp_path_factory.mktemp("study")
-    corpus = write_study_corpus(root / "corpus")
-    study = Study(
-        preset=PRESETS["smoke"],
-        out=root / "out",
-        corpus=corpus,
-        device="cpu",
-        show_progress=False,
-        command=["diffembed", "reproduce", "--preset", "smoke"],
-    )
-    study.run()
-    return study
-
-
 def _main_table(report: str) -> dict[str, list[float]]:
     """Model name -> the point estimates of the four suites, parsed from report.md."""
     section = report.split("## Main table", 1)[1].split("##", 1)[0]
@@ -277,7 +262,7 @@ def test_smoke_report_structure_and_every_number_traces_to_results(smoke: Study)
         assert (out / "figures" / f"{png}.png").stat().st_size > 1000
         assert f"figures/{png}.png" in report
     table = _main_table(report)
-    assert set(table) == {r.name for r in ROWS} | set(smoke.preset.references)
+    assert set(table) == {r.name for r in SMOKE_ROWS} | set(smoke.preset.references)
     summary = json.loads((out / "summary.json").read_text())
     for name, values in table.items():
         files = [out / f for f in summary["files"][name]]
@@ -314,7 +299,7 @@ def test_smoke_adapts_the_ar_lm_for_m_steps(smoke: Study) -> None:
 
 def test_rerun_skips_finished_stages(smoke: Study) -> None:
     markers = {p: p.stat().st_mtime_ns for p in (smoke.out / "stages").glob("*.json")}
-    assert len(markers) >= 2 * len(ROWS) * len(smoke.preset.seeds)
+    assert len(markers) >= 2 * len(SMOKE_ROWS) * len(smoke.preset.seeds)
     Study(preset=smoke.preset, out=smoke.out, corpus=smoke.corpus, show_progress=False).run()
     assert {p: p.stat().st_mtime_ns for p in markers} == markers
 
@@ -326,7 +311,7 @@ def test_outputs_heavy_files_are_git_ignored(smoke: Study) -> None:
     # the fine-tuned models are complete embedding models
     from diffembed.model.embedder import Embedder
 
-    emb = Embedder.load(smoke.ft_dir(ROWS[0], smoke.preset.seeds[0]))
+    emb = Embedder.load(smoke.ft_dir(SMOKE_ROWS[0], smoke.preset.seeds[0]))
     vec = emb.encode(["a query about harbours"])
     assert vec.shape[0] == 1 and np.isfinite(vec).all()
 
@@ -412,7 +397,7 @@ def test_smoke_flags_learning_and_judges_only_rows_that_learned(smoke: Study) ->
     summary = json.loads((smoke.out / "summary.json").read_text())
     report = (smoke.out / "report.md").read_text()
     learned = summary["learning"]
-    assert set(learned) == {r.name for r in ROWS}
+    assert set(learned) == {r.name for r in SMOKE_ROWS}
     assert learned["random-bi"]["status"] == "control"
     random = [summary["table"]["random-bi"][s]["score"] for s in SUITE_ORDER]
     for name, info in learned.items():
@@ -443,7 +428,7 @@ def test_smoke_finetuning_figure_has_a_panel_per_quantity(smoke: Study) -> None:
     image = matplotlib.image.imread(smoke.out / "figures" / "finetuning.png")
     height, width = image.shape[:2]
     assert width > 2.5 * height  # three panels side by side
-    header = (smoke.out / "logs" / "ft" / ROWS[0].name / "seed0" / "log.csv").read_text()
+    header = (smoke.out / "logs" / "ft" / SMOKE_ROWS[0].name / "seed0" / "log.csv").read_text()
     assert header.split("\n", 1)[0].split(",")[:4] == ["step", "loss", "accuracy", "doc_cosine"]
 
 
@@ -485,7 +470,7 @@ def test_smoke_pretraining_tokens_and_flops_match_a_hand_computation(smoke: Stud
 def test_smoke_eval_length_is_capped_at_trained_positions(smoke: Study) -> None:
     summary = json.loads((smoke.out / "summary.json").read_text())
     report = (smoke.out / "report.md").read_text()
-    for row in ROWS:
+    for row in SMOKE_ROWS:
         for seed in smoke.preset.seeds:
             config = json.loads((smoke.ft_dir(row, seed) / "config.json").read_text())
             positions = config["max_position_embeddings"]

@@ -286,7 +286,15 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model directory")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
     p.add_argument("--limit", type=at_least(1), default=250, help="most modules to index")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        help="hybrid: weight of dense (0..1) in a convex combination of min-max normalised "
+        "scores; default: reciprocal-rank fusion (k = 60)",
+    )
     add_no_progress(p)
     p.set_defaults(
-        func=lambda a: run_demo(a.model, a.out, a.limit, show_progress=not a.no_progress)
+        func=lambda a: run_demo(
+            a.model, a.out, a.limit, show_progress=not a.no_progress, alpha=a.alpha
+        )
     )

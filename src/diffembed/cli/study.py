@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
-from diffembed.study.design import PRESETS, ROWS, select_rows
+from diffembed.cli.options import at_least
+from diffembed.study.design import PRESETS, ROW_GROUPS, ROWS, select_rows
+from diffembed.study.pack import write_archive, write_pack
 from diffembed.study.report import export_best, write_report
 from diffembed.study.stages import Study
 
@@ -30,7 +33,9 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=Path, help="use this corpus directory instead of building one")
     p.add_argument("--seeds", help="comma-separated fine-tuning seeds (default: the preset's)")
     p.add_argument(
-        "--rows", help=f"comma-separated rows (default: all: {','.join(r.name for r in ROWS)})"
+        "--rows",
+        help="comma-separated rows or groups of rows (default: the preset's; rows: "
+        f"{','.join(r.name for r in ROWS)}; groups: {','.join(ROW_GROUPS)})",
     )
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report")
@@ -39,6 +44,32 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="copy the best diffusion embedding model of the run to DIR, with a model card",
+    )
+    p.add_argument(
+        "--jobs",
+        type=at_least(1),
+        help="run this many independent stages at once, one process each (default: the "
+        "preset's; the gpu-short preset runs 6 on one GPU)",
+    )
+    p.add_argument(
+        "--write-pack",
+        type=Path,
+        metavar="FILE",
+        help="build the data stages here and write them with the tokenized pretraining "
+        "documents the rows need to FILE (one .tar.gz), then stop",
+    )
+    p.add_argument(
+        "--pack",
+        type=Path,
+        metavar="FILE",
+        help="start from a pack written by --write-pack for the same preset (no corpus needed)",
+    )
+    p.add_argument(
+        "--archive",
+        type=Path,
+        metavar="DIR",
+        help="also write DIR/results.tar.gz (the results without weights) and, with "
+        "--export-best, DIR/model.tar.gz: at most 16 MiB each",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_reproduce)
@@ -50,6 +81,10 @@ def run_reproduce(args: argparse.Namespace) -> int:
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
     rows = select_rows(args.rows.split(",") if args.rows else preset.rows)
+    if args.pack is not None and (args.corpus is not None or args.write_pack is not None):
+        raise ValueError("--pack replaces the corpus: not with --corpus or --write-pack")
+    if args.pack is not None and not args.pack.is_file():
+        raise FileNotFoundError(f"--pack {args.pack}: no such file")
     study = Study(
         preset=preset,
         out=args.out or Path("results") / preset.name,
@@ -57,7 +92,13 @@ def run_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         show_progress=not args.no_progress,
         command=["diffembed", *sys.argv[1:]],
+        pack=args.pack,
+        jobs=args.jobs or preset.jobs,
     )
+    if args.write_pack is not None:
+        manifest = write_pack(study, rows, args.write_pack)
+        print(f"wrote {args.write_pack}: {json.dumps(manifest['tokens'])}")
+        return 0
     if args.report_only:
         study.load_stage_times()
         path = write_report(study, rows)
@@ -65,5 +106,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
         path = study.run(rows)
     if args.export_best:
         export_best(study, args.export_best, rows)
+    if args.archive:
+        for file in write_archive(study, args.archive, args.export_best):
+            print(f"wrote {file} ({file.stat().st_size / 2**20:.1f} MiB)")
     print(path.read_text())
     return 0

@@ -14,7 +14,10 @@ Rows (pretrained LM x attention at fine-tuning and evaluation x pooling):
 - ``ar-bi``: AR LM switched to bidirectional attention without adaptation;
 - ``ar-causal`` / ``diffusion-causal``: causal attention, mean pooling;
 - ``ar-causal-last`` / ``diffusion-causal-last``: causal attention, last-token pooling;
-- ``random-bi``: no pretraining at all (random init), bidirectional: the control.
+- ``random-bi``: no pretraining at all (random init), bidirectional: the control;
+- ``ar-repeat-bi`` / ``diffusion-repeat-bi`` / ``diffusion-unique-bi`` (``--rows repetition``,
+  with ``ar-bi``): the AR LM's token budget drawn from a small pool repeated for many epochs vs
+  unique tokens, for both objectives.
 
 The verdict rules are fixed here too (see :data:`CLAIMS`): the primary contrast is
 ``ar-diffusion-bi`` minus ``ar-mntp-bi`` per suite, on scores x100, with a paired bootstrap 95%
@@ -52,6 +55,9 @@ CONTRASTS: tuple[tuple[str, str], ...] = (
     ("diffusion-bi", "ar-mntp-bi"),
     ("diffusion-bi", "ar-bi"),
     ("diffusion-bi", "ar-causal"),
+    # data repetition: same training tokens, a small pool repeated minus unique
+    ("diffusion-repeat-bi", "diffusion-unique-bi"),
+    ("ar-repeat-bi", "ar-bi"),
 )
 
 
@@ -62,7 +68,9 @@ class LM:
     name: str
     objective: str  # of diffembed.train.pretrain, or "random" (initialised, never trained)
     init: str | None  # the LM it continues (None: from scratch)
-    budget: str  # what sizes it: "pretrain" | "mntp" (short MNTP) | "adapt" (M) | "pretrain+adapt"
+    # what sizes it: "pretrain" | "mntp" (short MNTP) | "adapt" (M) | "pretrain+adapt" | "repeat"
+    # (the pretrain budget from a pool of 1/repeat_epochs as many unique tokens)
+    budget: str
 
 
 # In dependency order (an LM's init comes before it).
@@ -73,6 +81,11 @@ LMS: tuple[LM, ...] = (
     LM("ar-diffusion", "diffusion", "ar", "adapt"),
     LM("mntp-matched", "mntp", "ar", "adapt"),
     LM("random", "random", None, "pretrain"),
+    # data repetition (--rows repetition): the AR LM's token budget, from a pool of 1/E as many
+    # unique tokens repeated E times, and diffusion from scratch for the same tokens, unique
+    LM("ar-repeat", "ar", None, "repeat"),
+    LM("diffusion-repeat", "diffusion", None, "repeat"),
+    LM("diffusion-unique", "diffusion", None, "pretrain"),
 )
 LM_BY_NAME = {lm.name: lm for lm in LMS}
 
@@ -133,6 +146,27 @@ ROWS: tuple[Row, ...] = (
     Row("ar-causal-last", "ar", "causal", "last", "AR LM, causal, last-token pooling"),
     Row("diffusion-causal-last", "diffusion", "causal", "last", "Diffusion LM, causal, last-token"),
     Row("random-bi", "random", "bidirectional", "mean", "Random init (no pretraining), bidir."),
+    Row(
+        "ar-repeat-bi",
+        "ar-repeat",
+        "bidirectional",
+        "mean",
+        "AR LM, AR's tokens from a small pool repeated, bidirectional",
+    ),
+    Row(
+        "diffusion-unique-bi",
+        "diffusion-unique",
+        "bidirectional",
+        "mean",
+        "Diffusion LM from scratch, AR's tokens (unique), bidirectional",
+    ),
+    Row(
+        "diffusion-repeat-bi",
+        "diffusion-repeat",
+        "bidirectional",
+        "mean",
+        "Diffusion LM, AR's tokens from a small pool repeated, bidirectional",
+    ),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 # The rows a study runs by default (the others stay available with --rows).
@@ -144,6 +178,13 @@ MAIN_ROWS = (
     "ar-causal",
     "random-bi",
 )
+# Named groups of rows for --rows: repetition asks whether repeating a small pool of unique
+# tokens hurts AR and helps diffusion (arXiv 2507.15857) at the same training tokens.
+REPETITION_ROWS = ("ar-repeat-bi", "diffusion-unique-bi", "diffusion-repeat-bi")
+ROW_GROUPS: dict[str, tuple[str, ...]] = {
+    "main": MAIN_ROWS,
+    "repetition": ("ar-bi", *REPETITION_ROWS, "random-bi"),
+}
 REFERENCES = ("bm25", "minilm")
 # A fine-tuned row "learned" when it beats this control on at least LEARN_MIN_SUITES suites; a
 # contrast or claim is judged only between rows that learned.
@@ -152,13 +193,18 @@ LEARN_MIN_SUITES = 3
 
 
 def select_rows(names: Sequence[str] | None) -> tuple[Row, ...]:
-    """The rows named (in :data:`ROWS` order), or all rows for None; unknown names raise."""
+    """The rows named (row names or :data:`ROW_GROUPS` names, in :data:`ROWS` order), or all
+    rows for None; unknown names raise."""
     if not names:
         return ROWS
-    unknown = sorted(set(names) - set(ROW_NAMES))
+    wanted = {n for name in names for n in ROW_GROUPS.get(name, (name,))}
+    unknown = sorted(wanted - set(ROW_NAMES))
     if unknown:
-        raise ValueError(f"unknown rows {unknown}; choose from {list(ROW_NAMES)}")
-    return tuple(r for r in ROWS if r.name in names)
+        raise ValueError(
+            f"unknown rows {unknown}; choose from {list(ROW_NAMES)} or the groups "
+            f"{list(ROW_GROUPS)}"
+        )
+    return tuple(r for r in ROWS if r.name in wanted)
 
 
 @dataclass(frozen=True)
@@ -200,6 +246,9 @@ class PretrainOverrides(Settings):
     preset (None: the preset's value)."""
 
     steps: int | None = None
+    global_batch: int | None = None
+    micro_batch: int | None = None
+    lr: float | None = None
     warmup_steps: int | None = None
     eval_every: int | None = None
     save_every: int | None = None
@@ -294,6 +343,11 @@ class StudyPreset:
     references: tuple[str, ...] = REFERENCES
     corpus_sources: tuple[str, ...] | None = None
     rows: tuple[str, ...] | None = MAIN_ROWS  # default rows of this preset (None: all of ROWS)
+    # data repetition rows: their pool holds 1/repeat_epochs of the AR LM's training tokens
+    repeat_epochs: int = 8
+    # fine-tune/evaluate chains (and LMs that do not depend on each other) run in this many
+    # processes at once (--jobs)
+    jobs: int = 1
     expected_minutes: float = 0.0
     # Changes to the preset made after a run had been looked at, stated in the report.
     changes_after_looking: tuple[str, ...] = ()
@@ -334,7 +388,8 @@ PRESETS: dict[str, StudyPreset] = {
         seeds=(0, 1, 2),
         bootstrap=200,
         references=("bm25",),
-        rows=None,  # every row, so that CI covers them all
+        # every row but the repetition ones (covered by the pack test), so that CI covers them
+        rows=tuple(n for n in ROW_NAMES if n not in REPETITION_ROWS),
         expected_minutes=3,
     ),
     # Sized for a 2-core CPU (measured: ~7k training tokens/s for this model in bf16): the whole
@@ -390,6 +445,48 @@ PRESETS: dict[str, StudyPreset] = {
             "1024, past them); the rows are the second edition's (AR adapted to diffusion, "
             "compute-matched MNTP, diffusion from scratch for AR + M tokens).",
         ),
+    ),
+    # One H100/H200 in <= 9 minutes, from a pack written on a CPU (--write-pack; the tokenized
+    # pretrain split, tokenizer, tasks and pairs in one file): the cpu preset's 4 x 128 model
+    # with 16x the cpu tokens (AR 65M, M = 33M, diffusion from scratch 98M tokens; measured on
+    # one H200 in session 12: 2.1M AR / 1.4M diffusion training tokens/s at this size), 300
+    # fine-tuning steps, 6 processes at once. Minutes estimated from those rates, not yet run.
+    "gpu-short": StudyPreset(
+        name="gpu-short",
+        vocab_size=8000,
+        pretrain_preset="cpu",
+        pretrain=PretrainOverrides(
+            steps=2000,
+            global_batch=128,
+            micro_batch=128,
+            warmup_steps=100,
+            eval_every=250,
+            save_every=500,
+            compile=True,
+        ),
+        mntp=PretrainOverrides(steps=100, warmup_steps=10, eval_every=50, save_every=50),
+        # M = 1000 x 32768 = 33M tokens (half the AR LM's 65M)
+        adapt=Adaptation(
+            steps=1000, anneal_steps=200, warmup_steps=50, eval_every=250, save_every=500
+        ),
+        tasks=TaskCaps(max_length_tokens=512, max_queries=100, max_docs=500),
+        pairs=PairsSettings(hard_negatives=3, max_per_task=1500),
+        finetune=FinetuneSettings(
+            steps=300,
+            warmup_steps=30,
+            lr=3e-4,
+            global_batch_size=32,
+            hard_negatives=1,
+            max_query_length=64,
+            max_doc_length=256,
+            lora_r=0,
+            exclude_instruction=True,
+        ),
+        eval=EvalSettings(max_length=1024, batch_tokens=65536),
+        seeds=(0, 1, 2),
+        bootstrap=1000,
+        jobs=6,
+        expected_minutes=6,
     ),
     # One H100/H200: a 12 x 768 model, LoRA fine-tuning as in the paper.
     "gpu": StudyPreset(

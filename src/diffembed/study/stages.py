@@ -51,6 +51,7 @@ from diffembed.study.design import (
     lms_needed,
     select_rows,
 )
+from diffembed.study.jobs import run_calls
 from diffembed.study.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ GITIGNORE = """# written by diffembed reproduce: heavy or rebuildable outputs (l
 /ft/
 /pairs/
 *.tasks/
+/pretrain-tokens.npz
 """
 
 
@@ -136,6 +138,21 @@ def code_digest(*functions: Callable[..., Any]) -> str:
 
 
 # ================================================================================ the study
+@dataclass(frozen=True)
+class StudyData:
+    """The data stages' outputs and digests: the corpus (a directory, or a tokenized pretrain
+    split when the study starts from a pack), tokenizer, tasks and pairs."""
+
+    corpus: Path
+    corpus_d: str
+    tok: Path
+    tok_d: str
+    tasks: Path
+    tasks_d: str
+    pairs: Path
+    pairs_d: str
+
+
 @dataclass
 class Study:
     """One study run: its preset, output folder and stage bookkeeping."""
@@ -147,6 +164,8 @@ class Study:
     show_progress: bool = True
     command: list[str] = field(default_factory=list)
     stage_times: dict[str, float] = field(default_factory=dict)
+    pack: Path | None = None  # start from this pack (``--pack``) instead of building the data
+    jobs: int = 1  # independent stages run in this many processes at once
 
     # ------------------------------------------------------------------ bookkeeping
     def marker(self, name: str) -> Path:
@@ -307,6 +326,10 @@ class Study:
         if lm.budget == "pretrain+adapt":  # from scratch for the AR LM's tokens + M
             steps = config.steps + self.preset.adapt.steps
             config = self._pretrain_config(objective, PretrainOverrides(steps=steps))
+        elif lm.budget == "repeat":  # the same tokens from a pool of 1/E as many, E times
+            pool = config.steps * config.tokens_per_step // self.preset.repeat_epochs
+            config = dataclasses.replace(config, unique_tokens=pool)
+            config.validate()
         return config
 
     def stage_lm(self, lm: LM, tok: Path, corpus: Path, deps: dict[str, str]) -> str:
@@ -454,13 +477,55 @@ class Study:
     def _stage_lms(
         self, rows: Sequence[Row], tok: Path, corpus: Path, lm_deps: dict[str, str]
     ) -> dict[str, str]:
-        """Every LM the rows need, and the LMs those continue (e.g. ``mntp`` continues ``ar``);
-        returns their digests by name."""
+        """Every LM the rows need, and the LMs those continue (e.g. ``mntp`` continues ``ar``),
+        in waves of LMs whose inputs are ready (``jobs`` at once); returns digests by name."""
         deps: dict[str, str] = {}
-        for lm in lms_needed([r.base for r in rows]):
-            extra = {lm.init: deps[lm.init]} if lm.init else {}
-            deps[lm.name] = self.stage_lm(lm, tok, corpus, {**lm_deps, **extra})
+        todo = list(lms_needed([r.base for r in rows]))
+        while todo:
+            wave = [lm for lm in todo if lm.init is None or lm.init in deps]
+            calls = [
+                ("stage_lm", (lm, tok, corpus, {**lm_deps, **self._init_dep(lm, deps)}))
+                for lm in wave
+            ]
+            names = [lm.name for lm in wave]
+            deps.update(zip(names, run_calls(self, calls, self.jobs), strict=True))
+            todo = [lm for lm in todo if lm not in wave]
         return deps
+
+    @staticmethod
+    def _init_dep(lm: LM, deps: dict[str, str]) -> dict[str, str]:
+        return {lm.init: deps[lm.init]} if lm.init else {}
+
+    def stage_row(self, row: Row, seed: int, data: StudyData, deps: dict[str, str]) -> None:
+        """Fine-tune ``row``'s LM with ``seed``, then evaluate it (one chain of stages)."""
+        ft_d = self.stage_finetune(row, seed, data.pairs, deps)
+        self.stage_eval(
+            str(self.ft_dir(row, seed)),
+            row.name,
+            seed,
+            data.tasks,
+            {"tasks": data.tasks_d, "model": ft_d},
+            max_length=self.eval_max_length(row, seed),
+        )
+
+    def stage_data(self) -> StudyData:
+        """The corpus, tokenizer, tasks and pairs: built, or unpacked from :attr:`pack`."""
+        if self.pack is not None:
+            from diffembed.study.pack import unpack
+
+            return unpack(self.pack, self.out, self.preset)
+        corpus, corpus_d = self.stage_corpus()
+        tok, tok_d = self.stage_tokenizer(corpus, corpus_d)
+        tasks, tasks_d = self.stage_tasks(corpus, corpus_d, tok, tok_d)
+        pairs, pairs_d = self.stage_pairs(corpus, corpus_d)
+        return StudyData(corpus, corpus_d, tok, tok_d, tasks, tasks_d, pairs, pairs_d)
+
+    def begin(self) -> None:
+        """Create ``out`` with its ``.gitignore`` and ``preset.json``."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.out / ".gitignore") as f:
+            f.write(GITIGNORE)
+        write_json(self.out / "preset.json", self.preset.to_json())
 
     def run(self, rows: Sequence[Row] | None = None) -> Path:
         """Run every stage (skipping finished ones), then write the report; returns its path.
@@ -470,27 +535,16 @@ class Study:
         if rows is None:
             rows = select_rows(self.preset.rows)
         start = time.time()
-        self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.out / ".gitignore") as f:
-            f.write(GITIGNORE)
-        write_json(self.out / "preset.json", self.preset.to_json())
-        corpus, corpus_d = self.stage_corpus()
-        tok, tok_d = self.stage_tokenizer(corpus, corpus_d)
-        tasks, tasks_d = self.stage_tasks(corpus, corpus_d, tok, tok_d)
-        pairs, pairs_d = self.stage_pairs(corpus, corpus_d)
-        lm_deps = {"corpus": corpus_d, "tokenizer": tok_d}
-        deps = {"pairs": pairs_d, **self._stage_lms(rows, tok, corpus, lm_deps)}
-        for ref in self.preset.references:
-            self.stage_eval(ref, ref, None, tasks, {"tasks": tasks_d})
-        for row in rows:
-            for seed in self.preset.seeds:
-                ft_d = self.stage_finetune(row, seed, pairs, deps)
-                self.stage_eval(
-                    str(self.ft_dir(row, seed)),
-                    row.name,
-                    seed,
-                    tasks,
-                    {"tasks": tasks_d, "model": ft_d},
-                    max_length=self.eval_max_length(row, seed),
-                )
+        self.begin()
+        data = self.stage_data()
+        lm_deps = {"corpus": data.corpus_d, "tokenizer": data.tok_d}
+        deps = {"pairs": data.pairs_d, **self._stage_lms(rows, data.tok, data.corpus, lm_deps)}
+        calls: list[tuple[str, tuple[Any, ...]]] = [
+            ("stage_eval", (ref, ref, None, data.tasks, {"tasks": data.tasks_d}))
+            for ref in self.preset.references
+        ]
+        calls += [
+            ("stage_row", (row, seed, data, deps)) for row in rows for seed in self.preset.seeds
+        ]
+        run_calls(self, calls, self.jobs)
         return write_report(self, rows, total_start=start)

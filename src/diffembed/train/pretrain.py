@@ -111,6 +111,10 @@ class PretrainConfig:
     # the masked token i+1 (None: on when init is a causal LM, decided when the run starts)
     anneal_steps: int = 0
     shift: bool | None = None
+    # data repetition: train on a pool of the first documents (in the seed's order) holding about
+    # this many tokens, repeated for as many epochs as the steps need (None: no cap; the run
+    # reads as many unique tokens as it trains on while the split lasts)
+    unique_tokens: int | None = None
     # evaluation, logging, checkpoints
     eval_every: int = 10
     eval_tokens: int = 8 * 128  # held-out tokens (whole documents, never trained on)
@@ -135,6 +139,11 @@ class PretrainConfig:
             )
         if self.steps < 1 or self.seq_len < 8:
             raise ValueError("steps must be >= 1 and seq_len >= 8")
+        if self.unique_tokens is not None and self.unique_tokens < self.global_batch * self.seq_len:
+            raise ValueError(
+                f"unique_tokens {self.unique_tokens} is less than one batch "
+                f"({self.global_batch} x {self.seq_len} tokens)"
+            )
         check_adaptation(self)
 
     @property
@@ -257,7 +266,8 @@ def pretrain(
 
     Args:
         config: the run (``make_config``).
-        corpus: corpus directory (``pretrain.jsonl``).
+        corpus: corpus directory (``pretrain.jsonl``) or a tokenized split (``.npz``,
+            :mod:`diffembed.formats.tokens`).
         tokenizer_dir: a tokenizer trained by ``diffembed tokenizer train``.
         out: output directory; ``out/checkpoint`` holds the last checkpoint while training.
         init: model directory to start from (required for ``mntp``: the AR model).

@@ -2,7 +2,8 @@
 order of blocks per step, and the per-sequence noise generators.
 
 * ``read_corpus_texts``: ``(id, text)`` of a corpus split (``diffembed corpus build`` output);
-* ``prepare_data``: tokenize, hold whole documents out, pack into ``[N, seq_len]`` blocks;
+* ``prepare_data``: tokenize (or read a tokenized split), hold whole documents out, pack into
+  ``[N, seq_len]`` blocks;
 * ``batch_indices``: the blocks of the global batch at a step (a fresh permutation per epoch);
 * ``sample_generators``: one generator per sequence, keyed by (seed, step, index), so results do
   not depend on how many processes share a batch.
@@ -11,6 +12,7 @@ order of blocks per step, and the per-sequence noise generators.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,30 +64,59 @@ def pack_documents(docs: list[np.ndarray], seq_len: int) -> np.ndarray:
     return flat[: n * seq_len].reshape(n, seq_len)
 
 
-def _tokenize_split(
-    config: PretrainConfig, tokenizer: PreTrainedTokenizerBase, texts: list[str]
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``(held-out, training)`` token arrays: documents in ``texts`` order, the first ones
-    (about ``eval_tokens``) held out whole, then as many as the token budget needs."""
+Encode = Callable[[list[int]], list[np.ndarray]]
+
+
+def text_encoder(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> Encode:
+    """Documents ``positions`` of ``texts`` as pretraining tokenizes them: ``<bos> text <eos>``,
+    int32 arrays."""
     eos = tokenizer.eos_token_id
+
+    def encode(positions: list[int]) -> list[np.ndarray]:
+        batch = [texts[i] for i in positions]
+        out = tokenizer(batch, add_special_tokens=True, verbose=False)["input_ids"]
+        return [np.asarray([*ids, eos], dtype=np.int32) for ids in out]
+
+    return encode
+
+
+def split_documents(
+    config: PretrainConfig, order: Sequence[int], encode: Encode
+) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    """Walk the documents in ``order``: the first ones (about ``eval_tokens``) are held out
+    whole, then as many as the run needs are training documents (the token budget, or
+    ``unique_tokens`` when the run repeats a smaller pool). Returns ``(positions used, held-out,
+    training)`` token arrays."""
     need = config.steps * config.tokens_per_step
+    if config.unique_tokens is not None:
+        need = min(need, config.unique_tokens)
+    used: list[int] = []
     held: list[np.ndarray] = []
     train: list[np.ndarray] = []
     held_tokens = train_tokens = 0
     chunk = 256
-    for start in range(0, len(texts), chunk):
-        batch = texts[start : start + chunk]
-        for ids in tokenizer(batch, add_special_tokens=True, verbose=False)["input_ids"]:
-            arr = np.asarray([*ids, eos], dtype=np.int32)
+    for start in range(0, len(order), chunk):  # whole chunks: the blocks depend on the chunk
+        positions = [int(i) for i in order[start : start + chunk]]
+        for arr in encode(positions):
             if held_tokens < config.eval_tokens + config.seq_len:
                 held.append(arr)
                 held_tokens += len(arr)
             else:
                 train.append(arr)
                 train_tokens += len(arr)
+        used += positions
         if train_tokens >= need + config.seq_len:
             break
-    return held, train
+    if config.unique_tokens is not None:  # the pool exactly: documents up to the cap
+        cum = np.cumsum([len(a) for a in train])
+        keep = int(np.searchsorted(cum, need + config.seq_len)) + 1
+        train = train[:keep]
+    return used, held, train
+
+
+def document_order(config: PretrainConfig, documents: int) -> np.ndarray:
+    """The order in which a run reads the split's documents (a permutation by its seed)."""
+    return np.random.default_rng(config.seed).permutation(documents)
 
 
 def prepare_data(
@@ -93,13 +124,22 @@ def prepare_data(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Tokenize the pretrain split and pack it: ``(train [N, T], heldout [M, T], stats)``.
 
+    ``corpus`` is a corpus directory, or a tokenized split (``.npz``,
+    :mod:`diffembed.formats.tokens`) written with the same tokenizer: both give the same blocks.
     Documents are shuffled by the seed; the first ones (about ``eval_tokens``) are held out
-    whole, the rest are tokenized only as far as the token budget needs. Each document is
-    ``<|bos|> text <|eos|>``.
+    whole, the rest are tokenized only as far as the token budget (or ``unique_tokens``) needs.
+    Each document is ``<|bos|> text <|eos|>``.
     """
-    docs = read_corpus_texts(corpus)
-    order = np.random.default_rng(config.seed).permutation(len(docs))
-    held, train = _tokenize_split(config, tokenizer, [docs[i][1] for i in order])
+    if corpus.suffix == ".npz":
+        from diffembed.formats.tokens import read_tokens
+
+        split = read_tokens(corpus)
+        check_tokenizer(split.tokenizer_sha256, tokenizer, corpus)
+        documents, encode = split.documents, lambda ps: [split.get(p) for p in ps]
+    else:
+        texts = [t for _, t in read_corpus_texts(corpus)]
+        documents, encode = len(texts), text_encoder(tokenizer, texts)
+    _, held, train = split_documents(config, document_order(config, documents), encode)
     train_blocks = pack_documents(train, config.seq_len)
     heldout = pack_documents(held, config.seq_len)
     if len(train_blocks) < config.global_batch:
@@ -113,16 +153,64 @@ def prepare_data(
         )
     need = config.steps * config.tokens_per_step
     stats = {
-        "documents": len(docs),
+        "documents": documents,
         "train_blocks": int(len(train_blocks)),
         "heldout_blocks": int(len(heldout)),
         "epochs": round(need / (len(train_blocks) * config.seq_len), 3),
     }
-    if stats["epochs"] > 1:
+    if stats["epochs"] > 1 and config.unique_tokens is None:
         logger.warning(
             "token budget needs %.2f epochs of the tokenized pretrain split", stats["epochs"]
         )
     return train_blocks, heldout, stats
+
+
+def write_tokenized(
+    configs: Sequence[PretrainConfig],
+    tokenizer: PreTrainedTokenizerBase,
+    corpus: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """Tokenize the documents of the pretrain split that runs with ``configs`` read (their
+    held-out and training documents) and write them to ``out`` (:mod:`diffembed.formats.tokens`),
+    so those runs can read ``out`` instead of ``corpus``. Returns the file's metadata."""
+    from diffembed.formats.tokens import write_tokens
+
+    texts = [t for _, t in read_corpus_texts(corpus)]
+    encode_text = text_encoder(tokenizer, texts)
+    cache: dict[int, np.ndarray] = {}
+
+    def encode(positions: list[int]) -> list[np.ndarray]:
+        missing = [p for p in positions if p not in cache]
+        cache.update(zip(missing, encode_text(missing), strict=True) if missing else ())
+        return [cache[p] for p in positions]
+
+    for config in configs:
+        split_documents(config, document_order(config, len(texts)), encode)
+    positions = sorted(cache)
+    return write_tokens(
+        out, positions, [cache[p] for p in positions], len(texts), tokenizer_sha256(tokenizer)
+    )
+
+
+def check_tokenizer(expected_sha256: str, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """Refuse a tokenized split written with another tokenizer than ``tokenizer``."""
+    actual = tokenizer_sha256(tokenizer)
+    if actual != expected_sha256:
+        raise ValueError(
+            f"{path}: tokenized with another tokenizer (sha256 {expected_sha256[:12]}, this "
+            f"run's is {actual[:12]}); write the tokenized split again with this tokenizer"
+        )
+
+
+def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 of the tokenizer's serialised vocabulary and rules (``tokenizer.json``)."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(tokenizer).__name__}: not a fast tokenizer (no tokenizer.json)")
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
 
 
 def batch_indices(step: int, n_blocks: int, global_batch: int, seed: int) -> np.ndarray:
