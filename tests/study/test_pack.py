@@ -104,3 +104,30 @@ def test_repetition_rows_spend_the_ar_tokens_from_a_smaller_pool(tmp_path: Path)
             "diffusion",
         )
     assert set(ROW_GROUPS["repetition"]) == {r.name for r in select_rows(["repetition"])}
+
+
+def test_gpu_short_setup_at_toy_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from corpus_fixture import write_study_corpus
+    from diffembed.cli.main import main
+
+    preset = PRESETS["gpu-short"]
+    assert preset.jobs > 1 and preset.references == ("bm25",)  # nothing to carry but the pack
+    study = Study(preset=preset, out=tmp_path)
+    lms = [study.lm_config(LM_BY_NAME[r.base]) for r in select_rows(preset.rows)]
+    assert all(c.compile and c.bf16 for c in lms)
+    corpus = write_study_corpus(tmp_path / "corpus")
+    pack = tmp_path / "gpu-short.pack.tar.gz"
+    args = ["reproduce", "--preset", "gpu-short", "--corpus", str(corpus), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "here"), "--write-pack", str(pack)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    data = unpack(pack, tmp_path / "there", preset)
+    assert data.corpus.name == "pretrain-tokens.npz" and data.corpus.exists()
+    assert (data.tasks / "traditional").is_dir() and data.pairs.stat().st_size > 0
+    # the toy corpus is smaller than the budget: every pretraining document is in the pack
+    manifest = json.loads((tmp_path / "there" / "pack.json").read_text())
+    assert manifest["tokens"]["stored"] == manifest["tokens"]["documents"]
+    cpu = ["reproduce", "--preset", "cpu", "--pack", str(pack), "--out", str(tmp_path / "x")]
+    assert main(cpu) == 2
+    assert "written for preset 'gpu-short'" in capsys.readouterr().err
+    assert main([*cpu, "--corpus", str(corpus)]) == 2
+    assert "--pack replaces the corpus" in capsys.readouterr().err

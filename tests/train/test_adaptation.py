@@ -252,7 +252,8 @@ def test_resume_mid_annealing_matches_an_uninterrupted_run(tmp_path, corpus, tok
 def test_settings_are_checked_and_reach_the_config(tmp_path, monkeypatch, capsys):
     # Unset, they leave the config hash of runs made before they existed (resume keeps working).
     plain = make_config("smoke", "diffusion")
-    exempt = {"anneal_steps", "shift", "eval_every", "log_every", "save_every", "compile"}
+    exempt = {"anneal_steps", "shift", "unique_tokens"}
+    exempt |= {"eval_every", "log_every", "save_every", "compile"}
     old = {k: v for k, v in dataclasses.asdict(plain).items() if k not in exempt}
     legacy = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     assert config_hash(dataclasses.replace(plain, shift=False)) == legacy
@@ -274,6 +275,12 @@ def test_settings_are_checked_and_reach_the_config(tmp_path, monkeypatch, capsys
     assert got[-1].shift is True and got[-1].anneal_steps == 0
     assert cli_main([*base, "--out", "o"]) == 0
     assert got[-1].shift is None  # decided from --init when the run starts
+    assert got[-1].unique_tokens is None
+    assert cli_main([*base, "--out", "o", "--unique-tokens", "5000"]) == 0
+    assert got[-1].unique_tokens == 5000
+    assert config_hash(got[-1]) != config_hash(got[-2])
+    assert cli_main([*base, "--out", "o", "--unique-tokens", "10"]) == 2  # under one batch
+    assert "unique_tokens 10" in capsys.readouterr().err
     assert cli_main([*base, "--out", "o", "--anneal-steps", "40", "--steps", "30"]) == 2
     assert "--anneal-steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -124,7 +124,13 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
         help="model/data size (default: smoke)",
     )
     p.add_argument("--config", type=Path, help="JSON file overriding preset fields")
-    p.add_argument("--corpus", required=True, type=Path, help="corpus directory (pretrain.jsonl)")
+    p.add_argument(
+        "--corpus",
+        required=True,
+        type=Path,
+        help="corpus directory (pretrain.jsonl), or a tokenized split (.npz, as "
+        "`diffembed reproduce --write-pack` packs it)",
+    )
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory")
     p.add_argument("--out", required=True, type=Path, help="output model directory")
     p.add_argument(
@@ -145,6 +151,13 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="diffusion: predict masked token i+1 from position i, as the AR model did "
         "(default: on when --init is a causal LM)",
+    )
+    p.add_argument(
+        "--unique-tokens",
+        type=at_least(1),
+        metavar="N",
+        help="data repetition: train on a pool of about N unique tokens (whole documents), "
+        "repeated for as many epochs as the steps need (default: no pool, unique tokens)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--steps", type=at_least(1), help="override the number of optimizer steps")
@@ -170,6 +183,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         config.anneal_steps = args.anneal_steps
     if args.shift is not None:
         config.shift = args.shift
+    if args.unique_tokens is not None:
+        config.unique_tokens = args.unique_tokens
     config.validate()
     pretrain(
         config,

@@ -485,6 +485,8 @@ PRESETS: dict[str, StudyPreset] = {
         eval=EvalSettings(max_length=1024, batch_tokens=65536),
         seeds=(0, 1, 2),
         bootstrap=1000,
+        # MiniLM's weights (~90 MB) do not fit what can be carried beside the pack
+        references=("bm25",),
         jobs=6,
         expected_minutes=6,
     ),

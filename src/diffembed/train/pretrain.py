@@ -220,7 +220,8 @@ def config_hash(config: PretrainConfig) -> str:
     """Hash of the fields that define the run; log/eval cadence may change on resume."""
     exempt = {"eval_every", "log_every", "save_every", "compile"}
     data = {k: v for k, v in dataclasses.asdict(config).items() if k not in exempt}
-    for key in ("anneal_steps", "shift"):  # unset: the hash of runs made before they existed
+    # unset: the hash of runs made before these fields existed
+    for key in ("anneal_steps", "shift", "unique_tokens"):
         if not data[key]:
             del data[key]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
