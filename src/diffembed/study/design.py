@@ -446,50 +446,6 @@ PRESETS: dict[str, StudyPreset] = {
             "compute-matched MNTP, diffusion from scratch for AR + M tokens).",
         ),
     ),
-    # One H100/H200 in <= 9 minutes, from a pack written on a CPU (--write-pack; the tokenized
-    # pretrain split, tokenizer, tasks and pairs in one file): the cpu preset's 4 x 128 model
-    # with 16x the cpu tokens (AR 65M, M = 33M, diffusion from scratch 98M tokens; measured on
-    # one H200 in session 12: 2.1M AR / 1.4M diffusion training tokens/s at this size), 300
-    # fine-tuning steps, 6 processes at once. Minutes estimated from those rates, not yet run.
-    "gpu-short": StudyPreset(
-        name="gpu-short",
-        vocab_size=8000,
-        pretrain_preset="cpu",
-        pretrain=PretrainOverrides(
-            steps=2000,
-            global_batch=128,
-            micro_batch=128,
-            warmup_steps=100,
-            eval_every=250,
-            save_every=500,
-            compile=True,
-        ),
-        mntp=PretrainOverrides(steps=100, warmup_steps=10, eval_every=50, save_every=50),
-        # M = 1000 x 32768 = 33M tokens (half the AR LM's 65M)
-        adapt=Adaptation(
-            steps=1000, anneal_steps=200, warmup_steps=50, eval_every=250, save_every=500
-        ),
-        tasks=TaskCaps(max_length_tokens=512, max_queries=100, max_docs=500),
-        pairs=PairsSettings(hard_negatives=3, max_per_task=1500),
-        finetune=FinetuneSettings(
-            steps=300,
-            warmup_steps=30,
-            lr=3e-4,
-            global_batch_size=32,
-            hard_negatives=1,
-            max_query_length=64,
-            max_doc_length=256,
-            lora_r=0,
-            exclude_instruction=True,
-        ),
-        eval=EvalSettings(max_length=1024, batch_tokens=65536),
-        seeds=(0, 1, 2),
-        bootstrap=1000,
-        # MiniLM's weights (~90 MB) do not fit what can be carried beside the pack
-        references=("bm25",),
-        jobs=6,
-        expected_minutes=6,
-    ),
     # One H100/H200: a 12 x 768 model, LoRA fine-tuning as in the paper.
     "gpu": StudyPreset(
         name="gpu",
@@ -520,3 +476,33 @@ PRESETS: dict[str, StudyPreset] = {
         expected_minutes=120,
     ),
 }
+
+
+# One H100/H200 in <= 9 minutes, from a pack written on a CPU (--write-pack; the tokenized
+# pretrain split, tokenizer, tasks and pairs in one file): the cpu preset's 4 x 128 model, tasks
+# and pairs, with 16x the cpu tokens (AR 65M, M = 33M, diffusion from scratch 98M tokens; measured
+# on one H200 in session 12: 2.1M AR / 1.4M diffusion training tokens/s at this size), 300
+# fine-tuning steps of 32 pairs, 6 stages at once. Minutes estimated from those rates, not yet run.
+PRESETS["gpu-short"] = dataclasses.replace(
+    PRESETS["cpu"],
+    name="gpu-short",
+    pretrain=PretrainOverrides(
+        steps=2000,
+        global_batch=128,
+        micro_batch=128,
+        warmup_steps=100,
+        eval_every=250,
+        save_every=500,
+        compile=True,
+    ),
+    # M = 1000 x 32768 = 33M tokens (half the AR LM's 65M)
+    adapt=Adaptation(steps=1000, anneal_steps=200, warmup_steps=50, eval_every=250, save_every=500),
+    finetune=dataclasses.replace(
+        PRESETS["cpu"].finetune, steps=300, warmup_steps=30, global_batch_size=32
+    ),
+    eval=EvalSettings(max_length=1024, batch_tokens=65536),
+    references=("bm25",),  # MiniLM's weights (~90 MB) do not fit beside the pack
+    jobs=6,
+    expected_minutes=6,
+    changes_after_looking=(),
+)
