@@ -9,8 +9,8 @@ text. Arrays:
   concatenated;
 - ``offsets``: ``[D + 1]`` int64: document ``j``'s tokens are ``ids[offsets[j]:offsets[j+1]]``;
 - ``index``: ``[D]`` int64: document ``j``'s position in the split's id order;
-- ``meta``: a JSON string: ``documents`` (of the whole split), ``tokenizer_sha256`` (of
-  ``tokenizer.json``), ``split``, ``format``.
+- ``meta``: a JSON string: ``documents`` (of the whole split), ``tokenizer_sha256`` (of the
+  tokenizer's vocabulary), ``split``, ``format``.
 
 Only the documents a run needs may be stored (see ``diffembed reproduce --write-pack``); a run
 that needs another one fails with a message naming the file.

@@ -483,6 +483,8 @@ class Study:
         todo = list(lms_needed([r.base for r in rows]))
         while todo:
             wave = [lm for lm in todo if lm.init is None or lm.init in deps]
+            if not wave:  # lms_needed brings every LM's init, so this cannot happen
+                raise RuntimeError(f"LMs {[lm.name for lm in todo]} wait on missing inits")
             calls = [
                 ("stage_lm", (lm, tok, corpus, {**lm_deps, **self._init_dep(lm, deps)}))
                 for lm in wave

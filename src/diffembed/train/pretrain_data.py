@@ -204,13 +204,13 @@ def check_tokenizer(expected_sha256: str, tokenizer: PreTrainedTokenizerBase, pa
 
 
 def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
-    """sha256 of the tokenizer's serialised vocabulary and rules (``tokenizer.json``)."""
+    """sha256 of the tokenizer's vocabulary (token -> id, sorted): the same tokenizer file gives
+    the same digest whatever the installed ``tokenizers`` version serialises it as."""
     import hashlib
+    import json
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise ValueError(f"{type(tokenizer).__name__}: not a fast tokenizer (no tokenizer.json)")
-    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
 
 
 def batch_indices(step: int, n_blocks: int, global_batch: int, seed: int) -> np.ndarray:
