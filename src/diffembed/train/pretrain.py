@@ -139,7 +139,7 @@ class PretrainConfig:
             )
         if self.steps < 1 or self.seq_len < 8:
             raise ValueError("steps must be >= 1 and seq_len >= 8")
-        if self.unique_tokens is not None and self.unique_tokens < self.global_batch * self.seq_len:
+        if self.unique_tokens is not None and self.unique_tokens < self.tokens_per_step:
             raise ValueError(
                 f"unique_tokens {self.unique_tokens} is less than one batch "
                 f"({self.global_batch} x {self.seq_len} tokens)"

@@ -82,15 +82,14 @@ def text_encoder(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> En
 
 def split_documents(
     config: PretrainConfig, order: Sequence[int], encode: Encode
-) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Walk the documents in ``order``: the first ones (about ``eval_tokens``) are held out
     whole, then as many as the run needs are training documents (the token budget, or
-    ``unique_tokens`` when the run repeats a smaller pool). Returns ``(positions used, held-out,
-    training)`` token arrays."""
+    ``unique_tokens`` when the run repeats a smaller pool). Returns ``(held-out, training)``
+    token arrays."""
     need = config.steps * config.tokens_per_step
     if config.unique_tokens is not None:
         need = min(need, config.unique_tokens)
-    used: list[int] = []
     held: list[np.ndarray] = []
     train: list[np.ndarray] = []
     held_tokens = train_tokens = 0
@@ -104,14 +103,13 @@ def split_documents(
             else:
                 train.append(arr)
                 train_tokens += len(arr)
-        used += positions
         if train_tokens >= need + config.seq_len:
             break
     if config.unique_tokens is not None:  # the pool exactly: documents up to the cap
         cum = np.cumsum([len(a) for a in train])
         keep = int(np.searchsorted(cum, need + config.seq_len)) + 1
         train = train[:keep]
-    return used, held, train
+    return held, train
 
 
 def document_order(config: PretrainConfig, documents: int) -> np.ndarray:
@@ -139,7 +137,7 @@ def prepare_data(
     else:
         texts = [t for _, t in read_corpus_texts(corpus)]
         documents, encode = len(texts), text_encoder(tokenizer, texts)
-    _, held, train = split_documents(config, document_order(config, documents), encode)
+    held, train = split_documents(config, document_order(config, documents), encode)
     train_blocks = pack_documents(train, config.seq_len)
     heldout = pack_documents(held, config.seq_len)
     if len(train_blocks) < config.global_batch:
