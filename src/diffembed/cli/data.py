@@ -27,6 +27,7 @@ from diffembed.data.corpus.sources import SOURCES, package_files
 from diffembed.data.pairs.build import (
     DEFAULT_HARD_NEGATIVES,
     DEFAULT_MAX_DOC_TOKENS,
+    PAIR_SPLITS,
     build_pairs,
 )
 from diffembed.data.pairs.mining import DEFAULT_MINER_MAX_RATIO, DEFAULT_MINER_SKIP
@@ -275,6 +276,13 @@ def _add_pairs_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", required=True, type=Path, help="corpus directory (finetune.jsonl)")
     p.add_argument("--out", required=True, type=Path, help="pairs JSONL to write")
     p.add_argument(
+        "--split",
+        choices=PAIR_SPLITS,
+        default="finetune",
+        help="corpus split to build from: finetune, or pretrain for ~8x more documents "
+        "(problem-concept comes from the finetune split only; default: finetune)",
+    )
+    p.add_argument(
         "--miner",
         type=Path,
         help="model directory to re-mine hard negatives with (default: BM25 negatives)",
@@ -358,5 +366,6 @@ def run_pairs_build(args: argparse.Namespace) -> int:
         problems_per_concept=args.problems_per_concept,
         eval_seeds=args.eval_seeds,
         show_progress=not args.no_progress,
+        split=args.split,
     )
     return 0

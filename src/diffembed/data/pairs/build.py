@@ -2,6 +2,11 @@
 
 Only ``finetune.jsonl`` of the corpus directory is read (every record must say
 ``"split": "finetune"``), so no text of a pretraining or evaluation document can reach a pair.
+``split="pretrain"`` builds the same task types from ``pretrain.jsonl`` instead (about 8x the
+documents, for a model that wants more pairs than the finetune split holds; its documents are
+the pretraining text, never evaluation text). ``problem-concept`` is not built from it: its
+problems come from the concept catalogue, not the corpus, so both splits would give the same
+pairs. The ``eval`` split is never read.
 The output is the pairs format of :mod:`diffembed.formats.pairs`, one JSON object per line::
 
     {"query": ..., "positive": ..., "negatives": [...], "instruction": ..., "task": ...}
@@ -64,17 +69,26 @@ class PairsBuildError(ValueError):
     """The corpus cannot be turned into pairs (missing file, wrong split, nothing built)."""
 
 
-def read_finetune_docs(corpus_dir: str | Path) -> list[Document]:
-    """Read ``corpus_dir/finetune.jsonl``, sorted by id; any record of another split raises."""
-    path = Path(corpus_dir) / "finetune.jsonl"
+# The corpus splits pairs may come from (never "eval").
+PAIR_SPLITS = ("finetune", "pretrain")
+# Task types that do not read the corpus documents (built from the finetune split only).
+NOT_FROM_CORPUS = ("problem-concept",)
+
+
+def read_finetune_docs(corpus_dir: str | Path, split: str = "finetune") -> list[Document]:
+    """Read ``corpus_dir/<split>.jsonl`` (``finetune`` or ``pretrain``), sorted by id; any record
+    of another split raises."""
+    if split not in PAIR_SPLITS:
+        raise PairsBuildError(f"split {split!r}: pairs come from one of {', '.join(PAIR_SPLITS)}")
+    path = Path(corpus_dir) / f"{split}.jsonl"
     if not path.is_file():
         raise PairsBuildError(f"{path}: no such file (build the corpus first)")
     docs: list[Document] = []
     for lineno, rec in iter_jsonl(path, PairsBuildError):
-        if rec.get("split") != "finetune":
+        if rec.get("split") != split:
             raise PairsBuildError(
                 f"{path}:{lineno}: record {rec.get('id')!r} has split {rec.get('split')!r}, "
-                "not 'finetune'"
+                f"not {split!r}"
             )
         docs.append(document_from_record(rec))
     if not docs:
@@ -163,7 +177,8 @@ def _report(
         "corpus": str(corpus_dir),
         "out": str(out),
         "pairs": len(records),
-        "finetune_documents": len(docs),
+        "split": options["split"],
+        "split_documents": len(docs),
         "documents_per_source": dict(sorted(Counter(d.source for d in docs).items())),
         "options": options,
         "bm25": {
@@ -191,9 +206,10 @@ def _wanted_tasks(
     problems_per_concept: int,
     max_per_task: int | None,
     tasks: Sequence[str] | None,
+    split: str = "finetune",
 ) -> list[str]:
-    """Check the options; the task types to build (default :data:`TASKS`), in
-    :data:`INSTRUCTIONS` order."""
+    """Check the options; the task types to build (default :data:`TASKS`, less
+    :data:`NOT_FROM_CORPUS` for the pretrain split), in :data:`INSTRUCTIONS` order."""
     if hard_negatives < 1:
         raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
     if problems_per_concept < 1:
@@ -204,6 +220,13 @@ def _wanted_tasks(
     unknown = [t for t in wanted if t not in INSTRUCTIONS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(INSTRUCTIONS)}")
+    if split != "finetune":
+        if tasks is not None and any(t in NOT_FROM_CORPUS for t in wanted):
+            raise ValueError(
+                f"{', '.join(NOT_FROM_CORPUS)} pairs do not come from corpus documents; "
+                "build them from the finetune split"
+            )
+        wanted = [t for t in wanted if t not in NOT_FROM_CORPUS]
     return [t for t in INSTRUCTIONS if t in wanted]
 
 
@@ -291,12 +314,12 @@ def build_pairs(
     problems_per_concept: int = DEFAULT_PROBLEMS_PER_CONCEPT,
     eval_seeds: Sequence[int] = (0,),
     show_progress: bool = False,
+    split: str = "finetune",
 ) -> dict[str, Any]:
-    """Build training pairs from ``corpus_dir/finetune.jsonl`` and write them to ``out``.
+    """Build training pairs from ``corpus_dir/<split>.jsonl`` and write them to ``out``.
 
     Args:
-        corpus_dir: a corpus directory (``diffembed corpus build``); only the finetune split is
-            read.
+        corpus_dir: a corpus directory (``diffembed corpus build``); only ``split`` is read.
         out: the pairs JSONL to write (atomically); the report goes to ``<stem>.report.json``.
         seed: seed of every random choice.
         hard_negatives: negatives per pair (K).
@@ -309,14 +332,15 @@ def build_pairs(
         problems_per_concept: generated problems per concept (``problem-concept``).
         eval_seeds: seeds of the task builds whose concept-problem queries must not recur.
         show_progress: progress bars.
+        split: ``finetune`` (default) or ``pretrain`` (:data:`PAIR_SPLITS`).
 
     Returns:
         The report (also written as JSON and logged).
     """
     start = time.perf_counter()
-    wanted = _wanted_tasks(hard_negatives, problems_per_concept, max_per_task, tasks)
-    docs = read_finetune_docs(corpus_dir)
-    logger.info("read %d finetune documents from %s", len(docs), corpus_dir)
+    wanted = _wanted_tasks(hard_negatives, problems_per_concept, max_per_task, tasks, split)
+    docs = read_finetune_docs(corpus_dir, split)
+    logger.info("read %d %s documents from %s", len(docs), split, corpus_dir)
     ctx = PairsContext(
         docs=docs,
         seed=seed,
@@ -334,9 +358,10 @@ def build_pairs(
         wanted, ctx, max_per_task, hard_negatives, bm25, model, show_progress
     )
     if not records:
-        raise PairsBuildError(f"{corpus_dir}: no pairs could be built from the finetune split")
+        raise PairsBuildError(f"{corpus_dir}: no pairs could be built from the {split} split")
     out = write_pairs(out, records)
     options = {
+        "split": split,
         "seed": seed,
         "hard_negatives": hard_negatives,
         "max_per_task": max_per_task,
