@@ -86,7 +86,9 @@ def test_demo_shows_dense_bm25_and_hybrid_for_every_query(demo_run) -> None:
         assert all(1 <= len(q["hits"][m]) <= 5 for m in ("dense", "hybrid"))
         assert len(q["hits"]["bm25"]) <= 5
         block = printed.split(f"query ({q['source']}): {q['query']}", 1)[1].splitlines()
-        assert "dense" in block[1] and "bm25" in block[1] and "hybrid (RRF k=60)" in block[1]
+        assert (
+            "dense" in block[1] and "bm25" in block[1] and "hybrid (convex alpha=0.1)" in block[1]
+        )
         top = block[2].split()  # rank, then (module, score) per mode
         assert top[0] == "1" and top[1].lstrip("*") == q["hits"]["dense"][0]["id"]
     assert "every k-th" in printed and "whatever the results" in printed
@@ -98,11 +100,11 @@ def test_demo_table_has_three_retrievers_model_fusion_and_time(demo_run) -> None
     rows = _table(printed)
     assert sorted(rows) == sorted(MODES)
     assert all(0 <= v <= 100 for scores in rows.values() for v in scores)
-    assert "hybrid: RRF k=60 of dense and BM25" in printed and "model: " in printed
+    assert "hybrid: convex alpha=0.1 of dense and BM25" in printed and "model: " in printed
     assert re.search(r"demo finished in \d+ s \(wall time\)", printed)
     result = json.loads((out / "demo.json").read_text())
     assert [r["retriever"] for r in result["table"]] == list(MODES)
-    assert result["fusion"]["method"] == "rrf" and result["fusion"]["k"] == 60
+    assert result["fusion"] == {"method": "convex", "alpha": 0.1, "candidates": 100}
     assert json.loads((out / "eval-bm25.json").read_text())["tasks"][0]["n_docs"] == PAGES
 
 
@@ -119,3 +121,13 @@ def test_demo_rejects_an_alpha_outside_0_1_in_one_line(tmp_path: Path, capsys) -
     assert main(["demo", "--model", str(tmp_path), "--alpha", "1.5", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--alpha must be a number between 0 and 1" in err and "Traceback" not in err
+
+
+def test_demo_fusion_flags(tmp_path: Path, capsys) -> None:
+    argv = ["demo", "--model", str(tmp_path), "--out", str(tmp_path)]
+    assert main([*argv, "--fusion", "rrf", "--alpha", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "--alpha applies to --fusion convex" in err and "Traceback" not in err
+    # A valid choice gets as far as the model check.
+    assert main([*argv, "--fusion", "rrf"]) == 2
+    assert "not an embedding model directory" in capsys.readouterr().err

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffembed.eval.fusion import DEFAULT_ALPHA, fusion_label
+
 if TYPE_CHECKING:
     from diffembed.formats.tasks import Task
     from diffembed.index.search import Hit
@@ -126,22 +128,16 @@ def synopsis_queries(task: Task, n: int = SYNOPSIS_QUERIES) -> list[tuple[str, s
     return [(q.text, next(iter(task.qrels[q.id]))) for q in picked]
 
 
-def fusion_label(fusion: dict[str, Any]) -> str:
-    """``{"method": "rrf", "k": 60, ...}`` -> ``RRF k=60``; convex -> ``convex alpha=0.5``."""
-    if fusion["method"] == "rrf":
-        return f"RRF k={fusion['k']}"
-    return f"convex alpha={fusion['alpha']:g}"
-
-
 def side_by_side(
     index: VectorIndex,
     embedder: Embedder,
     queries: Sequence[str],
     instruction: str | None,
     k: int = HITS,
-    alpha: float | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
 ) -> dict[str, list[list[Hit]]]:
-    """Mode -> the top ``k`` hits of each query, by index search's one path (``retrieve``)."""
+    """Mode -> the top ``k`` hits of each query, by index search's one path (``retrieve``);
+    hybrid ``alpha``: the weight of dense, None: reciprocal-rank fusion (k = 60)."""
     from diffembed.index.search import retrieve
 
     vectors = embedder.encode_queries(list(queries), instruction)
@@ -172,14 +168,17 @@ def format_block(
 
 
 def evaluate_modes(
-    model: Path, task: Path, out: Path, alpha: float | None
+    model: Path, task: Path, out: Path, alpha: float | None = DEFAULT_ALPHA
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Dense, BM25 and hybrid on ``task`` by ``evaluate_model`` (``diffembed eval
-    --retriever``); returns one table row per mode and the hybrid retriever's description."""
+    --retriever``; hybrid ``alpha``: the weight of dense, None: reciprocal-rank fusion (k = 60));
+    returns one table row per mode and the hybrid retriever's description."""
     from diffembed.eval.evaluate import evaluate_model
 
     command = ["diffembed", "demo", "--model", str(model)]
-    command += [] if alpha is None else ["--alpha", str(alpha)]
+    command += (
+        ["--fusion", "rrf"] if alpha is None else ["--fusion", "convex", "--alpha", f"{alpha:g}"]
+    )
     rows, hybrid = [], {}
     for mode in MODES:
         summary = evaluate_model(
@@ -239,10 +238,11 @@ def run_demo(
     out: Path,
     limit: int = 250,
     show_progress: bool = True,
-    alpha: float | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
 ) -> int:
-    """Index the stdlib docs with ``model``, search three ways, evaluate three ways; prints
-    everything and writes ``out/demo.txt`` and ``out/demo.json``; returns 0."""
+    """Index the stdlib docs with ``model``, search three ways, evaluate three ways (hybrid
+    ``alpha``: the weight of dense, None: reciprocal-rank fusion (k = 60)); prints everything
+    and writes ``out/demo.txt`` and ``out/demo.json``; returns 0."""
     from diffembed.eval.fusion import check_alpha
     from diffembed.formats.tasks import load_task
     from diffembed.index.build import build_index

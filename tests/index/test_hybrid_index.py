@@ -76,7 +76,11 @@ def test_build_keeps_bm25_and_search_modes(model_dir, embedder, tmp_path):
     q = searcher.encode_query("fox river")[None]
     dense = searcher.search("fox river", k=4, mode="dense")
     assert [h.id for h in dense] == [h.id for h in rank_documents(index, q, 4)[0]]
-    # hybrid (the default): the fusion of the two candidate lists, by the one fuse function.
+    # hybrid (the default): the fusion of the two candidate lists, by the one fuse function;
+    # convex with alpha 0.1 unless asked otherwise (None: RRF).
+    default = searcher.search("fox river", k=5)
+    assert default == searcher.search("fox river", k=5, alpha=0.1)
+    assert default != searcher.search("fox river", k=5, alpha=None)
     for alpha in (None, 0.3):
         want = fuse(
             [(h.id, h.score) for h in rank_documents(index, q, 100)[0]],
@@ -142,21 +146,28 @@ def test_index_hybrid_equals_evaluated_hybrid(model_dir, embedder, tmp_path):
     """``diffembed eval --retriever hybrid`` scores exactly what index search returns."""
     docs = make_docs(15, seed=3)
     queries = ["fox river bank", "attention models"]
+    alphas = ("default", None, 0.5)  # the default (convex 0.1) on both sides, RRF, convex 0.5
     with build_index(docs, tmp_path / "ix", model_dir, embedder=embedder) as index:
         vectors = embedder.encode_queries(queries)
-        served = retrieve(index, vectors, queries, k=len(docs), mode="hybrid")
-    for alpha in (None, 0.5):
-        hybrid = HybridRetriever(EmbedderRetriever(embedder), BM25Retriever(), alpha)
+        served = {
+            a: retrieve(
+                index, vectors, queries, len(docs), "hybrid", *([] if a == "default" else [a])
+            )
+            for a in alphas
+        }
+    for alpha in alphas:
+        hybrid = HybridRetriever(
+            EmbedderRetriever(embedder), BM25Retriever(), *([] if alpha == "default" else [alpha])
+        )
         hybrid.index([d.id for d in docs], [d.full_text for d in docs])
         run = hybrid.search(["q0", "q1"], queries, top_k=len(docs)).run
-        if alpha is None:
-            for qid, hits in zip(["q0", "q1"], served, strict=True):
-                got = {h.id: h.score for h in hits}
-                assert set(got) == set(run[qid])
-                np.testing.assert_allclose(
-                    [got[d] for d in run[qid]], list(run[qid].values()), atol=1e-6
-                )
-                assert [h.id for h in hits] == [d for d, _ in sort_run(run[qid])]
+        for qid, hits in zip(["q0", "q1"], served[alpha], strict=True):
+            got = {h.id: h.score for h in hits}
+            assert set(got) == set(run[qid])
+            np.testing.assert_allclose(
+                [got[d] for d in run[qid]], list(run[qid].values()), atol=1e-6
+            )
+            assert [h.id for h in hits] == [d for d, _ in sort_run(run[qid])]
 
 
 # ----------------------------------------------------------------------------- crash safety
@@ -256,16 +267,44 @@ def test_cli_modes(model_dir, tmp_path, capsys):
     ix = str(tmp_path / "ix")
     assert main(["index", "build", "--model", str(model_dir), "--docs", str(src), "--out", ix]) == 0
     capsys.readouterr()
-    for mode, extra in (("bm25", []), ("hybrid", ["--alpha", "0.4"]), (None, [])):
+    for mode, extra, fusion, alpha in (
+        ("bm25", [], None, None),
+        ("hybrid", ["--alpha", "0.4"], "convex", 0.4),
+        (None, [], "convex", 0.1),
+        ("hybrid", ["--fusion", "rrf"], "rrf", None),
+    ):
         argv = ["search", ix, "zebra", "-k", "3", "--json", *extra]
         assert main(argv + (["--mode", mode] if mode else [])) == 0
         out = json.loads(capsys.readouterr().out)
-        assert out["search"]["mode"] == (mode or "hybrid")
+        assert out["search"] == {"mode": mode or "hybrid", "fusion": fusion, "alpha": alpha}
         assert out["hits"][0]["id"] == "rare"
-    assert main(["search", ix, "zebra", "--mode", "dense", "--alpha", "0.5"]) == 2
-    assert "--alpha" in capsys.readouterr().err
-    assert main(["search", ix, "zebra", "--alpha", "2"]) == 2
-    assert "between 0 and 1" in capsys.readouterr().err
+    # The rankings are those of the one fuse function on the same candidates: convex 0.1 by
+    # default, RRF with --fusion rrf.
+    searcher = Searcher.open(ix)
+    q = searcher.encode_query("fox river")[None]
+    dense = [(h.id, h.score) for h in rank_documents(searcher.index, q, 100)[0]]
+    sparse = searcher.index.lexical.top("fox river", 100)
+    searcher.index.close()
+    for extra, alpha in (([], 0.1), (["--fusion", "rrf"], None), (["--fusion", "convex"], 0.1)):
+        assert main(["search", ix, "fox river", "-k", "5", "--json", *extra]) == 0
+        hits = json.loads(capsys.readouterr().out)["hits"]
+        want = sort_run(dict(fuse(dense, sparse, alpha)))[:5]
+        assert [(h["id"], round(h["score"], 6)) for h in hits] == [
+            (d, round(s, 6)) for d, s in want
+        ]
+    assert main(["search", ix, "zebra", "-k", "1"]) == 0
+    assert "search: hybrid (convex alpha=0.1)" in capsys.readouterr().out
+    assert main(["search", ix, "zebra", "-k", "1", "--fusion", "rrf"]) == 0
+    assert "search: hybrid (RRF k=60)" in capsys.readouterr().out
+    for bad, message in (
+        (["--mode", "dense", "--alpha", "0.5"], "--alpha"),
+        (["--mode", "bm25", "--fusion", "rrf"], "--fusion"),
+        (["--fusion", "rrf", "--alpha", "0.3"], "--alpha applies to --fusion convex"),
+        (["--alpha", "2"], "between 0 and 1"),
+    ):
+        assert main(["search", ix, "zebra", *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
     plain = str(tmp_path / "plain")
     argv = ["index", "build", "--model", str(model_dir), "--docs", str(src), "--out", plain]
     assert main([*argv, "--no-bm25"]) == 0

@@ -1,5 +1,6 @@
-"""``POST /v1/search`` with ``mode`` (dense, bm25, hybrid) and ``alpha``: the same results as
-``Searcher.search`` (the code ``diffembed search`` and ``diffembed eval --retriever`` share)."""
+"""``POST /v1/search`` with ``mode`` (dense, bm25, hybrid), ``fusion`` and ``alpha``: the same
+results as ``Searcher.search`` (the code ``diffembed search`` and ``diffembed eval --retriever``
+share)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def server(embedder, index_dir):
     [
         {"query": "fox river", "k": 5},
         {"query": "fox river", "k": 5, "mode": "hybrid", "alpha": 0.7},
+        {"query": "fox river", "k": 5, "mode": "hybrid", "fusion": "rrf"},
+        {"query": "fox river", "k": 5, "fusion": "convex", "alpha": 0.3},
         {"query": "zebra keys", "k": 4, "mode": "bm25"},
         {"query": "keys needles", "k": 3, "mode": "dense", "instruction": "Q"},
     ],
@@ -56,18 +59,21 @@ def server(embedder, index_dir):
 def test_search_modes_match_searcher(server, index_dir, body):
     status, _, out = request(server.port, "POST", "/v1/search", body)
     assert status == 200, out
+    mode = body.get("mode", "hybrid")
+    # What was used: convex alpha 0.1 by default, rrf on request; nothing for dense / bm25.
+    alpha = None if body.get("fusion") == "rrf" else body.get("alpha", 0.1)
+    fusion = "rrf" if alpha is None else "convex"
+    want_search = {"mode": mode, "fusion": fusion, "alpha": alpha}
+    if mode != "hybrid":
+        want_search = {"mode": mode, "fusion": None, "alpha": None}
+    assert out["search"] == want_search
     searcher = Searcher.open(index_dir)
     want = searcher.search(
-        body["query"],
-        body["k"],
-        prompt=body.get("instruction"),
-        mode=body.get("mode"),
-        alpha=body.get("alpha"),
+        body["query"], body["k"], prompt=body.get("instruction"), mode=mode, alpha=alpha
     )
     searcher.index.close()
     assert [h["id"] for h in out["data"]] == [h.id for h in want]
     np.testing.assert_allclose([h["score"] for h in out["data"]], [h.score for h in want], 1e-5)
-    assert out["search"] == {"mode": body.get("mode", "hybrid"), "alpha": body.get("alpha")}
     assert out["index"]["bm25"] is True
     if body.get("mode") == "bm25":  # nothing embedded
         assert out["usage"]["prompt_tokens"] == 0 and out["data"][0]["id"] == "rare"
@@ -82,6 +88,23 @@ def test_search_mode_errors(server):
     assert_error(post({"query": "fox", "mode": "sparse"}), 400, "mode")
     assert_error(post({"query": "fox", "alpha": 1.5}), 400, "alpha")
     assert_error(post({"query": "fox", "mode": "dense", "alpha": 0.5}), 400, "mode hybrid")
+    err = assert_error(post({"query": "fox", "fusion": "rrf", "alpha": 0.3}), 400, "alpha")
+    assert err["param"] == "alpha" and "fusion convex" in err["message"]
+    err = assert_error(post({"query": "fox", "mode": "bm25", "fusion": "rrf"}), 400, "mode hybrid")
+    assert err["param"] == "fusion"
+    assert_error(post({"query": "fox", "fusion": "max"}), 400, "fusion")
+
+
+def test_default_search_is_convex_not_rrf(server, index_dir):
+    """The default hybrid ranking is the convex one, and differs from RRF on this index."""
+    body = {"query": "fox river zebra", "k": 13}
+    default = request(server.port, "POST", "/v1/search", body)[2]
+    rrf = request(server.port, "POST", "/v1/search", {**body, "fusion": "rrf"})[2]
+    assert default["search"] == {"mode": "hybrid", "fusion": "convex", "alpha": 0.1}
+    assert rrf["search"] == {"mode": "hybrid", "fusion": "rrf", "alpha": None}
+    scores = {h["id"]: h["score"] for h in rrf["data"]}
+    assert max(scores.values()) <= 2 / 61 + 1e-6  # RRF scores, not min-max ones
+    assert [h["score"] for h in default["data"]][0] > 2 / 61
 
 
 def test_index_without_bm25_serves_dense_and_refuses_bm25(model_dir, embedder, tmp_path):

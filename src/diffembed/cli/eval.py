@@ -12,9 +12,11 @@ from pathlib import Path
 from diffembed.cli.options import (
     add_device,
     add_dtype,
+    add_fusion,
     add_max_length,
     add_no_progress,
     at_least,
+    fusion_choice,
 )
 from diffembed.eval.evaluate import collect_task_dirs, evaluate_model
 from diffembed.formats.tasks import SUITES
@@ -100,7 +102,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_retriever_options(p: argparse.ArgumentParser) -> None:
-    """``--retriever``/``--alpha`` (what index search serves) and the chunking of documents."""
+    """``--retriever``/``--fusion``/``--alpha`` (what index search serves) and the chunking of
+    documents."""
     g = p.add_argument_group("retriever (the same code as `diffembed search --mode`)")
     g.add_argument(
         "--retriever",
@@ -108,12 +111,7 @@ def _add_retriever_options(p: argparse.ArgumentParser) -> None:
         default="dense",
         help="dense: the model (default); bm25; hybrid: the model and BM25 fused",
     )
-    g.add_argument(
-        "--alpha",
-        type=float,
-        help="hybrid: weight of dense (0..1) in a convex combination of min-max normalised "
-        "scores; default: reciprocal-rank fusion (k = 60)",
-    )
+    add_fusion(g)
     g.add_argument(
         "--chunk-tokens",
         type=at_least(1),
@@ -143,6 +141,7 @@ def run_eval(args: argparse.Namespace) -> int:
     for flag in ("mteb_data", "instructions"):
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag.replace('_', '-')} applies to --mteb / --benchmark only")
+    alpha = fusion_choice(args, args.retriever == "hybrid", "--retriever hybrid")
     evaluate_model(
         args.model,
         collect_task_dirs(args.tasks_root, args.suite, args.task_dir),
@@ -156,7 +155,7 @@ def run_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         show_progress=not args.no_progress,
         retriever_mode=args.retriever,
-        alpha=args.alpha,
+        alpha=alpha,
         chunking=args.chunking,
         chunk_tokens=args.chunk_tokens,
         chunk_overlap=args.chunk_overlap,
@@ -172,9 +171,11 @@ def _run_mteb(args: argparse.Namespace, names: list[str]) -> int:
         raise ValueError("--mteb / --benchmark run MTEB tasks; drop --tasks-root / --task-dir")
     if args.model in ("bm25", "minilm"):
         raise ValueError("--mteb / --benchmark evaluate a model directory, not bm25 or minilm")
-    if args.retriever != "dense" or args.alpha is not None or args.chunk_tokens is not None:
+    given = (args.alpha, args.fusion, args.chunk_tokens)
+    if args.retriever != "dense" or any(v is not None for v in given):
         raise ValueError(
-            "--retriever, --alpha and --chunk-tokens apply to task folders, not --mteb / --benchmark"
+            "--retriever, --fusion, --alpha and --chunk-tokens apply to task folders, not "
+            "--mteb / --benchmark"
         )
     run_mteb(
         args.model,

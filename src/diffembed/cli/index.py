@@ -14,10 +14,12 @@ from typing import Any
 from diffembed.cli.options import (
     add_device,
     add_dtype,
+    add_fusion,
     add_max_length,
     add_no_progress,
     add_strict,
     at_least,
+    fusion_choice,
 )
 from diffembed.index.build import add_documents, build_index
 from diffembed.index.documents import read_documents
@@ -205,40 +207,35 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_mode_options(p: argparse.ArgumentParser) -> None:
-    """``--mode dense|bm25|hybrid`` and ``--alpha`` (``diffembed.eval.fusion``)."""
+    """``--mode dense|bm25|hybrid``, ``--fusion`` and ``--alpha`` (``diffembed.eval.fusion``)."""
     p.add_argument(
         "--mode",
         choices=("dense", "bm25", "hybrid"),
         help="dense (the model), bm25, or hybrid (both fused); default: hybrid when the index "
         "has BM25, else dense",
     )
-    p.add_argument(
-        "--alpha",
-        type=float,
-        help="hybrid: weight of dense (0..1) in a convex combination of min-max normalised "
-        "scores; default: reciprocal-rank fusion (k = 60)",
-    )
+    add_fusion(p)
 
 
 def run_search(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise ValueError("the query is empty")
-    from diffembed.eval.fusion import check_alpha
+    from diffembed.eval.fusion import describe_fusion, describe_search, fusion_label
     from diffembed.index.search import resolve_mode
 
-    check_alpha(args.alpha)
-    if args.alpha is not None and args.mode not in (None, "hybrid"):
-        raise ValueError("--alpha weighs dense against BM25: it applies to --mode hybrid only")
+    alpha = fusion_choice(args, args.mode in (None, "hybrid"), "--mode hybrid")
     searcher = Searcher.open(args.index, args.model, args.device)
     index = searcher.index
     mode = resolve_mode(index, args.mode)
-    hits = searcher.search(args.query, args.k, args.prompt, args.prompt_name, mode, args.alpha)
+    if mode != "hybrid":  # also the default mode of an index without BM25
+        alpha = fusion_choice(args, False, "--mode hybrid (an index with BM25)")
+    hits = searcher.search(args.query, args.k, args.prompt, args.prompt_name, mode, alpha)
     if args.json:
         out = {
             "index": str(args.index),
             "query": args.query,
             "mode": index.mode,
-            "search": {"mode": mode, "alpha": args.alpha if mode == "hybrid" else None},
+            "search": describe_search(mode, alpha),
             "documents": index.n_documents,
             "vectors": index.ntotal,
             "hits": [h.to_dict() for h in hits],
@@ -248,7 +245,7 @@ def run_search(args: argparse.Namespace) -> int:
         print(
             f"{args.index}: {index.n_documents} documents, {index.ntotal} vectors; "
             f"{index.describe_mode()}; search: {mode}"
-            + (f" (alpha {args.alpha})" if mode == "hybrid" and args.alpha is not None else "")
+            + (f" ({fusion_label(describe_fusion(alpha))})" if mode == "hybrid" else "")
         )
         chunked = index.mode["mode"] == "chunked"
         for h in hits:

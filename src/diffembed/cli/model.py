@@ -15,9 +15,11 @@ from diffembed import demo
 from diffembed.cli.options import (
     add_device,
     add_dtype,
+    add_fusion,
     add_max_length,
     add_no_progress,
     at_least,
+    fusion_choice,
     number_at_least,
 )
 from diffembed.demo import DEFAULT_MODEL, run_demo
@@ -286,15 +288,14 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model directory")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
     p.add_argument("--limit", type=at_least(1), default=250, help="most modules to index")
-    p.add_argument(
-        "--alpha",
-        type=float,
-        help="hybrid: weight of dense (0..1) in a convex combination of min-max normalised "
-        "scores; default: reciprocal-rank fusion (k = 60)",
-    )
+    add_fusion(p)
     add_no_progress(p)
     p.set_defaults(
         func=lambda a: run_demo(
-            a.model, a.out, a.limit, show_progress=not a.no_progress, alpha=a.alpha
+            a.model,
+            a.out,
+            a.limit,
+            show_progress=not a.no_progress,
+            alpha=fusion_choice(a, True, "hybrid"),
         )
     )

@@ -1,7 +1,8 @@
 """Option groups that several verbs share, written once: ``--device``, ``--dtype``,
-``--max-length``, ``--no-progress``; and the value checks of numeric options (``at_least(1)``,
-``number_at_least(0)``, ``port_number``, ``device_name``), so that a bad value is refused while
-parsing with a message that names the flag."""
+``--max-length``, ``--no-progress``, ``--fusion``/``--alpha`` (hybrid retrieval); and the value
+checks of numeric options (``at_least(1)``, ``number_at_least(0)``, ``port_number``,
+``device_name``), so that a bad value is refused while parsing with a message that names the
+flag."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import math
 from collections.abc import Callable
 
+from diffembed.eval.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, resolve_fusion
 from diffembed.model.precision import PRECISIONS
 
 
@@ -129,3 +131,35 @@ def add_strict(p: argparse.ArgumentParser, what: str) -> None:
 def add_no_progress(p: argparse.ArgumentParser) -> None:
     """``--no-progress``: hide progress bars."""
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_fusion(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--fusion convex|rrf`` and ``--alpha``: how hybrid retrieval fuses dense and BM25
+    (``diffembed.eval.fusion``). Both default to None, so that a verb can refuse them outside
+    hybrid; ``fusion_choice`` turns them into the internal alpha."""
+    p.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        help=f"hybrid: convex (a weighted sum of min-max normalised scores) or rrf "
+        f"(reciprocal-rank fusion, k = 60) (default: {DEFAULT_FUSION})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        help="hybrid: weight of dense (0..1) in the convex combination "
+        f"(default {DEFAULT_ALPHA:g})",
+    )
+
+
+def fusion_choice(args: argparse.Namespace, hybrid: bool, needs: str) -> float | None:
+    """The internal alpha (None: reciprocal-rank fusion) for ``--fusion``/``--alpha``, by
+    ``resolve_fusion``; None when not ``hybrid``, where either flag is an error naming it and
+    ``needs`` (the option that makes a search hybrid, e.g. ``--mode hybrid``)."""
+    if not hybrid:
+        for flag in ("alpha", "fusion"):
+            if getattr(args, flag) is not None:
+                raise ValueError(
+                    f"--{flag} chooses how dense and BM25 are fused: it applies to {needs} only"
+                )
+        return None
+    return resolve_fusion(args.fusion, args.alpha)

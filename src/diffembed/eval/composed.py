@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.eval.models import EmbedderRetriever
 from diffembed.eval.retrievers import (
     BM25Retriever,
@@ -152,17 +153,17 @@ class ChunkedRetriever(DenseRetriever):
 def compose_retriever(
     model: Retriever | None,
     retriever: str = "dense",
-    alpha: float | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
     chunking: str | None = None,
     chunk_tokens: int | None = None,
     chunk_overlap: int = 0,
 ) -> Retriever:
     """The retriever for ``--retriever`` (``model``: what ``--model`` loaded; None or BM25 for
-    ``--model bm25``), with documents chunked when ``chunk_tokens`` is given."""
+    ``--model bm25``), with documents chunked when ``chunk_tokens`` is given. ``alpha``: the
+    hybrid fusion (weight of dense in the convex combination; None: reciprocal-rank fusion,
+    k = 60), unused by the other retrievers (the CLI refuses ``--alpha``/``--fusion`` there)."""
     if retriever not in RETRIEVERS:
         raise ValueError(f"--retriever must be one of {RETRIEVERS}, got {retriever!r}")
-    if alpha is not None and retriever != "hybrid":
-        raise ValueError("--alpha weighs dense against BM25: it needs --retriever hybrid")
     if chunking is not None and chunk_tokens is None:
         raise ValueError("--chunking needs --chunk-tokens (the size of each chunk)")
     if retriever == "bm25" or isinstance(model, BM25Retriever) or model is None:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from diffembed.eval.fusion import DEFAULT_ALPHA, describe_search
 from diffembed.eval.metrics import (
     classification_metrics,
     correlation_metrics,
@@ -353,14 +354,15 @@ def evaluate_model(
     show_progress: bool = True,
     command: Sequence[str] | None = None,
     retriever_mode: str = "dense",
-    alpha: float | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
     chunking: str | None = None,
     chunk_tokens: int | None = None,
     chunk_overlap: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (a model directory, ``"bm25"`` or ``"minilm"``) on task folders.
 
-    ``retriever_mode`` dense, bm25 or hybrid (``--retriever``; ``alpha``: the hybrid fusion)
+    ``retriever_mode`` dense, bm25 or hybrid (``--retriever``; ``alpha``: the hybrid fusion, the
+    weight of dense in the convex combination; None: reciprocal-rank fusion, k = 60)
     and ``chunk_tokens``/``chunk_overlap``/``chunking`` (documents split as ``index build``
     splits them) pick what is evaluated: :func:`diffembed.eval.composed.compose_retriever`.
 
@@ -392,6 +394,7 @@ def evaluate_model(
     if use_faiss and not isinstance(retriever, DenseRetriever):
         logger.warning("%s: faiss applies to dense models only; searching exactly", model)
     model_info = retriever.describe()
+    used = describe_search(retriever_mode, alpha)
     command = list(sys.argv if command is None else command)
     settings = {
         "top_k": top_k,
@@ -402,7 +405,8 @@ def evaluate_model(
         "device": device,
         "seed": seed,
         "retriever": retriever_mode,
-        "alpha": alpha,
+        "fusion": used["fusion"],
+        "alpha": used["alpha"],
         "chunking": None
         if chunk_tokens is None
         else {"mode": chunking or "plain", "tokens": chunk_tokens, "overlap": chunk_overlap},

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from diffembed.eval.bm25 import K1, METHOD, B, Bm25, Bm25Index
+from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.eval.ranking import Run, blocked_top_k, tiebreak_keys
 
 logger = logging.getLogger(__name__)
@@ -396,10 +397,11 @@ class BM25Retriever(Retriever):
 
 
 class HybridRetriever(Retriever):
-    """A dense retriever and BM25 fused by :func:`diffembed.eval.fusion.fuse` -- reciprocal-rank
-    fusion (k = 60), or with ``alpha`` a convex combination of min-max normalised scores --
-    exactly as index search and the server fuse them: each side contributes its
-    ``candidate_depth(k)`` best documents (BM25: those sharing a term with the query).
+    """A dense retriever and BM25 fused by :func:`diffembed.eval.fusion.fuse` -- a convex
+    combination of min-max normalised scores with weight ``alpha`` on dense (default
+    ``DEFAULT_ALPHA``); None: reciprocal-rank fusion (k = 60) -- exactly as index search and
+    the server fuse them: each side contributes its ``candidate_depth(k)`` best documents
+    (BM25: those sharing a term with the query).
 
     Documents outside both candidate lists score ``FLOOR``. Similarity pairs fuse the two
     rankings of the pairs the same way.
@@ -409,7 +411,7 @@ class HybridRetriever(Retriever):
     FLOOR = -1.0
 
     def __init__(
-        self, dense: DenseRetriever, bm25: BM25Retriever, alpha: float | None = None
+        self, dense: DenseRetriever, bm25: BM25Retriever, alpha: float | None = DEFAULT_ALPHA
     ) -> None:
         from diffembed.eval.fusion import CANDIDATES, check_alpha
 
@@ -421,12 +423,10 @@ class HybridRetriever(Retriever):
         self.depth = CANDIDATES
 
     def fusion(self) -> dict[str, Any]:
-        """The fusion settings, as recorded with results."""
-        from diffembed.eval.fusion import RRF_K
+        """The fusion settings, as recorded with results (``describe_fusion`` and the depth)."""
+        from diffembed.eval.fusion import describe_fusion
 
-        if self.alpha is None:
-            return {"method": "rrf", "k": RRF_K, "candidates": self.depth}
-        return {"method": "convex", "alpha": self.alpha, "candidates": self.depth}
+        return {**describe_fusion(self.alpha), "candidates": self.depth}
 
     def describe(self) -> dict[str, Any]:
         dense, bm25 = self.dense.describe(), self.bm25.describe()

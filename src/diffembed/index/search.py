@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.formats.corpus import Document
 from diffembed.index.store import ModelMismatchError, VectorIndex, load_embedder_for, select_in
 
@@ -97,15 +98,15 @@ def retrieve(
     texts: Sequence[str],
     k: int = 10,
     mode: str | None = None,
-    alpha: float | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
 ) -> list[list[Hit]]:
     """The best ``k`` documents for each query, by ``mode`` (``resolve_mode``).
 
     Args:
         vectors: ``float32 [Q, H]`` query vectors (unused, may be None, for ``bm25``).
         texts: the ``Q`` query texts (BM25; unused for ``dense``).
-        alpha: hybrid only: None for reciprocal-rank fusion (k = 60), else the weight of dense
-            in a convex combination of min-max normalised scores.
+        alpha: hybrid only: the weight of dense in the convex combination of min-max
+            normalised scores (default ``DEFAULT_ALPHA``); None: reciprocal-rank fusion (k = 60).
 
     Returns:
         ``Q`` lists of ``Hit`` best first; hybrid and bm25 scores are the fused / BM25 scores.
@@ -239,10 +240,11 @@ class Searcher:
         prompt: str | None = None,
         prompt_name: str | None = None,
         mode: str | None = None,
-        alpha: float | None = None,
+        alpha: float | None = DEFAULT_ALPHA,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first, by ``mode`` (default: hybrid
-        when the index has BM25, else dense; see ``retrieve``)."""
+        when the index has BM25, else dense) and, for hybrid, ``alpha`` (the weight of dense in
+        the convex combination; None: reciprocal-rank fusion (k = 60)); see ``retrieve``."""
         mode = resolve_mode(self.index, mode)
         vectors = None
         if mode != "bm25":

@@ -154,8 +154,15 @@ def _request_models() -> tuple[type, type]:
         mode: Literal["dense", "bm25", "hybrid"] | None = Field(
             default=None, description="default: hybrid when the index has BM25, else dense"
         )
+        fusion: Literal["convex", "rrf"] | None = Field(
+            default=None,
+            description="hybrid: convex (default) or rrf (reciprocal-rank fusion, k = 60)",
+        )
         alpha: float | None = Field(
-            default=None, ge=0, le=1, description="hybrid: weight of dense; default RRF (k=60)"
+            default=None,
+            ge=0,
+            le=1,
+            description="hybrid, fusion convex: weight of dense (0..1); default 0.1",
         )
 
     return EmbeddingRequest, SearchRequest

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.index.search import Hit
 from diffembed.index.store import CURRENT, IndexFormatError, VectorIndex
 
@@ -118,9 +119,10 @@ class LiveIndex:
         k: int,
         query: str = "",
         mode: str = "dense",
-        alpha: float | None = None,
+        alpha: float | None = DEFAULT_ALPHA,
     ) -> tuple[list[Hit], VectorIndex]:
-        """The ``k`` best documents for one query (its vector and/or text, by ``mode``: see
+        """The ``k`` best documents for one query (its vector and/or text, by ``mode``; hybrid
+        ``alpha``: the weight of dense, None: reciprocal-rank fusion (k = 60); see
         ``diffembed.index.search.retrieve``), and the generation searched."""
         from diffembed.index.search import retrieve
 

@@ -1,17 +1,41 @@
 """``POST /v1/search``: a text query against the loaded index, dense, BM25 or hybrid.
 
 ``mode`` (``"dense"``, ``"bm25"``, ``"hybrid"``; default hybrid when the index has BM25, else
-dense) and ``alpha`` (hybrid: the weight of dense in a convex combination; default
-reciprocal-rank fusion) mean what ``diffembed search --mode/--alpha`` and ``diffembed eval
---retriever/--alpha`` mean: all three call ``diffembed.index.search.retrieve``, which fuses with
-``diffembed.eval.fusion.fuse``. A bm25 search embeds nothing.
+dense), ``fusion`` (hybrid: ``"convex"``, the default, or ``"rrf"``) and ``alpha`` (convex: the
+weight of dense, default ``DEFAULT_ALPHA``) mean what ``diffembed search --mode/--fusion/--alpha``
+and ``diffembed eval --retriever/--fusion/--alpha`` mean: all resolve through
+``diffembed.eval.fusion.resolve_fusion`` and call ``diffembed.index.search.retrieve``, which
+fuses with ``diffembed.eval.fusion.fuse``. The response's ``search`` says the mode, fusion and
+alpha used. A bm25 search embeds nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from diffembed.eval.fusion import describe_search
 from diffembed.serve.live_index import IndexChanged
+
+
+def _fusion_alpha(req: Any, mode: str) -> float | None:
+    """The internal alpha (None: RRF) for the request's ``fusion``/``alpha`` in ``mode``;
+    an ``APIError`` 400 naming the field for a choice that does not apply."""
+    from diffembed.eval.fusion import resolve_fusion
+    from diffembed.serve.guard import APIError
+
+    if mode != "hybrid":
+        for field in ("alpha", "fusion"):
+            if getattr(req, field) is not None:
+                raise APIError(
+                    400,
+                    f"{field} chooses how dense and BM25 are fused: use it with mode hybrid",
+                    param=field,
+                )
+        return None
+    try:
+        return resolve_fusion(req.fusion, req.alpha, "alpha")
+    except ValueError as e:
+        raise APIError(400, str(e), param="alpha" if req.alpha is not None else "fusion") from None
 
 
 async def search_route(routes: Any, req: Any) -> dict[str, Any]:
@@ -35,10 +59,7 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
         raise APIError(503, str(e), type_="server_error", code="index_model_changed") from None
     except ValueError as e:
         raise APIError(400, str(e), param="mode") from None
-    if req.alpha is not None and mode != "hybrid":
-        raise APIError(
-            400, "alpha weighs dense against BM25: use it with mode hybrid", param="alpha"
-        )
+    alpha = _fusion_alpha(req, mode)
     result = None
     if mode != "bm25":
         default = routes.embedder.prompts.get("query")
@@ -46,9 +67,7 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
         result = await routes.embed([req.query], prefix, req.truncate)
     vectors = None if result is None else result.vectors
     try:  # the generation CURRENT names now (reloaded after `index add`)
-        found, index = await run_in_threadpool(
-            live.search, vectors, req.k, req.query, mode, req.alpha
-        )
+        found, index = await run_in_threadpool(live.search, vectors, req.k, req.query, mode, alpha)
     except IndexChanged as e:
         raise APIError(503, str(e), type_="server_error", code="index_model_changed") from None
     except ValueError as e:  # the index was rebuilt without BM25 between the two steps
@@ -58,7 +77,7 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
         "object": "list",
         "data": [h.to_dict() for h in found],
         "model": routes.config.model_name,
-        "search": {"mode": mode, "alpha": req.alpha},
+        "search": describe_search(mode, alpha),
         "index": {
             "documents": index.n_documents,
             "vectors": index.ntotal,

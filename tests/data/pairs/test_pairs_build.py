@@ -429,3 +429,27 @@ def test_cli_pairs_build(corpus, tmp_path):
     assert {r["task"] for r in load(out)} == {"heading-section", "question-answer"}
     with pytest.raises(SystemExit):
         parser.parse_args(["pairs", "build", "--corpus", "x", "--out", "y", "--tasks", "bad"])
+
+
+def test_pretrain_split_gives_the_same_task_types_from_its_own_documents(tmp_path):
+    root = tmp_path / "c"
+    write_corpus(root)
+    # the pretrain split holds the finetune documents (relabelled) and the marker documents
+    moved = [{**r, "split": "pretrain"} for r in finetune_records()]
+    with (root / "pretrain.jsonl").open("w", encoding="utf-8") as f:
+        for r in moved + other_split_records()["pretrain"]:
+            f.write(json.dumps(r) + "\n")
+    (root / "finetune.jsonl").write_text(json.dumps(finetune_records()[0]) + "\n")
+    out = tmp_path / "p.jsonl"
+    report = build_pairs(root, out, hard_negatives=2, split="pretrain")
+    rows = load(out)
+    assert report["split"] == "pretrain" and report["split_documents"] == len(moved) + 3
+    tasks = {r["task"] for r in rows}
+    assert {"definition-entry", "synopsis-page", "heading-section"} <= tasks
+    assert "problem-concept" not in tasks  # from the concept catalogue: finetune split only
+    text = out.read_text(encoding="utf-8").lower()
+    assert "xylarium" not in text  # never an eval document
+    with pytest.raises(ValueError, match="finetune split"):
+        build_pairs(root, tmp_path / "q.jsonl", split="pretrain", tasks=["problem-concept"])
+    with pytest.raises(PairsBuildError, match="split 'eval'"):
+        build_pairs(root, tmp_path / "q.jsonl", split="eval")
