@@ -108,6 +108,20 @@ def test_demo_table_has_three_retrievers_model_fusion_and_time(demo_run) -> None
     assert json.loads((out / "eval-bm25.json").read_text())["tasks"][0]["n_docs"] == PAGES
 
 
+def test_demo_table_reads_every_score_from_the_evaluation(demo_run) -> None:
+    # Each row's nDCG@10, Recall@10 and MRR@10 are the evaluation's own metrics (x100), in
+    # demo.json and in the printed table; none is derived in the demo.
+    printed, out = demo_run
+    rows = _table(printed)
+    table = {r["retriever"]: r for r in json.loads((out / "demo.json").read_text())["table"]}
+    for mode in MODES:
+        (record,) = json.loads((out / f"eval-{mode}.json").read_text())["tasks"]
+        metrics = record["metrics"]
+        for i, name in enumerate(("ndcg_at_10", "recall_at_10", "mrr_at_10")):
+            assert table[mode][name] == pytest.approx(100 * metrics[name], abs=1e-9), (mode, name)
+            assert rows[mode][i] == pytest.approx(100 * metrics[name], abs=0.005), (mode, name)
+
+
 def test_demo_bm25_finds_synopsis_pages_and_hybrid_recall_is_not_below_both(demo_run) -> None:
     # The synopsis shares many words with its page: a working BM25 and evaluation score far
     # above chance (~12 nDCG@10 over 40 pages); a broken one, or broken metrics, do not.

@@ -56,6 +56,7 @@ def test_retrieval_metrics_by_hand():
         "q1": {
             "ndcg_at_1": 0.0,
             "ndcg_at_10": (1 / L3 + 1 / L5) / (1 + 1 / L3),
+            "recall_at_10": 1.0,
             "recall_at_100": 1.0,
             "mrr_at_10": 0.5,
             "map": (1 / 2 + 2 / 4) / 2,
@@ -64,6 +65,7 @@ def test_retrieval_metrics_by_hand():
         "q2": {
             "ndcg_at_1": 0.0,
             "ndcg_at_10": 0.0,
+            "recall_at_10": 0.0,
             "recall_at_100": 1.0,
             "mrr_at_10": 0.0,
             "map": 1 / 11,
@@ -72,12 +74,14 @@ def test_retrieval_metrics_by_hand():
         "q3": {
             "ndcg_at_1": 1 / 2,
             "ndcg_at_10": (1 + 2 / L3) / (2 + 1 / L3),
+            "recall_at_10": 1.0,
             "recall_at_100": 1.0,
             "mrr_at_10": 1.0,
             "map": 1.0,
         },
     }
     assert sorted(per_query) == ["q1", "q2", "q3"]
+    assert all(set(per_query[q]) == set(want["q1"]) for q in per_query)
     for q, values in want.items():
         for name, value in values.items():
             assert per_query[q][name] == pytest.approx(value, abs=1e-6), (q, name)
@@ -93,6 +97,35 @@ def test_missing_query_scores_zero_and_recall_cut():
     # c is 101st of the run: Recall@100 counts only b.
     assert per_query["q2"]["recall_at_100"] == pytest.approx(0.5)
     assert means["recall_at_100"] == pytest.approx(0.25)
+
+
+def test_recall_at_10_counts_each_relevant_document_in_the_top_10():
+    # Recall@10 is the share of a query's relevant documents in its top 10, not "nDCG@10 > 0"
+    # (the one-relevant-page shortcut): a query with one of two relevant documents in the top 10
+    # scores 0.5, though its nDCG@10 is above 0.
+    filler = {f"n{i:02d}": 1.0 - i / 100 for i in range(1, 31)}  # ranks 1..30 before insertion
+    qrels = {
+        "half": {"a": 1, "b": 1},  # a at rank 1, b at rank 20
+        "both": {"c": 1, "d": 1},  # ranks 3 and 10
+        "none": {"e": 1},  # rank 11
+    }
+    run = {
+        "half": {**filler, "a": 2.0, "b": filler["n18"] - 0.001},
+        "both": {**filler, "c": filler["n02"] - 0.001, "d": filler["n08"] - 0.001},
+        "none": {**filler, "e": filler["n10"] - 0.001},
+    }
+    means, per_query = retrieval_metrics(qrels, run)
+    by_hand = {}
+    for q, judged in qrels.items():
+        top10 = sorted(run[q], key=lambda d: -run[q][d])[:10]
+        by_hand[q] = sum(d in top10 for d in judged) / len(judged)
+    assert by_hand == {"half": 0.5, "both": 1.0, "none": 0.0}
+    for q, value in by_hand.items():
+        assert per_query[q]["recall_at_10"] == pytest.approx(value, abs=1e-9), q
+    assert means["recall_at_10"] == pytest.approx(0.5, abs=1e-9)  # (0.5 + 1 + 0) / 3
+    # The old derivation (nDCG@10 > 0) would call "half" a full hit.
+    assert per_query["half"]["ndcg_at_10"] > 0 and per_query["half"]["recall_at_10"] == 0.5
+    assert per_query["half"]["recall_at_100"] == 1.0 and per_query["none"]["recall_at_100"] == 1.0
 
 
 @pytest.mark.parametrize("relevant, rr", [("d00", 0.0), ("d05", 1 / 7), ("d11", 1.0)])
@@ -485,10 +518,18 @@ def test_eval_end_to_end(model, tasks_root, checkpoints, tmp_path):
         )
         assert saved == r
     qa, pets = records["qa"], records["pets"]
-    assert set(qa["metrics"]) == {"ndcg_at_1", "ndcg_at_10", "recall_at_100", "mrr_at_10", "map"}
+    assert set(qa["metrics"]) == {
+        "ndcg_at_1",
+        "ndcg_at_10",
+        "recall_at_10",
+        "recall_at_100",
+        "mrr_at_10",
+        "map",
+    }
     assert (qa["n_queries"], qa["n_docs"]) == (3, 6)
     assert -1 <= pets["metrics"]["p-mrr"] <= 1
     assert {"og_ndcg_at_10", "changed_ndcg_at_10"} <= set(pets["metrics"])
+    assert {"og_recall_at_10", "changed_recall_at_10"} <= set(pets["metrics"])
     assert set(records["sts"]["metrics"]) == {"pearson", "spearman"}
     assert set(records["topics"]["metrics"]) == {"accuracy", "macro_f1"}
     table = out.with_suffix(".md").read_text()

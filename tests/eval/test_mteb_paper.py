@@ -206,6 +206,9 @@ def test_paper_tasks_end_to_end_from_local_copies(model_dir, tmp_path, offline, 
     bright = records["BrightBiologyRetrieval"]
     assert bright["group"] == "reasoning" and bright["metric"] == "ndcg_at_10"
     assert bright["main_score"] == pytest.approx((1 / math.log2(3) + 1.0) / 2, abs=1e-5)
+    # Both golds are in their query's top 10 (ranks 2 and 1); MTEB's recall@10 is kept beside @100.
+    assert bright["metrics"]["recall_at_10"] == pytest.approx(1.0, abs=1e-5)
+    assert bright["metrics"]["recall_at_100"] == pytest.approx(1.0, abs=1e-5)
     assert bright["dataset"]["path"] == "mteb/BRIGHT"
     assert bright["dataset"]["local_copy"] == str((data / "mteb" / "BRIGHT").resolve())
 

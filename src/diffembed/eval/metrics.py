@@ -1,7 +1,8 @@
 """Evaluation metrics: retrieval (pytrec_eval), p-MRR, kNN classification, similarity correlation.
 
-- **Retrieval**: nDCG@1, nDCG@10, Recall@100, MRR@10 and MAP from pytrec_eval, over the queries
-  with at least one relevant document (a query missing from the run scores 0). trec_eval's
+- **Retrieval**: nDCG@1, nDCG@10, Recall@10, Recall@100, MRR@10 and MAP from pytrec_eval, over
+  the queries with at least one relevant document (a query missing from the run scores 0).
+  Recall@k is the share of a query's relevant documents in its top k. trec_eval's
   ``recip_rank`` has no cutoff, so MRR@10 is ``recip_rank`` of the run truncated to its top 10.
   MAP is computed on the top-k run (``--top-k``, default 100).
 - **p-MRR** (FollowIR / MTEB): for each query and each document whose relevance the changed
@@ -28,10 +29,11 @@ from diffembed.formats.tasks import RETRIEVAL_METRICS
 
 logger = logging.getLogger(__name__)
 
-_PYTREC_MEASURES = {"ndcg_cut.1,10", "recall.100", "map"}
+_PYTREC_MEASURES = {"ndcg_cut.1,10", "recall.10,100", "map"}
 _PYTREC_KEYS = {
     "ndcg_at_1": "ndcg_cut_1",
     "ndcg_at_10": "ndcg_cut_10",
+    "recall_at_10": "recall_10",
     "recall_at_100": "recall_100",
     "map": "map",
 }
@@ -48,14 +50,14 @@ def _pytrec_eval() -> Any:
 def retrieval_metrics(
     qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """nDCG@1, nDCG@10, Recall@100, MRR@10 and MAP of ``run`` against ``qrels``.
+    """nDCG@1, nDCG@10, Recall@10, Recall@100, MRR@10 and MAP of ``run`` against ``qrels``.
 
     Scored queries are those of ``qrels`` with a relevant (score > 0) document; one absent from
     ``run`` scores 0. MRR@10 is trec_eval's ``recip_rank`` over each query's top 10 only.
 
     Returns:
         ``(means, per_query)``: metric name -> mean over scored queries, and query id -> metric
-        name -> value; names are ``beir.RETRIEVAL_METRICS``.
+        name -> value; names are ``formats.tasks.RETRIEVAL_METRICS``.
     """
     pytrec_eval = _pytrec_eval()
     scored = {

@@ -108,8 +108,8 @@ def _main_scores(result: Any, task: AbsTask) -> tuple[float, dict[str, float]]:
 
 
 def _extra_metrics(result: Any) -> dict[str, float]:
-    """Selected metrics averaged over splits (nDCG@1/10, recall@100, MRR@10, FollowIR sides)."""
-    wanted = ("ndcg_at_1", "ndcg_at_10", "recall_at_100", "mrr_at_10", "p-MRR")
+    """Selected metrics averaged over splits (nDCG@1/10, recall@10/100, MRR@10, FollowIR sides)."""
+    wanted = ("ndcg_at_1", "ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10", "p-MRR")
     sums: dict[str, list[float]] = {}
     for entries in result.scores.values():
         for entry in entries:

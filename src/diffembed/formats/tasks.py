@@ -78,6 +78,7 @@ KINDS: tuple[str, ...] = ("retrieval", "instruct", "classification", "similarity
 RETRIEVAL_METRICS: tuple[str, ...] = (
     "ndcg_at_1",
     "ndcg_at_10",
+    "recall_at_10",
     "recall_at_100",
     "mrr_at_10",
     "map",
