@@ -235,7 +235,7 @@ pretrained from scratch on offline English text (the corpus's pretrain split: De
 documentation, dictionaries, WordNet, man pages, books), autoregressively for {ar["tokens"]:,}
 tokens, then adapted to masked diffusion (attention annealed from causal to bidirectional) for
 {dif["tokens"]:,} tokens, then contrastively fine-tuned (InfoNCE, in-batch and one hard
-negative, mean pooling, bidirectional attention) for {ft_steps(record)} steps on {ft["pairs"]:,}
+negative, mean pooling, bidirectional attention) for {record["settings"]["ft_steps"]} steps on {ft["pairs"]:,}
 pairs ({best["pairs"]} pairs: {pairs_text(best["pairs"])}). {ar["parameters"]:,} parameters as an
 LM; max_length {record["settings"]["seq_len"]} tokens. It is small and trained on 2 CPU cores:
 use it for search together with BM25 (`diffembed search --mode hybrid`), not alone.
@@ -284,11 +284,6 @@ vectors = model.encode_documents(["some text"])
 
 `sentence_transformers.SentenceTransformer("models/diffembed-tiny")` loads it too.
 """
-
-
-def ft_steps(record: dict[str, Any]) -> str:
-    """The fine-tuning steps of the sweep's runs."""
-    return record["settings"]["ft_steps"]
 
 
 def pairs_text(name: str) -> str:
