@@ -2,7 +2,9 @@
 
 The same model directory, inputs and dtype are encoded by ``diffembed.model.embedder.Embedder`` and by
 ``sentence_transformers.SentenceTransformer`` (its default ``encode``, with the batch size that
-was fastest for it on a sample) in one process, repeats interleaved, median reported. Input sets:
+was fastest for it on a sample) in one process, repeats interleaved, median reported; diffembed
+runs twice, eager and with ``--compile`` (``Embedder.compile``; its one-off compile is printed,
+not timed). Input sets:
 (a) 5,000 short texts (10-60 tokens), (b) 2,000 mixed-length texts (20-2,000 tokens,
 log-uniform), (c) 100 documents of 4k-8k tokens. Prints tokens/s, the ratio, achieved GFLOP/s
 and MFU against the measured matmul peak in the run's dtype, and the embeddings' cosine to an
@@ -99,10 +101,10 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     model_dir = ensure_model(args.model)
-    ours = Embedder.load(model_dir, dtype=dtype, device=device, precision=args.dtype)
-    if args.max_tokens:
-        ours.max_tokens_per_batch = args.max_tokens
-    ours.packing = not args.no_packing
+    ours = load_ours(model_dir, args, compile=False)
+    t0 = time.perf_counter()
+    compiled = load_ours(model_dir, args, compile=True)
+    compile_s = time.perf_counter() - t0
     st = SentenceTransformer(
         str(model_dir), device=str(device), local_files_only=True, model_kwargs={"dtype": dtype}
     )
@@ -118,63 +120,84 @@ def main() -> None:
         f"{n_params / 1e6:.1f}M parameters), dtype {args.dtype}; texts from {pools.origin}"
     )
     print(f"measured {args.dtype} matmul peak: {peak / 1e9:.0f} GFLOP/s")
+    print(f"diffembed --compile: compiled and warmed up in {compile_s:.1f} s (not timed below)")
     sizes = [int(x) for x in args.st_batch_sizes.split(",")]
-    rows = []
-    for name, texts in sets.items():
-        lengths = [len(x) for x in ours.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-        lengths = [min(n, ours.max_length) for n in lengths]
-        tokens, flops = sum(lengths), forward_flops(config, lengths)
-        bs = tune_st_batch(st, texts, sizes, device)
-        ours.encode(texts[: max(8, len(texts) // 20)])  # warm-up (and compile, if any)
-        t_ours, t_st = [], []
-        out_ours = out_st = None
-        for _ in range(args.repeats):
-            t, out_ours = timed(lambda x=texts: ours.encode(x), device)
-            t_ours.append(t)
-            t, out_st = timed(lambda x=texts, b=bs: st.encode(x, batch_size=b), device)
-            t_st.append(t)
-        rng = np.random.default_rng(2)
-        idx = sorted(rng.choice(len(texts), min(args.check, len(texts)), replace=False).tolist())
-        ref = reference(model_dir, texts, idx, args.device)
-        cos_ours = float((ref * out_ours[idx]).sum(1).min())
-        cos_st = float((ref * np.asarray(out_st, dtype=np.float32)[idx]).sum(1).min())
-        m_ours, m_st = statistics.median(t_ours), statistics.median(t_st)
-        row = dict(
-            set=name,
-            texts=len(texts),
-            tokens=tokens,
-            ours=tokens / m_ours,
-            st=tokens / m_st,
-            ratio=m_st / m_ours,
-            st_bs=bs,
-            gflops_ours=flops / m_ours / 1e9,
-            gflops_st=flops / m_st / 1e9,
-            mfu_ours=flops / m_ours / peak,
-            mfu_st=flops / m_st / peak,
-            cos_ours=cos_ours,
-            cos_st=cos_st,
-            checked=len(idx),
-        )
-        rows.append(row)
-        print(
-            f"[{name}] {len(texts)} texts, {tokens} tokens: diffembed {row['ours']:.0f} tok/s, "
-            f"ST(bs={bs}) {row['st']:.0f} tok/s, ratio {row['ratio']:.2f} "
-            f"(times ours {[round(x, 2) for x in t_ours]}, ST {[round(x, 2) for x in t_st]})",
-            flush=True,
-        )
+    rows = [
+        measure_set(name, texts, ours, compiled, st, sizes, peak, model_dir, args)
+        for name, texts in sets.items()
+    ]
     print()
     print(
-        "| set | texts | tokens | diffembed tok/s | ST tok/s (batch) | ratio | "
-        "diffembed GFLOP/s | MFU | ST GFLOP/s | ST MFU | min cos vs fp32 (ours / ST) |"
+        "| set | texts | tokens | system | tok/s | vs best ST | GFLOP/s | MFU | min cos vs fp32 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(
-            f"| {r['set']} {NAMES[r['set']]} | {r['texts']} | {r['tokens']} | {r['ours']:.0f} | "
-            f"{r['st']:.0f} ({r['st_bs']}) | {r['ratio']:.2f} | {r['gflops_ours']:.0f} | "
-            f"{100 * r['mfu_ours']:.1f}% | {r['gflops_st']:.0f} | {100 * r['mfu_st']:.1f}% | "
-            f"{r['cos_ours']:.5f} / {r['cos_st']:.5f} (n={r['checked']}) |"
+        for system, x in r["systems"].items():
+            print(
+                f"| {r['set']} {NAMES[r['set']]} | {r['texts']} | {r['tokens']} | {system} | "
+                f"{x['tok_s']:.0f} | {x['ratio']:.2f} | {x['gflops']:.0f} | "
+                f"{100 * x['mfu']:.1f}% | {x['cos']:.5f} (n={r['checked']}) |"
+            )
+
+
+def load_ours(model_dir: Path, args: argparse.Namespace, compile: bool) -> Embedder:
+    """diffembed's Embedder as the flags ask (each system its own copy of the weights)."""
+    emb = Embedder.load(
+        model_dir, dtype=DTYPES[args.dtype], device=args.device, precision=args.dtype
+    )
+    if args.max_tokens:
+        emb.max_tokens_per_batch = args.max_tokens
+    emb.packing = not args.no_packing
+    return emb.compile() if compile else emb
+
+
+def measure_set(name, texts, ours, compiled, st, sizes, peak, model_dir, args) -> dict:
+    """One input set: every system ``args.repeats`` times, interleaved; medians, FLOP rates and
+    each system's worst cosine to the fp32 reference."""
+    device = torch.device(args.device)
+    lengths = [len(x) for x in ours.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    lengths = [min(n, ours.max_length) for n in lengths]
+    tokens, flops = sum(lengths), forward_flops(ours.backbone.config, lengths)
+    bs = tune_st_batch(st, texts, sizes, device)
+    runs = {
+        "diffembed": ours.encode,
+        "diffembed --compile": compiled.encode,
+        f"ST (batch {bs})": lambda x: st.encode(x, batch_size=bs),
+    }
+    for fn in runs.values():  # warm-up (a twentieth of the set)
+        fn(texts[: max(8, len(texts) // 20)])
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    outs: dict[str, np.ndarray] = {}
+    for _ in range(args.repeats):
+        for system, fn in runs.items():
+            t, out = timed(lambda f=fn: f(texts), device)
+            times[system].append(t)
+            outs[system] = np.asarray(out, dtype=np.float32)
+    rng = np.random.default_rng(2)
+    idx = sorted(rng.choice(len(texts), min(args.check, len(texts)), replace=False).tolist())
+    ref = reference(model_dir, texts, idx, args.device)
+    st_name = list(runs)[-1]
+    st_median = statistics.median(times[st_name])
+    systems = {}
+    for system, ts in times.items():
+        m = statistics.median(ts)
+        systems[system] = dict(
+            tok_s=tokens / m,
+            ratio=st_median / m,
+            gflops=flops / m / 1e9,
+            mfu=flops / m / peak,
+            cos=float((ref * outs[system][idx]).sum(1).min()),
         )
+    print(
+        f"[{name}] {len(texts)} texts, {tokens} tokens: "
+        + "; ".join(
+            f"{k} {v['tok_s']:.0f} tok/s (x{v['ratio']:.2f}, times "
+            f"{[round(t, 2) for t in times[k]]})"
+            for k, v in systems.items()
+        ),
+        flush=True,
+    )
+    return dict(set=name, texts=len(texts), tokens=tokens, systems=systems, checked=len(idx))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from diffembed.cli.main import build_parser, main
 from diffembed.formats.texts import InputError, read_texts
@@ -55,6 +56,26 @@ def test_encode_txt_matches_python_api(model_dir, tmp_path):
     want = Embedder.load(model_dir, precision="fp32").encode(TEXTS, prompt_name="query")
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert sorted(os.listdir(tmp_path)) == ["in.txt", "out.npy"]  # no temp files left
+
+
+def test_encode_compile_gives_the_same_vectors_or_a_clear_error(model_dir, tmp_path, capsys):
+    import torch._inductor.config as inductor
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    args = ["encode", "--model", str(model_dir), "--input", str(src), "--dtype", "fp32"]
+    assert main([*args, "--output", str(tmp_path / "c.npy"), "--compile"]) == 0
+    want = Embedder.load(model_dir, precision="fp32").encode(TEXTS)
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), want, atol=1e-5)
+    # Without a C++ compiler: exit 2, one line naming the flag, nothing written.
+    no_compiler = inductor.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False})
+    torch._dynamo.reset()  # forget code compiled earlier in this process
+    capsys.readouterr()
+    with no_compiler:
+        assert main([*args, "--output", str(tmp_path / "f.npy"), "--compile"]) == 2
+    err = capsys.readouterr().err
+    assert "error: torch.compile failed" in err and "--compile" in err and "Traceback" not in err
+    assert not (tmp_path / "f.npy").exists()
 
 
 def test_encode_jsonl_with_field_and_truncation_report(model_dir, tmp_path, caplog):

@@ -313,12 +313,54 @@ def test_packed_layout_round_trip():
     assert padded.shape == (3, 3, 1)
     assert padded[:, :, 0].tolist()[0] == [0.0, 1.0, 2.0] and padded[2, :2, 0].tolist() == [4, 5]
     # The key mask is [B, 1, 1, T]: linear in T, never a T x T matrix.
-    assert layout.key_mask.shape == (3, 1, 1, 3)
-    assert layout.key_mask[:, 0, 0].tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    # 3, 1 and 2 tokens: padding any two together wastes too much, so each is a call of its own
+    assert [(g.start, g.end, g.rows) for g in layout.groups] == [(0, 3, 1), (3, 4, 1), (4, 6, 1)]
+    assert layout.whole.key_mask.shape == (3, 1, 1, 3)
+    assert layout.whole.key_mask[:, 0, 0].tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
     torch.testing.assert_close(layout.unpad(padded), x)
     single = PackedLayout.of([4])
-    assert single.gather is None and single.key_mask is None
-    assert PackedLayout.of([2, 2]).key_mask is None
+    assert single.whole.gather is None and single.whole.key_mask is None
+    assert PackedLayout.of([2, 2]).whole.key_mask is None
+
+
+def test_attention_groups_long_texts_alone_short_ones_while_padding_is_cheap():
+    from diffembed.model.packing import ALONE_FROM, PAD_WASTE, PackedLayout, attention_groups
+
+    assert (ALONE_FROM, PAD_WASTE) == (256, 0.1)
+    lengths = [300, 256, 100, 98, 97, 12, 11, 255]
+    # 100, 98, 97 padded to 100: 30,000 slots for 29,013 useful (+3.4%); adding 10 would cost
+    # 40,000 for 29,157 (+37%), so 12 starts a run; 255 after 11 would cost 2x.
+    assert attention_groups(lengths) == [[300], [256], [100, 98, 97], [12, 11], [255]]
+    layout = PackedLayout.of(lengths)
+    assert [(g.start, g.end, g.rows, g.width) for g in layout.groups] == [
+        (0, 300, 1, 300),
+        (300, 556, 1, 256),
+        (556, 851, 3, 100),
+        (851, 874, 2, 12),
+        (874, 1129, 1, 255),
+    ]
+    assert layout.groups[0].gather is None  # alone: a view of the packed row, no copy
+    x = torch.arange(1129.0)[:, None]
+    for g in layout.groups:
+        torch.testing.assert_close(g.unpad(g.pad(x)), x[g.start : g.end])
+
+
+@pytest.mark.parametrize(
+    "layout,attention",
+    [("llama", "bidirectional"), ("llama", "causal"), ("qwen2", "bidirectional"), ("llada", None)],
+)
+def test_packed_long_and_short_texts_equal_alone(checkpoints, layout, attention):
+    """A batch whose long texts get attention calls of their own (GQA with ``enable_gqa``) and
+    whose short ones share padded calls gives each text its vector alone."""
+    emb = make(checkpoints, layout, attention)
+    texts = [" ".join(TEXTS * k) for k in (4, 3, 2)] + TEXTS
+    ids, masks, *_ = emb.tokenize(texts)
+    lengths = sorted((len(x) for x in ids), reverse=True)
+    assert 512 > lengths[0] > lengths[1] >= 256 > lengths[2]  # two alone, the rest in runs
+    with torch.no_grad():
+        packed = emb.embed_tokens(ids, masks, packed=True)
+        alone = torch.cat([emb.embed_tokens([i], [m]) for i, m in zip(ids, masks, strict=True)])
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_packed_encode_is_close_to_fp32_alone(checkpoints):

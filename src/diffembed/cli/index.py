@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from diffembed.cli.options import (
+    add_compile,
     add_device,
     add_dtype,
     add_fusion,
@@ -78,6 +79,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_max_length(b)
     add_dtype(b)
+    add_compile(b)
     _add_write_options(b)
     b.add_argument("--overwrite", action="store_true", help="replace an existing index")
     add_no_progress(b)
@@ -120,7 +122,9 @@ def run_index_build(args: argparse.Namespace) -> int:
     # Under torchrun: each rank encodes its shards, rank 0 merges (diffembed.model.sharded).
     ctx = sharded.join(args.device) if sharded.launched_ranks() > 1 else None
     device = ctx.device if ctx is not None else args.device
-    embedder = Embedder.load(args.model, device=device, strict_length=args.strict, **overrides)
+    embedder = Embedder.load(
+        args.model, device=device, strict_length=args.strict, compile=args.compile, **overrides
+    )
     start = time.perf_counter()
     built = build_index(
         docs,

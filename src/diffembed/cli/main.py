@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _quiet_libraries(args)
     from diffembed.model.backbone import CheckpointError
+    from diffembed.model.compiled import CompileError
     from diffembed.model.sharded import ShardFailure
 
     try:
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         InputError,
         CheckpointError,
+        CompileError,
         ShardFailure,
         ValueError,
         TypeError,

@@ -13,6 +13,7 @@ import numpy as np
 
 from diffembed import demo
 from diffembed.cli.options import (
+    add_compile,
     add_device,
     add_dtype,
     add_fusion,
@@ -60,6 +61,7 @@ def add_encode_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=at_least(1), help="cap on texts per batch")
     add_dtype(p)
+    add_compile(p)
     p.add_argument(
         "--attention", choices=["bidirectional", "causal"], help="override the model's attention"
     )
@@ -93,7 +95,9 @@ def run_encode(args: argparse.Namespace) -> int:
     overrides["strict_length"] = args.strict
     ctx = sharded.join(args.device) if ranks > 1 else None
     device = ctx.device if ctx is not None else args.device
-    embedder = Embedder.load(args.model, attention=args.attention, device=device, **overrides)
+    embedder = Embedder.load(
+        args.model, attention=args.attention, device=device, compile=args.compile, **overrides
+    )
     start = time.perf_counter()
     run = None
     if ctx is None:

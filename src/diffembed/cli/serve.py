@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from diffembed.cli.options import (
+    add_compile,
     add_device,
     add_dtype,
     add_max_length,
@@ -43,6 +44,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model-name", help="model id for clients (default: the directory name)")
     add_dtype(p, default=None)
+    add_compile(p)
     add_max_length(p)
     add_device(p)
     d = ServeConfig()
@@ -98,7 +100,9 @@ def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
         check_model(index.meta, args.model)
         for key in ("precision", "max_length"):
             overrides.setdefault(key, index.meta["embedding"][key])
-    embedder = Embedder.load(args.model, device=args.device, strict_length=args.strict, **overrides)
+    embedder = Embedder.load(
+        args.model, device=args.device, strict_length=args.strict, compile=args.compile, **overrides
+    )
     config = ServeConfig(
         model_name=args.model_name or args.model.resolve().name,
         max_batch_tokens=args.max_batch_tokens,

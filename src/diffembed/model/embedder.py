@@ -36,6 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from diffembed.io import atomic_dir, write_json
 from diffembed.model.backbone import CheckpointError, attention_of, load_backbone, read_json
+from diffembed.model.compiled import CompileError, compile_position_wise, uncompile
 from diffembed.model.inputs import (
     Encoded,
     EncodeStats,
@@ -97,6 +98,7 @@ class Embedder:
         padding_side: ``"right"`` or ``"left"``; results do not depend on it.
         max_tokens_per_batch: default token budget of a batch (rows x longest row).
         strict_length: refuse a ``max_length`` beyond the model's positions instead of warning.
+        compile: compile the backbone's position-wise layers (``compile()``).
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class Embedder:
         padding_side: str = "right",
         max_tokens_per_batch: int = 16384,
         strict_length: bool = False,
+        compile: bool = False,
     ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -152,6 +155,9 @@ class Embedder:
         # encode runs batches packed (pad-free) where the backbone allows; False: padded path.
         self.packing = True
         self._prompt_lengths: dict[str, int] = {}
+        self.compiled = False
+        if compile:
+            self.compile()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -195,6 +201,27 @@ class Embedder:
     def _autocast(self) -> contextlib.AbstractContextManager:
         weights = next(self.backbone.parameters()).dtype
         return autocast(self.device, bf16_wanted(self.precision, self.device), weights)
+
+    def compile(self) -> Embedder:
+        """Compile the backbone's position-wise layers with ``torch.compile``
+        (``diffembed.model.compiled``), then encode two short texts, so that a failure (no C++
+        compiler, say) raises ``CompileError`` here and leaves the backbone eager. The vectors
+        are the same to float rounding; encoding is faster once compiled (a one-off cost of
+        seconds to a minute). Returns ``self``."""
+        if self.compiled:
+            return self
+        compile_position_wise(self.backbone)
+        try:
+            self.encode_with_stats(["compiling", "compiling the layers"], warn=False)
+        except Exception as e:
+            uncompile(self.backbone)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CompileError(
+                f"torch.compile failed ({type(e).__name__}: {first}); encode without compiling "
+                "(leave out --compile)"
+            ) from e
+        self.compiled = True
+        return self
 
     # ------------------------------------------------------------------ tokenization
     def tokenize(
