@@ -54,9 +54,17 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "--max-inputs", type=at_least(1), default=d.max_inputs, help="inputs per request"
     )
     p.add_argument("--max-body-bytes", type=at_least(1), default=d.max_body_bytes)
-    p.add_argument("--batch-wait-ms", type=number_at_least(0), default=d.batch_wait_ms)
     p.add_argument(
-        "--threads", type=at_least(1), help="torch threads of the worker (default: torch's)"
+        "--batch-wait-ms",
+        type=number_at_least(0),
+        default=d.batch_wait_ms,
+        help="the most the worker waits for clients it just answered to send again, before a "
+        "step; never more than half its last step's time (0: never wait)",
+    )
+    p.add_argument(
+        "--threads",
+        type=at_least(1),
+        help="torch threads of the worker (default: the CPUs this process may use)",
     )
     p.set_defaults(func=run_serve)
 
@@ -116,12 +124,15 @@ def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
     app = create_app(embedder, config, index)
     port = sock.getsockname()[1]
     logger.info(
-        "serving %s on http://%s:%d (index: %s, API key: %s)",
+        "serving %s on http://%s:%d (index: %s, API key: %s, worker threads: %d, "
+        "batch wait <= %g ms)",
         config.model_name,
         args.host,
         port,
         args.index or "none",
         "required" if config.api_key else "none",
+        config.worker_threads(),
+        config.batch_wait_ms,
     )
     make_server(app, args.host, port).run(sockets=[sock])
     return 0

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -50,13 +51,15 @@ class ServeConfig:
         max_queue_texts: texts waiting or in progress before new requests get 503.
         max_inputs: most inputs in one request.
         max_body_bytes: largest request body (413 above).
-        batch_wait_ms: how long the worker waits for more requests before a step (0: none;
-            requests that arrive during a step are batched together anyway).
+        batch_wait_ms: the most the worker waits for more requests before a step (0: never).
+            The wait is adaptive (``Batcher._wait_for_returning``): only for the clients the
+            last step answered, at most half that step's time; requests that arrive during a
+            step are batched together anyway.
         api_key: required bearer token (None: open).
         max_k: largest ``k`` for search.
         retry_after_s: the ``Retry-After`` of a 503.
-        threads: torch intra-op threads of the worker (None: torch's default). Leaving a core
-            or two to the event loop and the clients avoids oversubscribing the CPU.
+        threads: torch intra-op threads of the worker (None: ``worker_threads``' choice from
+            the machine).
     """
 
     model_name: str = "diffembed"
@@ -65,11 +68,22 @@ class ServeConfig:
     max_queue_texts: int = 8192
     max_inputs: int = 2048
     max_body_bytes: int = 8 << 20
-    batch_wait_ms: float = 0.0
+    batch_wait_ms: float = 50.0
     api_key: str | None = None
     max_k: int = 1000
     retry_after_s: int = 1
     threads: int | None = None
+
+    def worker_threads(self) -> int:
+        """``threads``, or the CPUs this process may run on (its affinity): the worker's
+        forward passes are most of the server's work. The event loop's share (HTTP, JSON,
+        base64) is small enough that a core kept from the worker costs it more than it gives
+        (``benchmarks/serve_load.py``, README "Serving")."""
+        if self.threads:
+            return self.threads
+        if hasattr(os, "sched_getaffinity"):
+            return max(1, len(os.sched_getaffinity(0)))
+        return max(1, os.cpu_count() or 1)
 
     def validate(self) -> None:
         for name in ("max_batch_tokens", "max_step_texts", "max_queue_texts", "max_inputs"):

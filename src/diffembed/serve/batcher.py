@@ -2,7 +2,7 @@
 batches.
 
 Request handlers ``submit`` their texts and get a future; the worker takes every job waiting (up
-to ``max_step_texts`` texts), tokenizes each job (a job whose texts are too long or cannot be
+to ``max_step_texts`` texts, after the adaptive wait of ``Batcher._wait_for_returning``), tokenizes each job (a job whose texts are too long or cannot be
 tokenized fails alone, with ``RejectedInput``), packs the texts of all jobs into batches of rows
 x longest row <= ``max_batch_tokens``, runs them through ``Embedder.embed_batches`` and hands
 each job its vectors. A full queue raises ``QueueFull`` instead of growing without bound.
@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,11 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._submitted = 0  # jobs ever queued
+        # The last step: jobs it answered, ``_submitted`` just before it answered them, seconds.
+        self._answered = 0
+        self._submitted_at_answer = 0
+        self._step_s = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="diffembed-worker", daemon=True)
@@ -101,6 +107,7 @@ class Batcher:
                     f"{self._pending} texts are queued (limit {self.config.max_queue_texts})"
                 )
             self._queue.append(_Job(texts, prefix, truncate, future))
+            self._submitted += 1
             self._pending += len(texts)
             self.metrics.queue_texts = self._pending
             self._cond.notify()
@@ -112,8 +119,7 @@ class Batcher:
                 if self._stopping:
                     return None
                 self._cond.wait()
-            if self.config.batch_wait_ms > 0 and len(self._queue) == 1:
-                self._cond.wait(self.config.batch_wait_ms / 1000)
+            self._wait_for_returning()
             jobs = [self._queue.popleft()]
             n = len(jobs[0].texts)
             while self._queue and n + len(self._queue[0].texts) <= self.config.max_step_texts:
@@ -122,19 +128,39 @@ class Batcher:
                 jobs.append(job)
             return jobs
 
+    def _wait_for_returning(self) -> None:
+        """The adaptive batch wait (called holding the lock, the queue not empty).
+
+        Clients answered by the last step usually send their next request within a round trip;
+        taking the queue before they do splits one load into alternating half-size steps. So the
+        worker waits until as many jobs as the last step answered have been submitted since it
+        answered them, for at most half the last step's time and ``batch_wait_ms``. A lone
+        client never waits (its next request is all the last step answered).
+        """
+        start = time.monotonic()
+        deadline = start + min(self.config.batch_wait_ms / 1000, self._step_s / 2)
+        while self._submitted - self._submitted_at_answer < self._answered and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._cond.wait(left)
+        with self.metrics.lock:
+            self.metrics.batch_wait.observe(time.monotonic() - start)
+
     def _run(self) -> None:
         import torch
 
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        torch.set_num_threads(self.config.worker_threads())
         while True:
             jobs = self._take()
             if jobs is None:
                 return
+            start = time.monotonic()
             try:
                 self._step(jobs)  # embed_batches runs the model under inference_mode
             except Exception as e:  # never let the worker die
                 logger.exception("worker step failed")
+                self._answering(len(jobs))
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(e)
@@ -142,6 +168,13 @@ class Batcher:
                 with self._cond:
                     self._pending -= sum(len(j.texts) for j in jobs)
                     self.metrics.queue_texts = self._pending
+                    self._step_s = time.monotonic() - start
+
+    def _answering(self, jobs: int) -> None:
+        """Note, just before a step resolves its ``jobs`` futures, what the adaptive wait needs:
+        a client may send its next request before the worker's next line runs."""
+        with self._cond:
+            self._answered, self._submitted_at_answer = jobs, self._submitted
 
     def _tokenize(self, job: _Job) -> tuple[list[list[int]], list[list[int]]] | None:
         """The job's ``(ids, masks)``, or None after failing its future with ``RejectedInput``."""
@@ -199,6 +232,7 @@ class Batcher:
             masks.extend(got[1])
             owner.extend((j, i) for i in range(len(job.texts)))
         if not ids:
+            self._answering(0)  # all refused, answered already: nothing to wait for
             return
         lengths = [len(x) for x in ids]
         outputs = {j: np.empty((len(jobs[j].texts), emb.dim), np.float32) for j in live}
@@ -221,5 +255,6 @@ class Batcher:
             self.metrics.step_requests.observe(len(live))
             self.metrics.tokens += sum(lengths)
             self.metrics.inputs += len(lengths)
+        self._answering(len(jobs))
         for j in live:
             jobs[j].future.set_result(EmbedResult(outputs[j], per_job_tokens[j]))

@@ -1,5 +1,5 @@
 """The server's Prometheus metrics: request counts and latency per endpoint, tokens, inputs,
-forward passes, batch sizes and the queue, rendered in the text format (version 0.0.4)."""
+forward passes, batch sizes, the worker's batch wait and the queue, rendered in the text format (version 0.0.4)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class Metrics:
         self.steps = 0
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.step_requests = Histogram(BATCH_BUCKETS)
+        self.batch_wait = Histogram(LATENCY_BUCKETS)
         self.queue_texts = 0
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -96,6 +97,9 @@ class Metrics:
                 "# HELP diffembed_step_requests Requests merged into one worker step.",
                 "# TYPE diffembed_step_requests histogram",
                 *self.step_requests.render("diffembed_step_requests"),
+                "# HELP diffembed_batch_wait_seconds The worker's adaptive wait before a step.",
+                "# TYPE diffembed_batch_wait_seconds histogram",
+                *self.batch_wait.render("diffembed_batch_wait_seconds"),
                 "# HELP diffembed_queue_texts Texts waiting or in progress.",
                 "# TYPE diffembed_queue_texts gauge",
                 f"diffembed_queue_texts {self.queue_texts}",
