@@ -6,6 +6,10 @@ the resident baseline (CPU: the process's high-water mark, reset before each len
 exponent fitted to memory ~ tokens^k (k close to 1: linear, no T x T attention matrix; 2:
 quadratic).
 
+On CPU each length runs in a fresh process (``--one``: load, warm up on 256 tokens, then the
+length), so that memory the allocator kept from an earlier length cannot hide part of a later
+one's peak; ``--same-process`` measures them all in this process instead.
+
     .venv/bin/python benchmarks/longdoc_memory.py --model base
     .venv/bin/python benchmarks/longdoc_memory.py --model small --lengths 1024,2048,4096
 """
@@ -13,8 +17,10 @@ quadratic).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+import subprocess
 import sys
 import time
 import warnings
@@ -64,12 +70,34 @@ def fit_exponent(xs: list[float], ys: list[float]) -> float:
     )
 
 
+def measure(emb: Embedder, doc: str, device: torch.device) -> tuple[int, int, float]:
+    """Encode ``doc`` once: ``(tokens, peak bytes above the baseline, seconds)``."""
+    base = reset_peak(device)
+    t0 = time.perf_counter()
+    stats = emb.encode_with_stats([doc]).stats
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return stats.tokens, peak(device) - base, seconds
+
+
+def in_fresh_process(n: int, args: argparse.Namespace) -> tuple[int, int, float]:
+    """``measure`` at ``n`` tokens in a new Python process (``--one n``)."""
+    cmd = [sys.executable, __file__, "--one", str(n), "--model", args.model]
+    cmd += ["--dtype", args.dtype, "--device", args.device, "--lengths", args.lengths]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    return got["tokens"], got["peak_bytes"], got["seconds"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="base", help="model directory or preset")
     p.add_argument("--lengths", default="1024,2048,4096,8192,16384,32768")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--same-process", action="store_true", help="all lengths in this process")
+    p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # one length, JSON out
     args = p.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -85,25 +113,27 @@ def main() -> None:
     )
     config = emb.backbone.config
     pools = text_pools()
+    if args.one:
+        emb.encode([document_of(emb.tokenizer, pools, 256)])  # warm-up
+        tokens, extra, seconds = measure(emb, document_of(emb.tokenizer, pools, args.one), device)
+        print(json.dumps({"tokens": tokens, "peak_bytes": extra, "seconds": seconds}))
+        return
+    fresh = device.type == "cpu" and not args.same_process
     docs = {n: document_of(emb.tokenizer, pools, n) for n in lengths}
     print(f"# longdoc_memory: {' '.join(sys.argv[1:])}")
     print(f"device: {device_name(device)}; torch {torch.__version__}")
     print(
         f"model: {model_dir} ({config.num_hidden_layers} layers x {config.hidden_size}), "
         f"dtype {args.dtype}, attention {config._attn_implementation} + diffembed packing; "
-        f"texts from {pools.origin}"
+        f"texts from {pools.origin}; {'a fresh process per length' if fresh else 'one process'}"
     )
-    emb.encode([docs[lengths[0]]])  # warm-up
+    if not fresh:
+        emb.encode([docs[lengths[0]]])  # warm-up
     rows = []
     for n in lengths:
-        base = reset_peak(device)
-        t0 = time.perf_counter()
-        stats = emb.encode_with_stats([docs[n]]).stats
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        extra = peak(device) - base
-        tokens = stats.tokens
+        tokens, extra, seconds = (
+            in_fresh_process(n, args) if fresh else measure(emb, docs[n], device)
+        )
         gflops = forward_flops(config, [tokens]) / seconds / 1e9
         rows.append((tokens, extra, seconds, gflops))
         print(
