@@ -223,7 +223,9 @@ def main() -> None:
     p.add_argument("--words", type=int, default=60, help="words per text at most (default 60)")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--max-batch-tokens", type=int, default=16384)
-    p.add_argument("--batch-wait-ms", type=float, default=0.0, help="server's --batch-wait-ms")
+    p.add_argument(
+        "--batch-wait-ms", type=float, help="server's --batch-wait-ms (default: the server's)"
+    )
     p.add_argument("--threads", type=int, help="server's --threads (torch threads of its worker)")
     p.add_argument(
         "--server-cpus",
@@ -240,6 +242,7 @@ def main() -> None:
         p.error("--requests, --clients and --inputs must be >= 1")
 
     from diffembed.model.embedder import Embedder
+    from diffembed.serve.app import ServeConfig
 
     cpus: set[int] | None = None
     if args.server_cpus:
@@ -275,12 +278,12 @@ def main() -> None:
     port = free_port()
     proc = server = thread = None
     if args.in_process:
-        from diffembed.serve.app import ServeConfig, bind_socket, create_app, make_server
+        from diffembed.serve.app import bind_socket, create_app, make_server
 
         config = ServeConfig(
             model_name="bench",
             max_batch_tokens=args.max_batch_tokens,
-            batch_wait_ms=args.batch_wait_ms,
+            **({} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms}),
             threads=args.threads,
         )
         server = make_server(create_app(emb, config), log_level="warning")
@@ -291,7 +294,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "diffembed", "serve", "--model", str(model)]
         cmd += ["--port", str(port), "--dtype", args.dtype, "--model-name", "bench"]
         cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
-        cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
+        if args.batch_wait_ms is not None:
+            cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         env = {k: v for k, v in os.environ.items() if k != "DIFFEMBED_API_KEY"}
@@ -342,7 +346,9 @@ def main() -> None:
         "model": str(args.model) if args.model else f"random {args.layers}x{args.hidden}",
         "dtype": args.dtype,
         "server": "in-process" if args.in_process else "subprocess",
-        "batch_wait_ms": args.batch_wait_ms,
+        "batch_wait_ms": (
+            ServeConfig().batch_wait_ms if args.batch_wait_ms is None else args.batch_wait_ms
+        ),
         "requests_per_s": round(load["requests_per_s"], 1),
         "tokens_per_s": round(load["tokens_per_s"]),
         "p50_ms": round(load["p50_ms"], 1),

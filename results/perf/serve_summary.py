@@ -25,14 +25,16 @@ def main() -> None:
     runs: dict[tuple[int, str], list[dict]] = defaultdict(list)
     for path in sorted(Path(sys.argv[1]).glob("*.json")):
         got = json.loads(path.read_text())
-        runs[(got["clients"], str(got["threads"] or "default"))].append(got)
-    print("| clients | worker threads | runs | " + " | ".join(KEYS) + " | ratio per run |")
-    print("|---" * (len(KEYS) + 4) + "|")
-    for (clients, threads), rs in sorted(runs.items()):
+        key = (got["clients"], str(got["threads"] or "default"), got["batch_wait_ms"])
+        runs[key].append(got)
+    head = "| clients | worker threads | batch wait ms | runs | "
+    print(head + " | ".join(KEYS) + " | ratio per run |")
+    print("|---" * (len(KEYS) + 5) + "|")
+    for (clients, threads, wait), rs in sorted(runs.items()):
         medians = [statistics.median(r[k] for r in rs) for k in KEYS]
         per_run = ", ".join(f"{r['ratio_server_to_direct']:.2f}" for r in rs)
         cells = " | ".join(f"{m:.0f}" if abs(m) >= 100 else f"{m:.3g}" for m in medians)
-        print(f"| {clients} | {threads} | {len(rs)} | {cells} | {per_run} |")
+        print(f"| {clients} | {threads} | {wait:g} | {len(rs)} | {cells} | {per_run} |")
 
 
 if __name__ == "__main__":

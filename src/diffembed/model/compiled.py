@@ -4,7 +4,8 @@ The position-wise layers are each decoder layer's children other than its attent
 (``mlp``, ``input_layernorm``, ``post_attention_layernorm`` in Llama, Qwen2 and Mistral) and the
 final ``norm``. Inductor fuses their elementwise work (RMSNorm's float32 round trip, SiLU times
 the up projection) into one pass each; on the 2-core benchmark machine that work was about a
-fifth of the encode time (``benchmarks/encode_throughput.py``, README "Encoding speed").
+fifth of the encode time (``benchmarks/encode_throughput.py``; README "Encoding speed, long
+documents and serving").
 Attention stays eager: the packed layout it reads is a new Python object for every batch, which
 compiled code would guard on and recompile for. Shapes are dynamic (``dynamic=True``), so a new
 batch size or length does not recompile.
