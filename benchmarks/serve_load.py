@@ -362,6 +362,7 @@ def main() -> None:
         "tokens": load["tokens"],
         "texts_per_forward_pass": round(delta("diffembed_batch_size_sum", "_count"), 1),
         "requests_per_worker_step": round(delta("diffembed_step_requests_sum", "_count"), 1),
+        "mean_batch_wait_ms": round(1000 * delta("diffembed_batch_wait_seconds_sum", "_count"), 2),
         "max_abs_diff_vs_direct": max_diff,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
     }

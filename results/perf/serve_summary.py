@@ -18,6 +18,7 @@ KEYS = (
     "p50_ms",
     "p99_ms",
     "texts_per_forward_pass",
+    "mean_batch_wait_ms",
 )
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     print(head + " | ".join(KEYS) + " | ratio per run |")
     print("|---" * (len(KEYS) + 5) + "|")
     for (clients, threads, wait), rs in sorted(runs.items()):
-        medians = [statistics.median(r[k] for r in rs) for k in KEYS]
+        medians = [statistics.median(r.get(k, float("nan")) for r in rs) for k in KEYS]
         per_run = ", ".join(f"{r['ratio_server_to_direct']:.2f}" for r in rs)
         cells = " | ".join(f"{m:.0f}" if abs(m) >= 100 else f"{m:.3g}" for m in medians)
         print(f"| {clients} | {threads} | {wait:g} | {len(rs)} | {cells} | {per_run} |")

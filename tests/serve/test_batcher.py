@@ -14,7 +14,7 @@ from diffembed.serve.app import ServeConfig
 from diffembed.serve.batcher import Batcher
 from diffembed.serve.metrics import Metrics
 
-STEP_S = 0.4  # every forward pass sleeps this long: the wait's bound is half of it
+STEP_S = 0.6  # every forward pass sleeps this long: the wait's bound is half of it
 
 
 @pytest.fixture()
@@ -33,6 +33,12 @@ def batcher(checkpoints):
     b.stop()
 
 
+def submit_together(batcher: Batcher, texts: list[str]) -> list:
+    """One job per text, all queued before the worker can take any (it needs the same lock)."""
+    with batcher._cond:
+        return [batcher.submit([t], "", True) for t in texts]
+
+
 def test_a_lone_client_never_waits(batcher):
     for i in range(3):  # its next request is all the last step answered
         batcher.submit([f"fox {i}"], "", True).result(timeout=30)
@@ -42,7 +48,7 @@ def test_a_lone_client_never_waits(batcher):
 
 
 def test_the_worker_waits_for_answered_clients_to_return_then_merges_them(batcher):
-    first = [batcher.submit([t], "", True) for t in ("fox", "river")]  # one step
+    first = submit_together(batcher, ["fox", "river"])  # one step answers both
     for f in first:
         f.result(timeout=30)
     steps = batcher.metrics.step_requests.count
@@ -65,7 +71,7 @@ def test_the_worker_waits_for_answered_clients_to_return_then_merges_them(batche
 
 def test_batch_wait_zero_never_waits_and_vectors_are_the_same(batcher, checkpoints):
     batcher.config.batch_wait_ms = 0
-    futures = [batcher.submit([t], "", True) for t in ("fox", "river")]
+    futures = submit_together(batcher, ["fox", "river"])
     for f in futures:
         f.result(timeout=30)
     got = batcher.submit(["fox"], "", True).result(timeout=30)  # two answered, one returns
