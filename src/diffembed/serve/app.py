@@ -76,9 +76,9 @@ class ServeConfig:
 
     def worker_threads(self) -> int:
         """``threads``, or the CPUs this process may run on (its affinity): the worker's
-        forward passes are most of the server's work. The event loop's share (HTTP, JSON,
-        base64) is small enough that a core kept from the worker costs it more than it gives
-        (``benchmarks/serve_load.py``, README "Serving")."""
+        forward passes are most of the server's work. On 2 cores, keeping one from the worker
+        for the event loop halved throughput at 16 clients (``results/perf/serve_load.md``;
+        README "Encoding speed, long documents and serving")."""
         if self.threads:
             return self.threads
         if hasattr(os, "sched_getaffinity"):
