@@ -2,8 +2,9 @@
 batches.
 
 Request handlers ``submit`` their texts and get a future; the worker takes every job waiting (up
-to ``max_step_texts`` texts, after the adaptive wait of ``Batcher._wait_for_returning``), tokenizes each job (a job whose texts are too long or cannot be
-tokenized fails alone, with ``RejectedInput``), packs the texts of all jobs into batches of rows
+to ``max_step_texts`` texts, after the adaptive wait of ``Batcher._wait_for_returning``),
+tokenizes each job (a job whose texts are too long or cannot be tokenized fails alone, with
+``RejectedInput``), packs the texts of all jobs into batches of rows
 x longest row <= ``max_batch_tokens``, runs them through ``Embedder.embed_batches`` and hands
 each job its vectors. A full queue raises ``QueueFull`` instead of growing without bound.
 """

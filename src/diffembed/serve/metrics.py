@@ -1,5 +1,6 @@
 """The server's Prometheus metrics: request counts and latency per endpoint, tokens, inputs,
-forward passes, batch sizes, the worker's batch wait and the queue, rendered in the text format (version 0.0.4)."""
+forward passes, batch sizes, the worker's batch wait and the queue, rendered in the text format
+(version 0.0.4)."""
 
 from __future__ import annotations
 
