@@ -152,13 +152,13 @@ def _group_attention(
 ) -> torch.Tensor:
     """Attention of one group: packed ``q [N, h, d]``, ``k``/``v [N, kv, d]`` (the whole row) ->
     ``[end - start, h, d]``."""
-    groups = q.shape[1] // k.shape[1]
+    kv_repeat = q.shape[1] // k.shape[1]  # query heads per key/value head (GQA)
     # [N, h, d] -> [rows, width, h, d] -> [rows, h, width, d]
     q, k, v = (group.pad(x).transpose(1, 2) for x in (q, k, v))
-    if group.rows > 1 and groups > 1:
+    if group.rows > 1 and kv_repeat > 1:
         # repeat kv heads: with a mask, sdpa's enable_gqa is not taken by every CPU kernel
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
+        k = k.repeat_interleave(kv_repeat, dim=1)
+        v = v.repeat_interleave(kv_repeat, dim=1)
     out = torch.nn.functional.scaled_dot_product_attention(
         q,
         k,
@@ -168,7 +168,7 @@ def _group_attention(
         dropout_p=dropout,
         is_causal=causal,
         scale=scaling,
-        enable_gqa=group.rows == 1 and groups > 1,
+        enable_gqa=group.rows == 1 and kv_repeat > 1,
     )
     return group.unpad(out.transpose(1, 2))
 
