@@ -54,6 +54,7 @@ from diffembed.train.pretrain_model import (
     measure_matmul_peak,
     micro_batch_loss,
     save_checkpoint,
+    save_snapshot,
 )
 from diffembed.train.runtime import (
     Dist,
@@ -71,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 # ============================================================================ configuration
 RESIDUAL_INITS: tuple[str, ...] = ("zero", "normal")
+SCHEDULES: tuple[str, ...] = ("cosine", "wsd")
 
 
 @dataclass
@@ -97,6 +99,12 @@ class PretrainConfig:
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 5
+    # "cosine": warmup, then cosine decay over all ``steps``. "wsd" (warmup-stable-decay):
+    # warmup, the peak rate until the last ``decay_steps`` steps, then 1 - sqrt decay to
+    # ``min_lr_ratio * lr``; it does not fix the final step count in advance, so a wsd run
+    # can be extended (resumed with more ``steps``) from any checkpoint in its stable phase.
+    schedule: str = "cosine"
+    decay_steps: int = 0
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -120,6 +128,16 @@ class PretrainConfig:
     eval_tokens: int = 8 * 128  # held-out tokens (whole documents, never trained on)
     log_every: int = 1
     save_every: int = 10
+    # checkpoint in bf16 (weights and Adam's second moment; the first moment is rebuilt within
+    # ~1 / (1 - beta1) steps after a resume): a third of the fp32 checkpoint's size, for runs
+    # whose checkpoints are committed
+    compact_checkpoint: bool = False
+    # every this many steps (0: never), the weights (bf16) as a loadable model directory in
+    # out/snapshots/step-N, for measuring what a budget buys
+    snapshot_every: int = 0
+    # held-out documents named by corpus id (None: the first documents in the seed's order);
+    # named ones stay the same when the corpus is rebuilt with more or fewer documents
+    heldout_ids: list[str] | None = None
     seed: int = 0
 
     def validate(self) -> None:
@@ -144,6 +162,19 @@ class PretrainConfig:
                 f"unique_tokens {self.unique_tokens} is less than one batch "
                 f"({self.global_batch} x {self.seq_len} tokens)"
             )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "wsd":
+            if not 0 <= self.decay_steps <= self.steps - self.warmup_steps:
+                raise ValueError(
+                    f"decay_steps {self.decay_steps} must be between 0 and steps - warmup_steps "
+                    f"({self.steps - self.warmup_steps})"
+                )
+            if self.unique_tokens is None:
+                # Without a fixed pool, the documents read depend on ``steps``.
+                raise ValueError("the wsd schedule needs unique_tokens (the data pool it repeats)")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
         check_adaptation(self)
 
     @property
@@ -218,12 +249,17 @@ def make_config(preset: str, objective: str, overrides_file: Path | None = None)
 
 def config_hash(config: PretrainConfig) -> str:
     """Hash of the fields that define the run; log/eval cadence may change on resume."""
-    exempt = {"eval_every", "log_every", "save_every", "compile"}
+    exempt = {"eval_every", "log_every", "save_every", "compile", "snapshot_every"}
+    exempt |= {"compact_checkpoint"}
+    if config.schedule == "wsd":  # extendable: checked against the checkpoint's step instead
+        exempt |= {"steps", "decay_steps"}
     data = {k: v for k, v in dataclasses.asdict(config).items() if k not in exempt}
     # unset: the hash of runs made before these fields existed
-    for key in ("anneal_steps", "shift", "unique_tokens"):
-        if not data[key]:
+    for key in ("anneal_steps", "shift", "unique_tokens", "decay_steps", "heldout_ids"):
+        if not data.get(key, True):
             del data[key]
+    if data["schedule"] == "cosine":
+        del data["schedule"]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -239,16 +275,37 @@ def _check_resume(saved: dict[str, Any], state: dict[str, Any], where: Path) -> 
         )
 
 
+def _schedule_allows(saved: dict[str, Any], config: PretrainConfig) -> bool:
+    """Whether a checkpoint's steps all ran at the rates ``config``'s schedule gives them:
+    always for the schedule it was saved with; for another wsd length, only up to both
+    schedules' decay starts."""
+    old_steps, old_decay = saved.get("steps", config.steps), saved.get("decay_steps", 0)
+    if (old_steps, old_decay) == (config.steps, config.decay_steps):
+        return True
+    old_start = old_steps - old_decay
+    return saved["step"] <= min(old_start, decay_start(config))
+
+
 def lr_at(step: int, config: PretrainConfig) -> float:
-    """Learning rate at ``step``: linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
+    """Learning rate at ``step``: linear warmup, then the config's decay (cosine over the run,
+    or wsd's stable phase and final decay) to ``min_lr_ratio * lr``."""
     return lr_factor(
         step,
         config.warmup_steps,
         config.steps,
-        decay="cosine",
+        decay="wsd" if config.schedule == "wsd" else "cosine",
         peak=config.lr,
         floor=config.min_lr_ratio,
+        decay_steps=config.decay_steps,
     )
+
+
+def decay_start(config: PretrainConfig) -> int:
+    """The first step whose rate is below the peak's plateau: ``steps - decay_steps`` for wsd
+    (every step before it ran at the rate of any longer run), the warmup's end for cosine."""
+    if config.schedule == "wsd":
+        return config.steps - config.decay_steps
+    return config.warmup_steps
 
 
 # ============================================================================ the loop
@@ -284,6 +341,7 @@ def pretrain(
         run = _Run(config, ctx, out, load_tokenizer(tokenizer_dir), corpus, init)
         if resume:
             run.resume()
+        run.begin_segment(start_time)
         run.prepare()
         run.loop(stop_after, show_progress)
         if ctx.main:
@@ -363,10 +421,59 @@ class _Run:
         }
 
     def resume(self) -> None:
-        """Continue from ``out/checkpoint`` (same objective and config)."""
-        _check_resume(read_json(self.ckpt / "trainer.json"), self.state, self.ckpt / "trainer.json")
-        self.state = load_checkpoint(self.ckpt, self.model, self.optimizer)
-        logger.info("resumed from %s at step %d", self.ckpt, self.state["step"])
+        """Continue from ``out/checkpoint`` (same objective and config). A wsd run may come back
+        with another ``steps`` / ``decay_steps`` (an extension): it continues from the last
+        checkpoint that every step of which ran as the new schedule runs them, i.e. the
+        checkpoint, or ``out/checkpoint-stable`` when the checkpoint is already past the old
+        schedule's decay start."""
+        ckpt = self.ckpt
+        saved = read_json(ckpt / "trainer.json")
+        _check_resume(saved, self.state, ckpt / "trainer.json")
+        if not _schedule_allows(saved, self.config):
+            stable = self.out / "checkpoint-stable"
+            if not (stable / "trainer.json").exists() or not _schedule_allows(
+                read_json(stable / "trainer.json"), self.config
+            ):
+                raise CheckpointError(
+                    f"{ckpt}: step {saved['step']} ran under the decay of a {saved['steps']}-step "
+                    f"schedule, and no stable-phase checkpoint ({stable}) fits the new one "
+                    f"({self.config.steps} steps, decay from step {decay_start(self.config)})"
+                )
+            logger.warning(
+                "extending the run: continuing from %s (step %d), before the old schedule's decay",
+                stable,
+                read_json(stable / "trainer.json")["step"],
+            )
+            ckpt = stable
+        self.state = load_checkpoint(ckpt, self.model, self.optimizer)
+        logger.info("resumed from %s at step %d", ckpt, self.state["step"])
+
+    def begin_segment(self, start_time: float) -> None:
+        """Record this process's stretch of the run (steps, commit, machine, wall time) in the
+        state, so the finished model lists every resumed segment."""
+        step = self.state["step"]
+        segments = [s for s in self.state.get("segments", []) if s["start_step"] < step]
+        segment = {"start_step": step, "end_step": step, "data": self.data_stats}
+        self.state["segments"] = [*segments, segment]
+        if self.ctx.main:
+            logger.info("segment from step %d; data: %s", step, self.data_stats)
+        self.start_time = start_time
+
+    def save(self, step: int) -> None:
+        """Checkpoint (and, for wsd, the stable-phase checkpoint at the decay start)."""
+        config, state = self.config, self.state
+        state["segments"][-1].update(
+            end_step=step,
+            tokens=(step - state["segments"][-1]["start_step"]) * config.tokens_per_step,
+            **provenance(self.start_time),
+        )
+        state["steps"], state["decay_steps"] = config.steps, config.decay_steps
+        compact = config.compact_checkpoint
+        save_checkpoint(self.ckpt, self.model, self.optimizer, state, compact)
+        if config.schedule == "wsd" and config.decay_steps and step == decay_start(config):
+            save_checkpoint(
+                self.out / "checkpoint-stable", self.model, self.optimizer, state, compact
+            )
 
     def prepare(self) -> None:
         """Measure the matmul peak (once per run), compile, wrap for DDP."""
@@ -374,9 +481,9 @@ class _Run:
         if "peak_flops" not in self.state:
             self.state["peak_flops"] = measure_matmul_peak(ctx.device)
         self.peak = self.state["peak_flops"]
-        if config.compile:
-            self.model.model.compile()  # in place: parameter names stay the same
         self.scored = ScoredLM(self.model)
+        if config.compile:
+            self.scored.compile_loss()  # in place: parameter names stay the same
         self.ddp = (
             torch.nn.parallel.DistributedDataParallel(self.scored) if ctx.world > 1 else self.scored
         )
@@ -424,8 +531,17 @@ class _Run:
                 row = self.eval_row(step, loss_value, row)
             if row:
                 state["log"].append(row)
-            if ctx.main and (step % config.save_every == 0 or step == config.steps):
-                save_checkpoint(self.ckpt, self.model, self.optimizer, state)
+            if ctx.main and (
+                step % config.save_every == 0
+                or step == config.steps
+                or (config.schedule == "wsd" and step == decay_start(config))
+            ):
+                self.save(step)
+            if ctx.main and config.snapshot_every and step % config.snapshot_every == 0:
+                info = {"step": step, "tokens": step * config.tokens_per_step, "lr": row.get("lr")}
+                info.update({k: v for k, v in row.items() if k.startswith("eval_")})
+                path = self.out / "snapshots" / f"step-{step:07d}"
+                save_snapshot(path, self.model, self.tokenizer, info)
             if stop_after is not None and step >= stop_after:
                 break
         bar.close()
@@ -588,6 +704,8 @@ def _write_model(
             "init": str(init) if init is not None else None,
             "data": data_stats,
             "tokens_trained": state["step"] * config.tokens_per_step,
+            # every process that trained it: steps, tokens, commit, machine, wall time
+            "segments": state.get("segments", []),
             "parameters": sum(p.numel() for p in model.parameters()),
             "matmul_peak_gflops": round(state["peak_flops"] / 1e9, 1),
             "final_eval": evals[-1] if evals else None,

@@ -81,15 +81,17 @@ def text_encoder(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> En
 
 
 def split_documents(
-    config: PretrainConfig, order: Sequence[int], encode: Encode
+    config: PretrainConfig, order: Sequence[int], encode: Encode, held_count: int | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Walk the documents in ``order``: the first ones (about ``eval_tokens``) are held out
-    whole, then as many as the run needs are training documents (the token budget, or
-    ``unique_tokens`` when the run repeats a smaller pool). Returns ``(held-out, training)``
-    token arrays."""
+    """Walk the documents in ``order``: the first ones (about ``eval_tokens``, or exactly
+    ``held_count`` when given) are held out whole, then as many as the run needs are training
+    documents (the token budget, or ``unique_tokens`` when the run repeats a smaller pool).
+    Returns ``(held-out, training)`` token arrays."""
     need = config.steps * config.tokens_per_step
     if config.unique_tokens is not None:
-        need = min(need, config.unique_tokens)
+        # A wsd run reads its whole pool: its length may change when it is extended.
+        wsd = config.schedule == "wsd"
+        need = config.unique_tokens if wsd else min(need, config.unique_tokens)
     held: list[np.ndarray] = []
     train: list[np.ndarray] = []
     held_tokens = train_tokens = 0
@@ -97,7 +99,11 @@ def split_documents(
     for start in range(0, len(order), chunk):  # whole chunks: the blocks depend on the chunk
         positions = [int(i) for i in order[start : start + chunk]]
         for arr in encode(positions):
-            if held_tokens < config.eval_tokens + config.seq_len:
+            if (
+                len(held) < held_count
+                if held_count is not None
+                else held_tokens < config.eval_tokens + config.seq_len
+            ):
                 held.append(arr)
                 held_tokens += len(arr)
             else:
@@ -117,6 +123,42 @@ def document_order(config: PretrainConfig, documents: int) -> np.ndarray:
     return np.random.default_rng(config.seed).permutation(documents)
 
 
+def heldout_first(
+    order: np.ndarray, ids: list[str], heldout_ids: list[str], corpus: Path
+) -> tuple[np.ndarray, int]:
+    """``order`` with the documents named by ``heldout_ids`` moved to its front (in the order
+    named), and their count; a name missing from the corpus is refused."""
+    where = {doc_id: i for i, doc_id in enumerate(ids)}
+    missing = [d for d in heldout_ids if d not in where]
+    if missing:
+        raise ValueError(
+            f"{corpus}: held-out document {missing[0]!r} is not in the pretrain split "
+            f"({len(missing)} of {len(heldout_ids)} heldout_ids missing)"
+        )
+    held = [where[d] for d in heldout_ids]
+    chosen = set(held)
+    rest = [int(i) for i in order if int(i) not in chosen]
+    return np.asarray(held + rest, dtype=np.int64), len(held)
+
+
+def heldout_document_ids(
+    config: PretrainConfig, corpus: Path, tokenizer: PreTrainedTokenizerBase
+) -> list[str]:
+    """The ids of the documents ``config`` holds out of ``corpus`` when it names none (the
+    first documents in the seed's order, about ``eval_tokens``): the value that pins them as
+    ``heldout_ids`` for a run that must survive a rebuilt corpus."""
+    docs = read_corpus_texts(corpus)
+    order = document_order(config, len(docs))
+    encode = text_encoder(tokenizer, [t for _, t in docs])
+    chosen, tokens = [], 0
+    for i in order:
+        if tokens >= config.eval_tokens + config.seq_len:
+            break
+        chosen.append(docs[int(i)][0])
+        tokens += len(encode([int(i)])[0])
+    return chosen
+
+
 def prepare_data(
     config: PretrainConfig, tokenizer: PreTrainedTokenizerBase, corpus: Path
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -128,16 +170,28 @@ def prepare_data(
     whole, the rest are tokenized only as far as the token budget (or ``unique_tokens``) needs.
     Each document is ``<|bos|> text <|eos|>``.
     """
+    held_count = None
     if corpus.suffix == ".npz":
+        if config.heldout_ids is not None:
+            raise ValueError(
+                f"{corpus}: heldout_ids needs a corpus directory (a tokenized split has no ids)"
+            )
         from diffembed.formats.tokens import read_tokens
 
         split = read_tokens(corpus)
         check_tokenizer(split.tokenizer_sha256, tokenizer, corpus)
         documents, encode = split.documents, lambda ps: [split.get(p) for p in ps]
+        order = document_order(config, documents)
     else:
-        texts = [t for _, t in read_corpus_texts(corpus)]
+        docs = read_corpus_texts(corpus)
+        texts = [t for _, t in docs]
         documents, encode = len(texts), text_encoder(tokenizer, texts)
-    held, train = split_documents(config, document_order(config, documents), encode)
+        order = document_order(config, documents)
+        if config.heldout_ids is not None:
+            order, held_count = heldout_first(
+                order, [i for i, _ in docs], config.heldout_ids, corpus
+            )
+    held, train = split_documents(config, order, encode, held_count)
     train_blocks = pack_documents(train, config.seq_len)
     heldout = pack_documents(held, config.seq_len)
     if len(train_blocks) < config.global_batch:

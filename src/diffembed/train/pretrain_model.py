@@ -26,7 +26,6 @@ from diffembed.train.objectives import (
     diffusion_loss,
     mask_for_diffusion,
     mask_for_mntp,
-    mntp_loss,
     sample_t,
     shift_left,
 )
@@ -146,33 +145,65 @@ def measure_matmul_peak(
     return best
 
 
-class ScoredLM(torch.nn.Module):
-    """An LM whose forward returns LM-head logits only where predictions are scored.
+def weighted_head_ce(
+    hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum_i weights_i * CE(hidden_i @ head^T, targets_i)``: the LM head and the loss of the
+    scored positions in one function, which ``torch.compile`` fuses (the upcast, log-softmax and
+    their backward in one pass over the logits instead of materialising ``[N, V]`` float32
+    copies, the largest cost of a CPU step at a vocabulary of 8k and hidden 128).
 
-    ``forward(input_ids [B, T], select [B, T] bool | None, attention_mask) -> logits [M, V]``
-    for the M selected positions, or ``[B, T-1, V]`` (all but the last position) when ``select``
-    is None; ``attention_mask`` is None (the model's own attention) or a ``[1, 1, T, T]`` mask
-    (``adaptation.anneal_mask``). Computing the head only where needed saves most of its cost
-    for diffusion and MNTP. This is the module DDP wraps, so gradient synchronisation sees the
-    whole computation.
+    ``hidden [N, H]``, ``head [V, H]`` (the LM head's weight), ``targets [N]`` token ids,
+    ``weights [N]`` float32; returns a float32 scalar (nats, weighted).
+    """
+    logits = torch.nn.functional.linear(hidden, head)
+    ce = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return (ce * weights).sum()
+
+
+class ScoredLM(torch.nn.Module):
+    """An LM whose forward returns LM-head logits only where predictions are scored, or the
+    weighted loss there.
+
+    ``forward(input_ids [B, T], select [B, T] bool | None, attention_mask)`` gives ``[M, V]``
+    logits for the M selected positions, or ``[B, T-1, V]`` (all but the last position) when
+    ``select`` is None; ``attention_mask`` is None (the model's own attention) or a
+    ``[1, 1, T, T]`` mask (``adaptation.anneal_mask``). With ``targets`` (``[M]``, or
+    ``[B, T-1]`` when ``select`` is None) and ``weights`` of the same shape it returns
+    ``weighted_head_ce`` instead (a scalar): ``compile()`` then compiles the head and the loss
+    together. Computing the head only where needed saves most of its cost for diffusion and
+    MNTP. This is the module DDP wraps, so gradient synchronisation sees the whole computation.
     """
 
     def __init__(self, lm: LlamaForCausalLM) -> None:
         super().__init__()
         self.lm = lm
+        self.head_loss = weighted_head_ce
+
+    def compile_loss(self) -> None:
+        """Compile the transformer body (in place: parameter names stay the same) and the head
+        + loss (shapes vary with the number of scored positions: dynamic)."""
+        self.lm.model.compile()
+        self.head_loss = torch.compile(weighted_head_ce, dynamic=True)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         select: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hidden = self.lm.model(
             input_ids=input_ids, attention_mask=attention_mask
         ).last_hidden_state  # [B, T, H], post-norm
-        if select is None:
-            return self.lm.lm_head(hidden[:, :-1])
-        return self.lm.lm_head(hidden[select])
+        hidden = hidden[:, :-1] if select is None else hidden[select]
+        if targets is None:
+            return self.lm.lm_head(hidden)
+        if weights is None:
+            raise ValueError("targets need weights")
+        h = hidden.reshape(-1, hidden.shape[-1])
+        return self.head_loss(h, self.lm.lm_head.weight, targets.reshape(-1), weights.reshape(-1))
 
 
 def micro_batch_loss(
@@ -189,26 +220,31 @@ def micro_batch_loss(
 
     ``scored`` is a ``ScoredLM`` (possibly DDP-wrapped); ``tokens [B, T]``; ``gens`` one
     generator per row; ``attention`` the step's annealed mask (diffusion only) or None. The
-    caller divides by the global batch size.
+    caller divides by the global batch size. Each objective's loss is the weighted
+    cross-entropy of ``train.objectives`` (``ar_loss``, ``diffusion_loss``, ``mntp_loss``),
+    computed by ``ScoredLM`` with the head so that both compile together.
     """
     if config.objective == "ar":
-        logits = scored(tokens)
-        return ar_loss(logits, tokens), logits.shape[0] * logits.shape[1]
+        targets = tokens[:, 1:]
+        weights = torch.full(targets.shape, 1.0 / targets.shape[1], device=tokens.device)
+        loss = scored(tokens, None, None, targets, weights)  # per-row mean, summed
+        return loss, targets.numel()
     if config.objective == "diffusion":
         t = sample_t(gens, config.mask_eps).to(tokens.device)
         noisy, masked = mask_for_diffusion(tokens, mask_id, t, gens, keep_first=bool(config.shift))
-        # With the AR shift, masked token i is predicted from the output at i - 1.
-        logits = scored(noisy, shift_left(masked) if config.shift else masked, attention)
-        t_rows = t.view(-1, 1).expand_as(masked)[masked]
         maskable = tokens.shape[1] - int(bool(config.shift))
-        return diffusion_loss(logits, tokens[masked], t_rows, maskable), int(masked.sum())
+        t_rows = t.view(-1, 1).expand_as(masked)[masked]
+        # With the AR shift, masked token i is predicted from the output at i - 1.
+        select = shift_left(masked) if config.shift else masked
+        loss = scored(noisy, select, attention, tokens[masked], 1.0 / (t_rows * maskable))
+        return loss, int(masked.sum())
     noisy, selected = mask_for_mntp(
         tokens, mask_id, vocab_size, gens, config.mntp_rate, special_ids
     )
     # Selected position i is predicted from the output at i - 1 (position 0 is never selected).
-    logits = scored(noisy, shift_left(selected))
     counts = selected.sum(dim=1, keepdim=True).clamp(min=1).expand_as(selected)[selected]
-    return mntp_loss(logits, tokens[selected], counts.float()), int(selected.sum())
+    loss = scored(noisy, shift_left(selected), None, tokens[selected], 1.0 / counts.float())
+    return loss, int(selected.sum())
 
 
 @torch.no_grad()
@@ -276,36 +312,59 @@ def evaluate(
 
 
 def save_checkpoint(
-    path: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    path: Path,
+    model: LlamaForCausalLM,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    compact: bool = False,
 ) -> None:
-    """Write model, optimizer tensors (safetensors) and trainer state (JSON) atomically."""
+    """Write model, optimizer tensors (safetensors) and trainer state (JSON) atomically.
+
+    ``compact``: the weights and Adam's second moment in bf16 and no first moment (a third of
+    the float32 size); ``load_checkpoint`` restarts the first moment at zero, which Adam's
+    momentum rebuilds within about ``1 / (1 - beta1)`` steps while the second moment keeps the
+    step sizes where they were."""
+    dtype = torch.bfloat16 if compact else None
     with atomic_dir(path) as tmp:
         save_file(
             {
-                k: v.detach().contiguous().cpu()
+                k: v.detach().to(dtype=dtype).contiguous().cpu()
                 for k, v in model.state_dict().items()
                 if k != "lm_head.weight"
             },
             str(tmp / "model.safetensors"),
         )
         opt = optimizer_files(optimizer)
-        save_file(opt.tensors, str(tmp / "optimizer.safetensors"))
+        tensors = opt.tensors
+        if compact:
+            tensors = {
+                k: v if k.endswith(".step") else v.to(torch.bfloat16)
+                for k, v in tensors.items()
+                if not k.endswith(".exp_avg")
+            }
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
         scalars = {
             f"{pid}.{k}": v for pid, entries in opt.scalars.items() for k, v in entries.items()
         }
         write_json(
             tmp / "trainer.json",
-            {**state, "optimizer_groups": opt.param_groups, "optimizer_scalars": scalars},
+            {
+                **state,
+                "optimizer_groups": opt.param_groups,
+                "optimizer_scalars": scalars,
+                "compact": compact,
+            },
         )
 
 
 def load_checkpoint(
     path: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
-    """Restore what ``save_checkpoint`` wrote; returns the trainer state."""
+    """Restore what ``save_checkpoint`` wrote (either precision); returns the trainer state."""
     state = read_json(path / "trainer.json")
+    state.pop("compact", None)
     weights = load_file(str(path / "model.safetensors"))
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict(weights, strict=False)  # copies into the model's float32 parameters
     missing = set(model.state_dict()) - set(weights) - {"lm_head.weight"}
     if missing:
         raise CheckpointError(f"{path / 'model.safetensors'}: missing {sorted(missing)[:5]}")
@@ -314,5 +373,21 @@ def load_checkpoint(
         pid, name = key.split(".", 1)
         scalars.setdefault(pid, {})[name] = value
     tensors = load_file(str(path / "optimizer.safetensors"))
+    for key in [k for k in tensors if k.endswith(".exp_avg_sq")]:  # a compact checkpoint
+        first = key.removesuffix("_sq")
+        if first not in tensors:
+            tensors[first] = torch.zeros_like(tensors[key], dtype=torch.float32)
     restore_optimizer(optimizer, OptimizerFiles(tensors, scalars, state.pop("optimizer_groups")))
     return state
+
+
+def save_snapshot(
+    path: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any]
+) -> None:
+    """The weights (bf16) as a model directory that ``AutoModelForCausalLM`` loads, with the
+    tokenizer and ``snapshot.json`` (``info``: step, tokens, ...), written atomically."""
+    weights = {k: v.detach().to(torch.bfloat16).cpu() for k, v in model.state_dict().items()}
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(str(tmp), state_dict=weights)
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / "snapshot.json", info)
