@@ -128,9 +128,8 @@ class PretrainConfig:
     eval_tokens: int = 8 * 128  # held-out tokens (whole documents, never trained on)
     log_every: int = 1
     save_every: int = 10
-    # checkpoint in bf16 (weights and Adam's second moment; the first moment is rebuilt within
-    # ~1 / (1 - beta1) steps after a resume): a third of the fp32 checkpoint's size, for runs
-    # whose checkpoints are committed
+    # checkpoint in bf16 (weights and both Adam moments): half the fp32 checkpoint's size, for
+    # runs whose checkpoints are committed
     compact_checkpoint: bool = False
     # every this many steps (0: never), the weights (bf16) as a loadable model directory in
     # out/snapshots/step-N, for measuring what a budget buys

@@ -300,12 +300,13 @@ def lr_factor(
     ``decay``: ``linear`` reaching 0 at ``total_steps``, ``cosine`` reaching ``floor * peak``
     at ``total_steps``, or ``wsd`` (warmup-stable-decay): ``peak`` until the last
     ``decay_steps`` steps, then ``1 - sqrt`` of the decay's progress down to ``floor * peak``
-    at ``total_steps`` (the cooldown shape of Hägele et al. 2024)."""
+    at the last step, ``total_steps - 1`` (the cooldown shape of Hägele et al. 2024)."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     if decay == "wsd":
-        progress = (step - (total_steps - decay_steps)) / max(1, decay_steps)
-        if progress < 0:
+        # The first decay step is already below the peak; the last step is at the floor.
+        progress = (step + 1 - (total_steps - decay_steps)) / max(1, decay_steps)
+        if progress <= 0:
             return peak
         return peak * (floor + (1 - floor) * (1 - math.sqrt(min(1.0, progress))))
     if decay == "linear":
