@@ -262,6 +262,15 @@ def test_bad_input(tmp_path, corpus, tok_dir):
     cfg_file.write_text(json.dumps({"global_batch": 6, "micro_batch": 4}))
     with pytest.raises(ValueError, match="not a multiple"):
         make_config("smoke", "ar", cfg_file)
+    for field, value, says in (
+        ("layers", -1, ">= 1"),
+        ("heads", 2.5, ">= 1"),
+        ("lr", "fast", "> 0"),
+        ("warmup_steps", -3, ">= 0"),
+    ):
+        cfg_file.write_text(json.dumps({field: value}))
+        with pytest.raises(ValueError, match=rf"c\.json: {field} must be a .*{says}, got"):
+            make_config("smoke", "ar", cfg_file)
     for name in ("o1", "o2", "o3", "o4"):
         assert not (tmp_path / name).exists() or not any((tmp_path / name).iterdir())
 
