@@ -495,10 +495,11 @@ class _Run:
             )
 
     def prepare(self) -> None:
-        """Measure the matmul peak (once per run), compile, wrap for DDP."""
+        """Measure the matmul peak (each segment: a resumed run may be on another machine),
+        compile, wrap for DDP."""
         config, ctx, tokenizer = self.config, self.ctx, self.tokenizer
-        if "peak_flops" not in self.state:
-            self.state["peak_flops"] = measure_matmul_peak(ctx.device)
+        self.state["peak_flops"] = measure_matmul_peak(ctx.device)
+        self.state["segments"][-1]["matmul_peak_gflops"] = round(self.state["peak_flops"] / 1e9, 1)
         self.peak = self.state["peak_flops"]
         self.scored = ScoredLM(self.model)
         if config.compile:
