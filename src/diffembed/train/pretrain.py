@@ -748,5 +748,10 @@ def _write_samples(out: Path, length: int = 32) -> None:
         # A bidirectional next-token predictor has no sampling order of its own.
         info["samples"] = None
     else:
-        info["samples"] = {p: generate_text(out, p, length=length) for p in SAMPLE_PROMPTS}
+        # At most what the model's positions leave after the prompt (tiny test models have 32).
+        tokenizer, positions = load_tokenizer(out), info["config"]["seq_len"]
+        info["samples"] = {
+            p: generate_text(out, p, length=min(length, positions - len(tokenizer(p)["input_ids"])))
+            for p in SAMPLE_PROMPTS
+        }
     write_json(out / "pretrain.json", info)
