@@ -143,3 +143,14 @@ def test_pinned_heldout_documents_survive_a_rebuilt_corpus(tmp_path, tok_dir):
     cfg_file.write_text(json.dumps({**WSD, "heldout_ids": ["doc:9999"]}))
     with pytest.raises(ValueError, match="'doc:9999' is not in the pretrain split"):
         prepare_data(make_config("smoke", "ar", cfg_file), tokenizer, corpus)
+
+
+def test_time_limit_checkpoints_and_stops(tmp_path, corpus, tok_dir):
+    cfg = tiny(tmp_path, "ar", **WSD, save_every=100)
+    out = tmp_path / "t"
+    pretrain(cfg, corpus, tok_dir, out, time_limit=0, show_progress=False)
+    state = json.loads((out / "checkpoint" / "trainer.json").read_text())
+    assert state["step"] == 1 and not (out / "config.json").exists()  # stopped, saved
+    assert len(read_log(out)) == 1  # the log so far is written
+    pretrain(cfg, corpus, tok_dir, out, resume=True, show_progress=False)
+    assert json.loads((out / "pretrain.json").read_text())["tokens_trained"] == 8 * 8 * 32

@@ -14,7 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-from diffembed.cli.options import add_device, add_no_progress, at_least, device_name
+from diffembed.cli.options import (
+    add_device,
+    add_no_progress,
+    at_least,
+    device_name,
+    number_at_least,
+)
 from diffembed.train.finetune_config import FinetuneConfig
 
 _TYPES = {"int": int, "float": float, "Path": Path, "Path | None": Path}
@@ -160,6 +166,13 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
         "repeated for as many epochs as the steps need (default: no pool, unique tokens)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument(
+        "--time-limit",
+        type=number_at_least(0),
+        metavar="MINUTES",
+        help="checkpoint and stop after this many minutes of training (continue with --resume); "
+        "SIGTERM does the same at the end of the current step",
+    )
     p.add_argument("--steps", type=at_least(1), help="override the number of optimizer steps")
     p.add_argument("--seed", type=int, help="override the seed")
     add_device(p, default=None)
@@ -196,6 +209,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
         device=args.device,
         show_progress=not args.no_progress,
+        time_limit=None if args.time_limit is None else args.time_limit * 60,
     )
     return 0
 

@@ -28,7 +28,10 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,6 +341,7 @@ def pretrain(
     stop_after: int | None = None,
     device: str | None = None,
     show_progress: bool = True,
+    time_limit: float | None = None,
 ) -> Path:
     """Train an LM and write a Hugging Face model directory to ``out``.
 
@@ -351,6 +355,8 @@ def pretrain(
         resume: continue from ``out/checkpoint``.
         stop_after: stop after this many steps, as an interruption would (for tests).
         device: torch device; default cuda when available.
+        time_limit: seconds of training after which the run checkpoints and stops (to be
+            resumed); SIGTERM does the same at the end of the current step.
     """
     start_time = time.time()
     ctx = init_distributed(device)
@@ -362,7 +368,8 @@ def pretrain(
             run.resume()
         run.begin_segment(start_time)
         run.prepare()
-        run.loop(stop_after, show_progress)
+        with _stop_on_sigterm(run):
+            run.loop(stop_after, show_progress, time_limit)
         if ctx.main:
             run.write_outputs(start_time)
         barrier(ctx)
@@ -392,6 +399,25 @@ def _check_run(
         raise FileNotFoundError(f"{out / 'checkpoint'}: no checkpoint to resume from")
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm(run: _Run) -> Iterator[None]:
+    """While training, SIGTERM asks the loop to checkpoint and stop after the current step
+    (only the main thread can install a handler; elsewhere, SIGTERM keeps its default)."""
+    run.stop_requested = False
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        run.stop_requested = True
+
+    previous = signal.signal(signal.SIGTERM, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class _Window:
     """Tokens and FLOPs since the last log line, for tokens/s and MFU."""
 
@@ -417,6 +443,7 @@ class _Run:
     ) -> None:
         self.config, self.ctx, self.out, self.tokenizer = config, ctx, out, tokenizer
         self.ckpt, self.init = out / "checkpoint", init
+        self.stop_requested = False  # set by SIGTERM while training (_stop_on_sigterm)
         self.train_blocks, self.heldout, self.data_stats = prepare_data(config, tokenizer, corpus)
         self.model = initial_model(config, tokenizer, init).to(ctx.device)
         self.model.train()
@@ -522,10 +549,14 @@ class _Run:
                 self.peak / 1e9,
             )
 
-    def loop(self, stop_after: int | None, show_progress: bool) -> None:
-        """Train from the current step to ``config.steps`` (or ``stop_after``): log, evaluate
-        and checkpoint on their cadences."""
+    def loop(
+        self, stop_after: int | None, show_progress: bool, time_limit: float | None = None
+    ) -> None:
+        """Train from the current step to ``config.steps`` (or ``stop_after``, or until
+        ``time_limit`` seconds or SIGTERM, then with a checkpoint): log, evaluate and
+        checkpoint on their cadences."""
         config, ctx, state = self.config, self.ctx, self.state
+        deadline = None if time_limit is None else time.monotonic() + time_limit
         bar = tqdm(
             total=config.steps,
             initial=state["step"],
@@ -551,11 +582,12 @@ class _Run:
                 row = self.eval_row(step, loss_value, row)
             if row:
                 state["log"].append(row)
-            if ctx.main and (
+            saved = (
                 step % config.save_every == 0
                 or step == config.steps
                 or (config.schedule == "wsd" and step == decay_start(config))
-            ):
+            )
+            if ctx.main and saved:
                 self.save(step)
             if ctx.main and config.snapshot_every and step % config.snapshot_every == 0:
                 info = {"step": step, "tokens": step * config.tokens_per_step, "lr": row.get("lr")}
@@ -564,7 +596,19 @@ class _Run:
                 save_snapshot(path, self.model, self.tokenizer, info)
             if stop_after is not None and step >= stop_after:
                 break
+            if self.should_stop(deadline):
+                if ctx.main and not saved:
+                    self.save(step)
+                logger.warning("stopped at step %d with a checkpoint; continue with --resume", step)
+                break
         bar.close()
+
+    def should_stop(self, deadline: float | None) -> bool:
+        """Whether the time limit is reached or SIGTERM arrived (on any process)."""
+        stop = self.stop_requested or (deadline is not None and time.monotonic() >= deadline)
+        if self.ctx.world > 1:  # every process must leave the loop at the same step
+            stop = all_sum(float(stop), self.ctx) > 0
+        return stop
 
     def train_step(self, step: int) -> tuple[float, float, int]:
         """One optimizer step on the global batch of ``step``: ``(this rank's summed loss,
