@@ -21,8 +21,9 @@ its last checkpoint):
    alone and with the combined pairs; the pairs set with the higher mean suite score is used
    for the other sizes.
 5. evaluation on the four suites at the models' positions; the best (size, pairs) by the mean
-   of the four suite scores is copied to ``--export`` with a model card, and the sweep table
-   goes to ``--results`` (``sweep.json``, ``sweep.md``).
+   of the four suite scores is copied to ``--export`` with a model card, saving the length it
+   was evaluated at as its ``max_length`` (fine-tuning saves its longest training length), and
+   the sweep table goes to ``--results`` (``sweep.json``, ``sweep.md``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from diffembed.io import atomic_dir, atomic_write, write_json
+from diffembed.model.model_dir import write_max_length
 from diffembed.provenance import machine, provenance
 from diffembed.study.analysis import load_scores, suite_score
 from diffembed.study.design import PRESETS, SUITE_LABELS, SUITE_ORDER
@@ -213,8 +215,9 @@ def sweep_table(record: dict[str, Any]) -> str:
     return "\n".join(head + lines)
 
 
-def model_card(record: dict[str, Any], best: dict[str, Any]) -> str:
-    """The shipped model's README.md: data, recipe, steps, wall time, tokens/s, scores."""
+def model_card(record: dict[str, Any], best: dict[str, Any], max_length: int) -> str:
+    """The shipped model's README.md: data, recipe, steps, wall time, tokens/s, and the scores,
+    measured at ``max_length`` tokens (what the model saves)."""
     spec = next(s for s in record["sizes"] if s["size"] == best["size"])
     ar, dif, ft = spec["lm"]["ar"], spec["lm"]["diffusion"], best["finetune"]
     prov = record["provenance"]
@@ -237,10 +240,10 @@ tokens, then adapted to masked diffusion (attention annealed from causal to bidi
 {dif["tokens"]:,} tokens, then contrastively fine-tuned (InfoNCE, in-batch and one hard
 negative, mean pooling, bidirectional attention) for {record["settings"]["ft_steps"]} steps on {ft["pairs"]:,}
 pairs ({best["pairs"]} pairs: {pairs_text(best["pairs"])}). {ar["parameters"]:,} parameters as an
-LM; max_length {record["settings"]["seq_len"]} tokens. It is small and trained on 2 CPU cores:
+LM; max_length {max_length} tokens. It is small and trained on 2 CPU cores:
 use it for search together with BM25 (`diffembed search --mode hybrid`), not alone.
 
-## Scores (x100, the cpu study's four evaluation suites, at {record["settings"]["seq_len"]} tokens)
+## Scores (x100, the cpu study's four evaluation suites, at {max_length} tokens)
 
 | suite | this model | BM25 |
 |---|---|---|
@@ -293,12 +296,35 @@ def pairs_text(name: str) -> str:
     return "the finetune split's pairs and the same task types from the pretrain split"
 
 
+def evaluated_length(evaluation: Path) -> int:
+    """The ``max_length`` an evaluation's JSON (``diffembed eval --out``) says it embedded
+    texts with."""
+    length = json.loads(evaluation.read_text(encoding="utf-8")).get("settings", {})
+    length = length.get("max_length")
+    if not isinstance(length, int) or length < 1:
+        raise SystemExit(f"{evaluation}: settings.max_length is {length!r}, not a length")
+    return length
+
+
+def export_model(
+    src: Path, dest: Path, record: dict[str, Any], best: dict[str, Any], max_length: int
+) -> None:
+    """Copy the fine-tuned model ``src`` to ``dest`` (atomically) with its card, saving
+    ``max_length``, the length its card's scores were measured at, as the length it runs with
+    (diffembed.json and sentence_bert_config.json); ``src`` is left as it is."""
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        write_max_length(tmp, max_length)
+        (tmp / "README.md").write_text(model_card(record, best, max_length), encoding="utf-8")
+
+
 def export(args: argparse.Namespace, best: dict[str, Any], record: dict[str, Any]) -> None:
-    """Copy the best run to ``--export`` (with its card) and write ``--results``: sweep.json,
-    sweep.md, each run's evaluation JSON and fine-tuning log, each LM's pretraining log."""
-    with atomic_dir(args.export) as tmp:
-        shutil.copytree(args.out / "ft" / best["name"], tmp, dirs_exist_ok=True)
-        (tmp / "README.md").write_text(model_card(record, best), encoding="utf-8")
+    """Copy the best run to ``--export`` (with its card, at the length it was evaluated at) and
+    write ``--results``: sweep.json, sweep.md, each run's evaluation JSON and fine-tuning log,
+    each LM's pretraining log."""
+    evaluation = args.out / "eval" / f"{best['name']}.json"
+    ft = args.out / "ft" / best["name"]
+    export_model(ft, args.export, record, best, evaluated_length(evaluation))
     res = args.results
     res.mkdir(parents=True, exist_ok=True)
     write_json(res / "sweep.json", record)

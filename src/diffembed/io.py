@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -82,6 +82,33 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_dir(
+    path: str | Path,
+    overwrite: bool,
+    *,
+    replaceable: Callable[[Path], bool] | None = None,
+    overwrite_hint: str = "pass --overwrite to replace it",
+    elsewhere: str = "choose another --out",
+) -> None:
+    """Refuse to write a directory at ``path`` (with ``atomic_dir``) over what it would delete:
+    a file (always: ``FileExistsError`` "... exists and is not a directory"), or a non-empty
+    folder unless ``overwrite`` or ``replaceable(path)`` (e.g. a model directory of ours, which
+    the new one replaces). The message names ``path``, its first entry, ``overwrite_hint``
+    (the flag or argument that replaces it) and ``elsewhere``. Call it before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: exists and is not a directory; {elsewhere}")
+    if overwrite or not path.is_dir() or (replaceable is not None and replaceable(path)):
+        return
+    held = sorted(p.name for p in path.iterdir())
+    if held:
+        more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+        raise FileExistsError(
+            f"{path}: exists and is not empty (it holds {held[0]!r}{more}); {overwrite_hint} "
+            f"or {elsewhere}"
+        )
 
 
 def iter_jsonl(

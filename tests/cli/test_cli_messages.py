@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from diffembed.cli.main import main
 from diffembed.formats.corpus import Document
 from diffembed.index.build import build_index
 from diffembed.index.store import current_generation
+from diffembed.model.tokenizer import load_tokenizer
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -177,6 +179,22 @@ def test_no_progress_turns_off_transformers_bars(model_dir, tmp_path, capsys):
         assert not hf_logging.is_progress_bar_enabled()
     finally:
         hf_logging.enable_progress_bar()
+
+
+@pytest.mark.parametrize("layout", ["llama", "llada"])
+def test_generate_past_the_model_positions_is_refused(checkpoints, capsys, layout):
+    # issue 26, item 5: --length 100000 on a 512-position model ran for minutes
+    model = checkpoints[layout]
+    argv = ["generate", "--model", str(model), "--prompt", "hi", "--length", "100000"]
+    start = time.perf_counter()
+    rc, err = run(argv, capsys)
+    assert rc == 2 and time.perf_counter() - start < 30
+    assert str(model) in err and "--length 100000" in err and "512" in err
+    prompt_tokens = len(load_tokenizer(model)("hi")["input_ids"])
+    assert f"set --length to at most {512 - prompt_tokens}" in err
+    long_prompt = " ".join(["fox"] * 600)
+    rc, err = run(["generate", "--model", str(model), "--prompt", long_prompt], capsys)
+    assert rc == 2 and "--prompt" in err and "512" in err
 
 
 def test_generate_on_a_language_model_still_generates(checkpoints, capsys):

@@ -132,8 +132,14 @@ def test_add_and_upsert_keep_bm25_in_step(model_dir, embedder, tmp_path):
 
 def test_open_refuses_bm25_out_of_step(model_dir, embedder, tmp_path):
     build_index(make_docs(3), tmp_path / "ix", model_dir, embedder=embedder).close()
-    ids = current_generation(tmp_path / "ix") / "bm25" / "ids.json"
+    gen = current_generation(tmp_path / "ix")
+    ids = gen / "bm25" / "ids.json"
     ids.write_text(json.dumps(["d0", "d1"]))
+    with pytest.raises(IndexFormatError, match="ids.json: .* when the generation was written"):
+        VectorIndex.open(tmp_path / "ix")
+    meta = json.loads((gen / "meta.json").read_text())
+    del meta["files"]  # as written before checksums were recorded: the counts still check
+    (gen / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(IndexFormatError, match="inconsistent: BM25 of 2 documents"):
         VectorIndex.open(tmp_path / "ix")
     ids.unlink()

@@ -243,6 +243,32 @@ def test_save_overwrites_atomically(checkpoints, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m"]
 
 
+def test_save_refuses_a_folder_of_other_files_and_a_file(checkpoints, tmp_path):
+    # issue 26, item 1: saving deleted the user's files, and hid a file as .NAME.old-PID
+    emb = make(checkpoints)
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes")
+    (mine / "sub" / "data.csv").write_text("a,b\n")
+    with pytest.raises(FileExistsError, match=r"mine: exists and is not empty.*overwrite=True"):
+        emb.save(mine)
+    assert (mine / "notes.txt").read_text() == "my notes"
+    assert (mine / "sub" / "data.csv").read_text() == "a,b\n"
+    plain = tmp_path / "plain"
+    plain.write_text("a file")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=r"plain: exists and is not a directory"):
+            emb.save(plain, overwrite=overwrite)
+    assert plain.read_text() == "a file"
+    assert sorted(os.listdir(tmp_path)) == ["mine", "plain"]  # nothing hidden beside them
+    emb.save(mine, overwrite=True)  # told to: replaced
+    assert (mine / "diffembed.json").is_file() and not (mine / "notes.txt").exists()
+    emb.save(mine)  # a model directory of ours is replaced without being told
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert emb.save(empty) == empty and (empty / "diffembed.json").is_file()
+
+
 def test_load_bare_lm_directory_with_defaults(checkpoints):
     emb = Embedder.load(checkpoints["dream"], precision="fp32")
     assert emb.pooling == "mean" and emb.attention == "bidirectional"

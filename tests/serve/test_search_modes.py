@@ -118,3 +118,22 @@ def test_index_without_bm25_serves_dense_and_refuses_bm25(model_dir, embedder, t
         body = {"query": "fox", "mode": "hybrid"}
         err = assert_error(request(s.port, "POST", "/v1/search", body), 400, "without BM25")
         assert err["param"] == "mode"
+
+
+def test_non_finite_scores_are_a_server_error_not_results(model_dir, embedder, tmp_path):
+    # issue 26, item 3: damaged vectors gave scores around 4e37 or inf; never answer them
+    import faiss
+
+    index = VectorIndex.open(make_index(tmp_path / "ix", model_dir, embedder, True))
+    vectors = index.vectors()
+    vectors[:] = np.inf
+    broken = faiss.IndexFlatIP(index.dim)
+    broken.add(vectors)
+    index.faiss_index = broken
+    with ServerThread(create_app(embedder, ServeConfig(model_name="m"), index)) as s:
+        for mode in ("dense", "hybrid"):
+            body = {"query": "fox", "k": 3, "mode": mode}
+            err = assert_error(request(s.port, "POST", "/v1/search", body), 500, "not finite")
+            assert err["code"] == "index_corrupt" and "vectors.faiss" in err["message"]
+        status, _, out = request(s.port, "POST", "/v1/search", {**body, "mode": "bm25"})
+        assert status == 200 and out["data"]

@@ -65,6 +65,12 @@ def test_empty_out_folder_is_fine_and_overwrite_replaces(checkpoints, pairs_file
     (out / "stale.txt").write_text("old")
     finetune(config(checkpoints, pairs_file, out, steps=1, overwrite=True))
     assert (out / "diffembed.json").is_file() and not (out / "stale.txt").exists()
+    # A folder of the user's own files, replaced as --overwrite says (not refused at the end).
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    finetune(config(checkpoints, pairs_file, mine, steps=1, overwrite=True))
+    assert (mine / "diffembed.json").is_file() and not (mine / "notes.txt").exists()
 
 
 def test_cli_refuses_existing_out(checkpoints, pairs_file, tmp_path, capsys):

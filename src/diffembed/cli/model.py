@@ -25,7 +25,7 @@ from diffembed.cli.options import (
 )
 from diffembed.demo import DEFAULT_MODEL, run_demo
 from diffembed.formats.texts import ACCEPTED, InputError, TextSource, read_text_source
-from diffembed.io import atomic_write
+from diffembed.io import atomic_write, check_output_dir
 from diffembed.model import sharded
 
 logger = logging.getLogger(__name__)
@@ -223,6 +223,11 @@ def add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--out", required=True, type=Path, help="output tokenizer directory")
     t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out (another tokenizer, or any files) when training ends",
+    )
+    t.add_argument(
         "--min-frequency",
         type=at_least(1),
         default=2,
@@ -235,10 +240,11 @@ def run_tokenizer_train(args: argparse.Namespace) -> int:
     from diffembed.model.tokenizer import save_tokenizer, train_bpe_tokenizer
     from diffembed.train.pretrain_data import read_corpus_texts
 
+    check_output_dir(args.out, args.overwrite)  # before any work
     docs = read_corpus_texts(args.corpus, "pretrain")
     start = time.perf_counter()
     tokenizer = train_bpe_tokenizer((text for _, text in docs), args.vocab_size, args.min_frequency)
-    save_tokenizer(tokenizer, args.out)
+    save_tokenizer(tokenizer, args.out, overwrite=args.overwrite)
     logger.info(
         "trained %d-token BPE on %d pretrain documents in %.1f s -> %s",
         len(tokenizer),

@@ -17,8 +17,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from diffembed.eval.bm25 import Bm25, Bm25Index
 from diffembed.formats.corpus import Document
+from diffembed.index.store import IndexFormatError, corrupt_file
 from diffembed.io import write_json
 
 BM25_DIR = "bm25"
@@ -99,7 +102,10 @@ class LexicalIndex:
                     f" but this installation has {now[changed[0]]!r} (PyStemmer missing?); "
                     "install the same packages or rebuild the index"
                 )
-            self._index = Bm25Index.load(bm25, self.folder, len(self.ids))
+            try:
+                self._index = Bm25Index.load(bm25, self.folder, len(self.ids))
+            except Exception as e:  # numpy, json and bm25s fail on damaged files variously
+                raise _unreadable(self.folder, e) from None
         return self._index
 
     def top(self, query: str, depth: int) -> list[tuple[str, float]]:
@@ -111,7 +117,27 @@ class LexicalIndex:
         if not self.ids:
             return []
         scores = self._loaded().scores(query)
+        if not np.isfinite(scores).all():
+            raise corrupt_file(self.folder, "BM25 scores that are not finite (NaN or infinite)")
         if self._tiebreak is None:
             self._tiebreak = tiebreak_keys(self.ids)
         found = top_candidates(scores, depth, self._tiebreak, positive=True)
         return [(self.ids[i], s) for i, s in found]
+
+
+def _unreadable(folder: Path, error: Exception) -> IndexFormatError:
+    """The error for a BM25 folder that does not load: names the first file that does not read
+    as a plain ``.npy`` array (never unpickled) or as JSON, else the folder; library messages
+    that advise an unsafe load are not passed on."""
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".npy":
+                np.load(path, mmap_mode="r", allow_pickle=False)
+            elif path.suffix == ".json":
+                json.loads(path.read_bytes())
+        except Exception:
+            return corrupt_file(path, "not a readable BM25 file")
+    reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    if "pickle" in reason:
+        reason = "not a plain array"
+    return corrupt_file(folder, "the BM25 index does not load", reason)

@@ -15,7 +15,14 @@ import numpy as np
 
 from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.formats.corpus import Document
-from diffembed.index.store import ModelMismatchError, VectorIndex, load_embedder_for, select_in
+from diffembed.index.store import (
+    VECTORS,
+    ModelMismatchError,
+    VectorIndex,
+    corrupt_file,
+    load_embedder_for,
+    select_in,
+)
 
 if TYPE_CHECKING:
     from diffembed.model.embedder import Embedder
@@ -58,6 +65,8 @@ def rank_documents(index: VectorIndex, queries: np.ndarray, k: int = 10) -> list
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     if queries.shape[1] != index.dim:
         raise ValueError(f"query vectors have dimension {queries.shape[1]}, index {index.dim}")
+    if not np.isfinite(queries).all():
+        raise ValueError("query vectors hold NaN or infinite values")
     if index.ntotal == 0:
         return [[] for _ in range(queries.shape[0])]
     chunked = index.meta["documents"]["mode"] == "chunked"
@@ -66,6 +75,14 @@ def rank_documents(index: VectorIndex, queries: np.ndarray, k: int = 10) -> list
         if index.meta["faiss"]["type"] == "hnsw":
             index.faiss_index.hnsw.efSearch = max(int(index.meta["faiss"]["ef_search"]), fetch)
         scores, rows = index.faiss_index.search(queries, fetch)
+        # Finite queries, so the vectors are damaged: faiss returns an infinite score, and
+        # leaves out a NaN one (a row of -1, which an exact search gives for no other reason).
+        skipped = index.meta["faiss"]["type"] == "flat" and bool((rows < 0).any())
+        if skipped or not np.isfinite(scores[rows >= 0]).all():
+            raise corrupt_file(
+                index.generation / VECTORS,
+                "search gave scores that are not finite (NaN or infinite)",
+            )
         found = [
             [(r, s) for s, r in zip(srow.tolist(), rrow.tolist(), strict=True) if r >= 0]
             for srow, rrow in zip(scores, rows, strict=True)

@@ -6,7 +6,8 @@ Layout of an index directory::
       CURRENT          the name of the live generation ("gen-000003\\n"), replaced atomically
       .lock            flock'ed by a writer (build/add), so two writers never interleave
       gen-000003/
-        meta.json      model dir hash + path, embedding settings, chunking mode, faiss type, counts
+        meta.json      model dir hash + path, embedding settings, chunking mode, faiss type,
+                       counts, and each other file's size and sha256 ("files")
         vectors.faiss  faiss index (IndexFlatIP, or IndexHNSWFlat with inner product); row r is
                        the r-th vector
         docs.sqlite    documents(doc_id, title, text, meta, tokens, truncated, n_chunks) and
@@ -20,7 +21,9 @@ to ``gen-N+1`` and only then replaces ``CURRENT``. A writer killed at any point 
 therefore leaves the previous generation live and consistent (vector count == row count);
 leftovers are removed by the next writer, and a first build killed midway leaves only
 leftovers, which the next ``build_index`` replaces (``is_writer_debris``). Readers (``VectorIndex``) open whatever ``CURRENT``
-names and check the counts. An index never mixes models: ``check_model`` compares a model
+names and check every file against the size and sha256 recorded when the generation was
+written (``verify_files``; a file damaged in place is refused, never searched), then the counts.
+An index never mixes models: ``check_model`` compares a model
 directory's hash with the recorded one.
 """
 
@@ -53,7 +56,9 @@ CURRENT = "CURRENT"
 META = "meta.json"
 VECTORS = "vectors.faiss"
 DOCS = "docs.sqlite"
+FILES = "files"  # meta.json's {relative path: {"bytes", "sha256"}} of the generation's files
 FAISS_TYPES = ("flat", "hnsw")
+REBUILD = "rebuild the index with `diffembed index build --overwrite`"
 _GEN_RE = re.compile(r"^gen-(\d{6,})$")
 # atomic_dir's temporary folder of a generation, and the old one it moves aside.
 _TMP_RE = re.compile(r"^\.gen-\d{6,}\.(.+\.tmp|old-\d+)$")
@@ -201,13 +206,65 @@ def select_in(db: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list[t
 
 
 # ------------------------------------------------------------------------------ reading
+def corrupt_file(path: Path, what: str, reason: str | None = None) -> IndexFormatError:
+    """The error for an index file that is damaged: ``"{path}: {what} ({reason}); the file is
+    truncated or corrupt: rebuild the index ..."``, naming the file and the way out."""
+    detail = f" ({reason})" if reason else ""
+    return IndexFormatError(f"{path}: {what}{detail}; the file is truncated or corrupt: {REBUILD}")
+
+
 def _corrupt(path: Path, what: str, error: Exception) -> IndexFormatError:
-    """The error for an index file that cannot be read: named, with the way out."""
+    """``corrupt_file`` with the first line of a library's ``error`` as the reason."""
     reason = str(error).split("failed: ")[-1].strip().splitlines()[0][:200]
-    return IndexFormatError(
-        f"{path}: {what} ({reason}); the file is truncated or corrupt: rebuild the index with "
-        "`diffembed index build --overwrite`"
-    )
+    return corrupt_file(path, what, reason)
+
+
+def file_checksums(generation: Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"bytes": size, "sha256": "sha256:HEX"}}`` of every file of a
+    generation folder but ``meta.json`` (which records them), sorted by path."""
+    return {
+        p.relative_to(generation).as_posix(): {
+            "bytes": p.stat().st_size,
+            "sha256": f"sha256:{_sha256(p)}",
+        }
+        for p in sorted(generation.rglob("*"))
+        if p.is_file() and p.relative_to(generation).as_posix() != META
+    }
+
+
+def verify_files(generation: Path, meta: dict[str, Any]) -> None:
+    """Raise ``IndexFormatError`` naming the first file of ``generation`` that is missing or
+    whose size or sha256 differs from what ``meta["files"]`` recorded when it was written.
+    Generations written before checksums were recorded (no ``"files"``) are not checked."""
+    recorded = meta.get(FILES)
+    if recorded is None:
+        return
+    if not isinstance(recorded, dict):
+        raise IndexFormatError(f"{generation / META}: {FILES!r} is not an object")
+    for name, want in sorted(recorded.items()):
+        path = generation / name
+        want = want if isinstance(want, dict) else {}
+        if not path.is_file():
+            raise IndexFormatError(f"{path}: missing (meta.json lists it); {REBUILD}")
+        size = path.stat().st_size
+        if size != want.get("bytes"):
+            raise corrupt_file(
+                path, f"{size} bytes, but {want.get('bytes')} when the generation was written"
+            )
+        got = f"sha256:{_sha256(path)}"
+        if got != want.get("sha256"):
+            raise corrupt_file(
+                path,
+                f"its sha256 {got[7:19]}... differs from the {str(want.get('sha256'))[7:19]}... "
+                "recorded when the generation was written",
+            )
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file (``provenance.file_sha256``, imported when first needed)."""
+    from diffembed.provenance import file_sha256
+
+    return file_sha256(path)
 
 
 class VectorIndex:
@@ -243,6 +300,7 @@ class VectorIndex:
             )
         if not (gen / VECTORS).is_file() or not (gen / DOCS).is_file():
             raise IndexFormatError(f"{gen}: missing {VECTORS} or {DOCS}")
+        verify_files(gen, meta)
         try:
             faiss_index = _faiss().read_index(str(gen / VECTORS))
         except RuntimeError as e:  # faiss reports a short or garbled file this way
@@ -428,7 +486,9 @@ def write_generation(
             from diffembed.index.lexical import write_bm25
 
             meta = dict(meta, bm25=write_bm25(tmp, tmp / DOCS))
-        write_json(tmp / META, _next_meta(meta, name, counts, len(encoded.docs), replace_ids, op))
+        meta = _next_meta(meta, name, counts, len(encoded.docs), replace_ids, op)
+        meta[FILES] = file_checksums(tmp)  # checked by every open (verify_files)
+        write_json(tmp / META, meta)
         for p in (tmp / DOCS, tmp / VECTORS):
             _fsync_path(p)
         _fsync_path(tmp)

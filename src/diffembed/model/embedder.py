@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from diffembed.io import atomic_dir, write_json
+from diffembed.io import atomic_dir, check_output_dir, write_json
 from diffembed.model.backbone import CheckpointError, attention_of, load_backbone, read_json
 from diffembed.model.compiled import CompileError, compile_position_wise, uncompile
 from diffembed.model.inputs import (
@@ -49,6 +49,7 @@ from diffembed.model.inputs import (
 from diffembed.model.model_dir import (
     FORMAT_VERSION,
     check_st_prompts,
+    is_model_dir,
     read_settings,
     resolve_max_length,
     st_prompt_length,
@@ -527,9 +528,20 @@ class Embedder:
             "attention": self.attention,
         }
 
-    def save(self, directory: str | Path) -> Path:
-        """Write a complete model directory (sentence-transformers layout), atomically."""
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write a complete model directory (sentence-transformers layout), atomically.
+
+        An existing model directory of ours (with ``diffembed.json``) is replaced; a non-empty
+        folder holding anything else only with ``overwrite``; a file never
+        (``FileExistsError``, before anything is written)."""
         directory = Path(directory)
+        check_output_dir(
+            directory,
+            overwrite,
+            replaceable=is_model_dir,
+            overwrite_hint="pass overwrite=True to replace it (its files are deleted)",
+            elsewhere="choose another directory",
+        )
         with atomic_dir(directory) as tmp:
             self.backbone.config.is_causal = self.attention == "causal"
             self.backbone.save_pretrained(str(tmp))

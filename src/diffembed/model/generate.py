@@ -99,6 +99,28 @@ def check_lm_head(model_dir: str | Path) -> None:
     )
 
 
+def check_positions(model_dir: str | Path, prompt_tokens: int, length: int) -> None:
+    """Refuse a generation longer than the model's positions (``max_position_embeddings``):
+    ``prompt_tokens`` plus ``length`` new tokens must fit, as ``--max-length`` must for
+    embedding; positions beyond were never trained (and a long run would only waste time).
+    The ``ValueError`` names the model, ``--length`` or ``--prompt``, and the limit."""
+    from diffembed.model.model_dir import max_positions
+
+    positions = max_positions(read_json(Path(model_dir) / "config.json"))
+    if positions is None or prompt_tokens + length <= positions:
+        return
+    if prompt_tokens >= positions:
+        raise ValueError(
+            f"{model_dir}: the prompt (--prompt) is {prompt_tokens} tokens, which leaves no room "
+            f"in the model's {positions} positions (max_position_embeddings); shorten --prompt"
+        )
+    raise ValueError(
+        f"{model_dir}: --length {length} after the prompt's {prompt_tokens} tokens needs "
+        f"{prompt_tokens + length} positions, but the model has {positions} "
+        f"(max_position_embeddings); set --length to at most {positions - prompt_tokens}"
+    )
+
+
 def generate_text(
     model_dir: str | Path,
     prompt: str,
@@ -113,9 +135,10 @@ def generate_text(
     info = inspect_backbone(model_dir)
     check_lm_head(model_dir)
     tokenizer: PreTrainedTokenizerBase = load_tokenizer(model_dir)
+    prompt_ids = torch.tensor(tokenizer(prompt)["input_ids"])
+    check_positions(model_dir, len(prompt_ids), length)
     with _quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True).eval()
-    prompt_ids = torch.tensor(tokenizer(prompt)["input_ids"])
     torch.manual_seed(seed)
     if info.objective == "diffusion":
         if info.mask_token_id is None:

@@ -55,6 +55,12 @@ HASHED_SUFFIXES = (".safetensors", ".bin", ".index.json", ".model", ".tiktoken")
 HASH_IGNORED_KEYS = frozenset({"transformers_version", "__version__", "_name_or_path"})
 
 
+def is_model_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` is a model directory of ours (``Embedder.save`` wrote it: it holds
+    ``diffembed.json``), which saving again may replace."""
+    return (Path(directory) / "diffembed.json").is_file()
+
+
 def hash_model_dir(directory: str | Path, *, all_files: bool = False) -> dict[str, str]:
     """A cheap content hash of what determines a model directory's vectors:
     ``{"hash": "sha256:...", "hash_method": ...}``.
@@ -352,6 +358,22 @@ def resolve_max_length(
             raise ValueError(problem)
         logger.warning("%s", problem)
     return max_length
+
+
+def write_max_length(directory: str | Path, max_length: int) -> None:
+    """Set the ``max_length`` a saved model directory runs with, in both files that store it:
+    diffembed.json's ``max_length`` and sentence_bert_config.json's ``max_seq_length`` (each
+    only if present). An exported model saves the length its scores were measured at."""
+    directory = Path(directory)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    for name, key in (
+        ("diffembed.json", "max_length"),
+        ("sentence_bert_config.json", "max_seq_length"),
+    ):
+        path = directory / name
+        if path.is_file():
+            write_json(path, {**read_json(path), key: max_length})
 
 
 def check_max_length(directory: str | Path, max_length: int | None, strict: bool = False) -> int:

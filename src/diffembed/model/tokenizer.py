@@ -26,7 +26,7 @@ from tokenizers import (
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from diffembed.io import atomic_dir
+from diffembed.io import atomic_dir, check_output_dir
 from diffembed.model.backbone import CheckpointError
 
 # Texts that exercise pre-tokenization differences: digits, punctuation, case, spacing, unicode.
@@ -118,10 +118,20 @@ def train_bpe_tokenizer(
     )
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> Path:
+def save_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, directory: str | Path, overwrite: bool = False
+) -> Path:
     """Save ``tokenizer`` as a standard HF tokenizer directory, atomically, and verify that
-    ``AutoTokenizer`` loads it back identically."""
+    ``AutoTokenizer`` loads it back identically. A non-empty ``directory`` (another tokenizer
+    or anything else) is replaced only with ``overwrite``; a file never (``FileExistsError``,
+    before anything is written)."""
     directory = Path(directory)
+    check_output_dir(
+        directory,
+        overwrite,
+        overwrite_hint="pass overwrite=True to replace it (its files are deleted)",
+        elsewhere="choose another directory",
+    )
     with atomic_dir(directory) as tmp:
         tokenizer.save_pretrained(str(tmp))
         verify_saved_tokenizer(tokenizer, tmp)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from diffembed.eval.fusion import describe_search
+from diffembed.index.store import IndexFormatError
 from diffembed.serve.live_index import IndexChanged
 
 
@@ -70,6 +71,8 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
         found, index = await run_in_threadpool(live.search, vectors, req.k, req.query, mode, alpha)
     except IndexChanged as e:
         raise APIError(503, str(e), type_="server_error", code="index_model_changed") from None
+    except IndexFormatError as e:  # a damaged file (e.g. non-finite scores): never answered
+        raise APIError(500, str(e), type_="server_error", code="index_corrupt") from None
     except ValueError as e:  # the index was rebuilt without BM25 between the two steps
         raise APIError(400, str(e), param="mode") from None
     tokens = 0 if result is None else int(sum(result.tokens))

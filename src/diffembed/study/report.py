@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffembed.io import atomic_dir, atomic_write, write_json
+from diffembed.model.model_dir import write_max_length
 from diffembed.provenance import git_commit, machine
 from diffembed.study.analysis import analyse, finetune_log
 from diffembed.study.design import (
@@ -402,13 +403,7 @@ def _copy_model(src: Path, dest: Path, max_length: int | None) -> None:
         else:
             shutil.copy2(f, dest / f.name)
     if max_length:
-        for name, key in (
-            ("diffembed.json", "max_length"),
-            ("sentence_bert_config.json", "max_seq_length"),
-        ):
-            data = json.loads((dest / name).read_text())
-            data[key] = max_length
-            write_json(dest / name, data)
+        write_max_length(dest, max_length)
 
 
 def _origin(row: Row) -> str:

@@ -242,7 +242,7 @@ class Study:
         def run() -> None:
             docs = read_corpus_texts(corpus, "pretrain")
             tok = train_bpe_tokenizer((t for _, t in docs), self.preset.vocab_size)
-            save_tokenizer(tok, path)
+            save_tokenizer(tok, path, overwrite=True)  # the stage's own output
 
         key = {"corpus": corpus_d, "vocab_size": self.preset.vocab_size}
         return path, self.stage("tokenizer", key, [path / "tokenizer.json"], run)

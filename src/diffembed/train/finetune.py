@@ -545,7 +545,7 @@ class Trainer:
     def save_model(self, out: Path) -> Path:
         """Save the merged model to ``out`` with ``Embedder.save`` (atomic)."""
         embedder = self.merged_embedder()
-        embedder.save(out)
+        embedder.save(out, overwrite=self.config.overwrite)  # --out was checked at the start
         logger.info("saved %s (prompts: %s)", out, ", ".join(sorted(self.saved_prompts)))
         return out
 

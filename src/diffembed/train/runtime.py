@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from diffembed.io import atomic_write
+from diffembed.io import check_output_dir as _check_output_dir
 
 
 # ------------------------------------------------------------------------------ distributed
@@ -210,14 +211,14 @@ def prune_checkpoints(directory: Path, keep: int) -> None:
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that is a file, or a non-empty folder without ``overwrite``
-    (``--overwrite``); a run checks before any work, and writes ``out`` atomically at its end."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out}: exists and is not empty; pass --overwrite to replace it (the new model "
-            "replaces it when training ends) or choose another --out"
-        )
+    (``--overwrite``); a run checks before any work, and writes ``out`` atomically at its end
+    (:func:`diffembed.io.check_output_dir` with the training verbs' wording)."""
+    _check_output_dir(
+        out,
+        overwrite,
+        overwrite_hint="pass --overwrite to replace it (the new model replaces it when "
+        "training ends)",
+    )
 
 
 def clean_checkpoint_debris(directory: Path) -> None:
