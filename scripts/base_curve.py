@@ -68,7 +68,9 @@ def evaluate(args: argparse.Namespace, model: Path, tasks: Path, out: Path) -> d
             cmd = [*DIFFEMBED, "eval", "--model", str(model), "--tasks-root", str(tasks)]
             cmd += ["--suite", suite, "--out", str(part), "--max-length", "512", "--no-progress"]
             run(cmd, out.parent / f"{out.stem}.log")
-    scores = load_scores([out.with_name(f"{out.stem}-{s}.json") for s in SUITES])
+    scores = {}
+    for suite in SUITES:  # one result file per suite (load_scores reads several as seeds)
+        scores.update(load_scores([out.with_name(f"{out.stem}-{suite}.json")]))
     return {s: round(suite_score(scores, s, None), 2) for s in SUITES}
 
 
