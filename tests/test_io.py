@@ -97,3 +97,41 @@ def test_failed_atomic_writes_leave_nothing(tmp_path):
         raise RuntimeError("boom")
     assert (tmp_path / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+# Issue 26: an output that cannot be written is refused before any work, naming the user's path
+# (never a temporary file). /proc takes no new file, even from root (which passes permission
+# bits), so it stands for any unwritable folder.
+needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+
+
+@needs_proc
+def test_unwritable_outputs_are_named_not_their_temporary_files(tmp_path):
+    with pytest.raises(PermissionError, match=r"^/proc/x\.npy: cannot create files in /proc .*"):
+        dio.check_output_file("/proc/x.npy", "choose another --output")
+    with pytest.raises(PermissionError, match=r"^/proc/new/d: .*choose another --out$"):
+        dio.check_output_dir("/proc/new/d", False)
+    with pytest.raises(PermissionError, match=r"^/proc/ix: cannot create files in /proc"):
+        dio.check_writable("/proc/ix", into=True)
+    # and the atomic writers themselves, for the Python API: the user's path, not .x.npy.*.tmp
+    for write in (lambda: dio.atomic_write("/proc/x.npy"), lambda: dio.atomic_dir("/proc/d")):
+        with pytest.raises(OSError) as caught, write():
+            pass
+        assert str(caught.value).startswith("/proc/") and ".tmp" not in str(caught.value)
+
+
+def test_outputs_in_the_way_of_a_folder_or_file_are_named(tmp_path):
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"d: is a directory, not a file; choose another"):
+        dio.check_output_file(tmp_path / "d")
+    with pytest.raises(NotADirectoryError, match=r"f/out\.json: .*/f is a file, not a directory"):
+        dio.check_output_file(tmp_path / "f" / "out.json")
+    with pytest.raises(NotADirectoryError, match=r"f: exists and is not a directory"):
+        dio.check_writable(tmp_path / "f", into=True)
+    # writable places pass, new folders included, and leave nothing behind
+    dio.check_output_file(tmp_path / "new" / "deeper" / "out.json")
+    dio.check_output_dir(tmp_path / "d", False)
+    dio.check_writable(tmp_path / "d", into=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]
+    assert not any((tmp_path / "d").iterdir())

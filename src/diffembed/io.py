@@ -1,5 +1,7 @@
-"""Atomic file and directory writes (readers never see a half-written file, index or model) and
-the one JSONL reader (errors name the file and line)."""
+"""Atomic file and directory writes (readers never see a half-written file, index or model), the
+checks an output gets before any work (``check_output_file``, ``check_output_dir``,
+``check_writable``: every error names the user's path, never a temporary file) and the one JSONL
+reader (errors name the file and line)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,10 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the user's path, not the temporary file's
+        raise _unwritable(path, path.parent, e, "choose another path") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
@@ -68,7 +73,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:  # name the user's path, not the temporary folder's
+        raise _unwritable(path, path.parent, e, "choose another path") from None
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual directory mode
         yield tmp
@@ -95,20 +103,69 @@ def check_output_dir(
     """Refuse to write a directory at ``path`` (with ``atomic_dir``) over what it would delete:
     a file (always: ``FileExistsError`` "... exists and is not a directory"), or a non-empty
     folder unless ``overwrite`` or ``replaceable(path)`` (e.g. a model directory of ours, which
-    the new one replaces). The message names ``path``, its first entry, ``overwrite_hint``
-    (the flag or argument that replaces it) and ``elsewhere``. Call it before any work."""
+    the new one replaces), and a folder that cannot be written (``check_writable``). The
+    message names ``path``, its first entry, ``overwrite_hint`` (the flag or argument that
+    replaces it) and ``elsewhere``. Call it before any work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path}: exists and is not a directory; {elsewhere}")
-    if overwrite or not path.is_dir() or (replaceable is not None and replaceable(path)):
-        return
-    held = sorted(p.name for p in path.iterdir())
-    if held:
-        more = f" and {len(held) - 1} more" if len(held) > 1 else ""
-        raise FileExistsError(
-            f"{path}: exists and is not empty (it holds {held[0]!r}{more}); {overwrite_hint} "
-            f"or {elsewhere}"
-        )
+    if not overwrite and path.is_dir() and not (replaceable is not None and replaceable(path)):
+        held = sorted(p.name for p in path.iterdir())
+        if held:
+            more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+            raise FileExistsError(
+                f"{path}: exists and is not empty (it holds {held[0]!r}{more}); {overwrite_hint} "
+                f"or {elsewhere}"
+            )
+    check_writable(path, elsewhere)
+
+
+def check_output_file(path: str | Path, elsewhere: str = "choose another --out") -> None:
+    """Refuse to write a file at ``path`` (with ``atomic_write``) where it cannot be written:
+    ``path`` is a directory (``IsADirectoryError``), or its folder takes no new file
+    (``check_writable``). The message names ``path`` and ``elsewhere`` (e.g. "choose another
+    --output"). Call it before any work: a command with an output fails in its first second,
+    not after the work, and never names a temporary file."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not a file; {elsewhere}")
+    check_writable(path, elsewhere)
+
+
+def check_writable(
+    path: str | Path, elsewhere: str = "choose another --out", *, into: bool = False
+) -> None:
+    """Refuse ``path`` as an output when the folder that will receive it cannot take a new
+    entry: tested by creating and removing an empty temporary file there, since permission
+    bits do not tell (root passes them, read-only mounts and ``/proc`` refuse anyway).
+
+    The folder is ``path``'s parent (a file or directory written beside it and renamed onto
+    it, as ``atomic_write`` and ``atomic_dir`` do), or with ``into`` the directory ``path``
+    itself (a command that writes files inside it); one that does not exist yet is created
+    by the command, so its nearest existing ancestor is tested. Raises ``PermissionError``
+    (cannot write there) or ``NotADirectoryError`` (a file stands where a folder must be),
+    the message naming ``path`` and ``elsewhere``."""
+    path = Path(path)
+    where = Path(os.path.abspath(path if into else path.parent))
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        if where == Path(os.path.abspath(path)):
+            raise NotADirectoryError(f"{path}: exists and is not a directory; {elsewhere}")
+        raise NotADirectoryError(f"{path}: {where} is a file, not a directory; {elsewhere}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".diffembed-write-check.", dir=where)
+    except OSError as e:
+        raise _unwritable(path, where, e, elsewhere) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _unwritable(path: Path, where: Path, error: OSError, elsewhere: str) -> PermissionError:
+    """The error for an output ``path`` whose folder ``where`` takes no new file."""
+    reason = error.strerror or type(error).__name__
+    return PermissionError(f"{path}: cannot create files in {where} ({reason}); {elsewhere}")
 
 
 def iter_jsonl(

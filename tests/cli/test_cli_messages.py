@@ -201,3 +201,70 @@ def test_generate_on_a_language_model_still_generates(checkpoints, capsys):
     argv = ["generate", "--model", str(checkpoints["llama"]), "--prompt", "hi", "--length", "3"]
     rc, err = run(argv, capsys)
     assert rc == 0 and "Loading weights" not in err
+
+
+# issue 26, unclear errors: every verb with an output checks it before any work, and names it
+# (not a temporary file). /proc takes no new file, even from root. The other arguments point
+# nowhere: the output's error must come first.
+NOWHERE = "/nonexistent-diffembed"
+UNWRITABLE_OUTPUTS = [
+    (["encode", "--model", "MODEL", "--input", NOWHERE, "--output", "/proc/x.npy"], "--output"),
+    (["eval", "--model", "bm25", "--task-dir", NOWHERE, "--out", "/proc/x.json"], "--out"),
+    (["pairs", "build", "--corpus", NOWHERE, "--out", "/proc/pairs.jsonl"], "--out"),
+    (["corpus", "build", "--out", "/proc/corpus", "--root", NOWHERE], "--out"),
+    (["tasks", "build", "--corpus", NOWHERE, "--out", "/proc/tasks"], "--out"),
+    (["index", "build", "--model", "MODEL", "--docs", NOWHERE, "--out", "/proc/ix"], "--out"),
+    (["index", "add", "/proc/ix", "--docs", NOWHERE], "index"),
+    (["demo", "--model", "MODEL", "--out", "/proc/demo"], "--out"),
+    (["reproduce", "--preset", "smoke", "--out", "/proc/study"], "--out"),
+    (["reproduce", "--preset", "smoke", "--out", "TMP", "--write-pack", "/proc/p.tgz"], "--write"),
+    (["reproduce", "--preset", "smoke", "--out", "TMP", "--archive", "/proc/a"], "--archive"),
+    (["reproduce", "--preset", "smoke", "--out", "TMP", "--export-best", "/proc/b"], "--export"),
+    (
+        ["pretrain", "--objective", "ar", "--corpus", NOWHERE, "--tokenizer", NOWHERE]
+        + ["--out", "/proc/lm"],
+        "--out",
+    ),
+    (["finetune", "--model", "MODEL", "--pairs", NOWHERE, "--out", "/proc/ft"], "--out"),
+    (
+        ["tokenizer", "train", "--corpus", NOWHERE, "--vocab-size", "300", "--out", "/proc/tok"],
+        "--out",
+    ),
+]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("argv,flag", UNWRITABLE_OUTPUTS, ids=lambda v: " ".join(v[:3]))
+def test_every_output_is_checked_before_the_work(model_dir, tmp_path, capsys, argv, flag):
+    argv = [{"MODEL": str(model_dir), "TMP": str(tmp_path)}.get(a, a) for a in argv]
+    path = next(a for a in argv if a.startswith("/proc/"))
+    start = time.perf_counter()
+    rc, err = run(argv, capsys)
+    assert rc == 2 and time.perf_counter() - start < 20, err
+    assert f"error: {path}: cannot create files in /proc" in err and flag in err
+    assert ".tmp" not in err and NOWHERE not in err
+
+
+def test_tokenizer_directory_problems_are_named(model_dir, tmp_path, capsys):
+    # encode --model DIR without tokenizer.json ended with advice to install sentencepiece;
+    # pretrain --tokenizer /missing with "Repo id must be in the form ..."
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    (model / "tokenizer.json").unlink()
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    rc, err = run(encode(model, src, tmp_path / "o.npy"), capsys)
+    assert rc == 2 and f"{model}: no tokenizer.json" in err and "copy tokenizer.json" in err
+    assert "sentencepiece" not in err
+    argv = ["pretrain", "--objective", "ar", "--corpus", str(tmp_path), "--tokenizer"]
+    rc, err = run([*argv, str(tmp_path / "missing"), "--out", str(tmp_path / "lm")], capsys)
+    assert rc == 2 and f"{tmp_path / 'missing'}: no such directory" in err
+    assert "Repo id" not in err and "tokenizer directory" in err
+
+
+def test_text_field_with_txt_input_is_refused(model_dir, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    rc, err = run(encode(model_dir, src, tmp_path / "o.npy", "--text-field", "body"), capsys)
+    assert rc == 2 and f"{src}: --text-field 'body'" in err and "one text per line" in err
+    assert not (tmp_path / "o.npy").exists()

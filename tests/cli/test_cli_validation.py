@@ -90,3 +90,20 @@ def test_cuda_index_past_the_devices_is_refused(monkeypatch, capsys):
 def test_auto_device_of_finetune_still_parses():
     argv = ["finetune", "--model", "m", "--pairs", "p", "--out", "o"]
     assert build_parser().parse_args(argv).device == "auto"
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse's line wrapping undone
+
+
+def test_strict_help_gives_each_refusal_its_own_default(capsys):
+    # issue 26: index add --help printed "(default: leave them out, counted) (default: warn)"
+    text = _help(["index", "add"], capsys)
+    assert "refuse documents with empty text and title (default: leave them out, counted)" in text
+    assert "(default: warn)" not in text
+    text = _help(["index", "build"], capsys)
+    assert text.count("(default: leave them out, counted)") == 1
+    assert "above the model's positions (default: warn)" in text
+    assert text.count("(default: warn)") == 1 and ") (default:" not in text

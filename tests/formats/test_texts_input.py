@@ -108,3 +108,18 @@ def test_utf8_bom_is_not_part_of_the_first_text(tmp_path):
     path = tmp_path / "bom.txt"
     path.write_bytes("\ufefffirst\nsecond\n".encode())
     assert read_texts(path) == ["first", "second"]
+
+
+def test_text_field_for_line_input_is_refused_not_ignored(tmp_path, monkeypatch):
+    # issue 26: --text-field with .txt input was ignored silently
+    path = tmp_path / "in.txt"
+    path.write_text("one\ntwo\n")
+    with pytest.raises(InputError, match=r"in\.txt: --text-field 'body' .* one text per line"):
+        read_texts(path, "body")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"one\n"), "utf-8"))
+    with pytest.raises(InputError, match=r"<stdin>: --text-field 'text' .*standard input"):
+        read_texts("-", "text")
+    assert read_texts(path) == ["one", "two"]  # no field given: the lines
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a", "body": "b"}\n')
+    assert read_texts(jsonl) == ["a"] and read_texts(jsonl, "body") == ["b"]

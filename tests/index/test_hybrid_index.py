@@ -319,3 +319,22 @@ def test_cli_modes(model_dir, tmp_path, capsys):
     assert "built without BM25" in capsys.readouterr().err
     assert main(["search", plain, "zebra", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["search"]["mode"] == "dense"
+
+
+def test_bm25_matching_nothing_is_said(model_dir, embedder, tmp_path, capsys):
+    """Issue 26: a BM25 query of only stop words, or of terms no document holds, returned
+    nothing (or the model's ranking alone) without a word."""
+    ix = tmp_path / "ix"
+    build_index(make_docs(6), ix, model_dir, embedder=embedder).close()
+    with VectorIndex.open(ix) as index:
+        assert "stop words" in index.lexical.no_match("the of and")
+        assert "'xylophon'" in index.lexical.no_match("xylophones")
+        assert index.lexical.no_match("xylophones and foxes") is None  # 'fox' is known
+    assert main(["search", str(ix), "the of and", "--mode", "bm25"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("note: BM25 matched no document") and len(lines) == 2
+    assert main(["search", str(ix), "xylophones", "-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "the ranking is the model's" in out["note"] and len(out["hits"]) == 2
+    assert main(["search", str(ix), "fox", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["note"] is None

@@ -299,7 +299,7 @@ def test_cli_build_add_search_json(model_dir, tmp_path, capsys):
     assert "'n1.txt' is already in" in capsys.readouterr().err
     assert main(["search", ix, "needles in haystacks", "-k", "3", "--json", "--prompt", ""]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["mode"]["mode"] == "whole" and out["documents"] == 9
+    assert out["chunking"]["mode"] == "whole" and out["documents"] == 9 and "mode" not in out
     assert out["hits"][0]["id"] == "n1.txt" and out["hits"][0]["rank"] == 1
     assert len(out["hits"]) == 3
     assert main(["index", "info", ix]) == 0

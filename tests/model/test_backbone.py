@@ -156,6 +156,21 @@ def test_remote_code_directory_is_refused(tmp_path, checkpoints):
         load_backbone(path)
 
 
+def test_auto_map_of_a_known_model_type_is_ignored_with_a_warning(tmp_path, checkpoints, caplog):
+    # issue 26: README said remote-code directories are refused while this loaded with an INFO
+    # line; no remote code runs either way, and the user is now told at WARNING.
+    path = _copy(checkpoints["llama"], tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_fancy.FancyModel"}
+    (path / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level("WARNING", logger="diffembed.model.backbone"):
+        load_backbone(path)
+    [record] = [r for r in caplog.records if "auto_map" in r.getMessage()]
+    message = record.getMessage()
+    assert record.levelname == "WARNING" and str(path / "config.json") in message
+    assert "modeling_fancy.FancyModel" in message and "never run" in message
+
+
 def test_missing_weights_file(tmp_path, checkpoints):
     path = _copy(checkpoints["qwen2"], tmp_path / "m")
     (path / "model.safetensors").unlink()

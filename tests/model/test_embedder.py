@@ -96,6 +96,8 @@ def test_token_budget_batches():
         (["ok", "fine", None], TypeError, r"texts\[2\] is None"),
         ([3], TypeError, r"texts\[0\] is int"),
         (None, TypeError, "list of strings"),
+        # issue 26: a lone surrogate raised a tokenizers TypeError naming no text
+        (["ok", "a\ud800b"], ValueError, r"texts\[1\] is not valid Unicode: .*U\+D800 at char"),
     ],
 )
 def test_bad_input_names_the_index(checkpoints, bad, exc, where):

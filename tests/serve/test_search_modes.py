@@ -95,6 +95,32 @@ def test_search_mode_errors(server):
     assert_error(post({"query": "fox", "fusion": "max"}), 400, "fusion")
 
 
+def test_long_query_names_the_query_field(server):
+    # issue 26: a query over max_length was reported as param "input"
+    err = assert_error(
+        request(server.port, "POST", "/v1/search", {"query": "fox " * 100}), 400, "query has"
+    )
+    assert err["param"] == "query" and "max_length=48" in err["message"]
+    assert "input" not in err["message"] and '"truncate": true' in err["message"]
+
+
+def test_bm25_matching_nothing_is_said(server):
+    # issue 26: a BM25 query of only stop words, or of unknown terms, returned nothing silently
+    def post(body: dict) -> dict:
+        status, _, out = request(server.port, "POST", "/v1/search", body)
+        assert status == 200, out
+        return out
+
+    out = post({"query": "the of and", "mode": "bm25"})
+    assert out["data"] == [] and "BM25 matched no document" in out["note"]
+    assert "stop words" in out["note"]
+    out = post({"query": "xylophones", "k": 3})  # hybrid: the model's ranking alone
+    assert len(out["data"]) == 3 and "'xylophon'" in out["note"]
+    assert "the ranking is the model's" in out["note"]
+    assert post({"query": "fox", "k": 3})["note"] is None
+    assert post({"query": "the of and", "k": 3, "mode": "dense"})["note"] is None
+
+
 def test_default_search_is_convex_not_rrf(server, index_dir):
     """The default hybrid ranking is the convex one, and differs from RRF on this index."""
     body = {"query": "fox river zebra", "k": 13}

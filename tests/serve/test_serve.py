@@ -283,6 +283,27 @@ def test_bad_input_gets_openai_error(server, body, status, match):
     assert_error(request(server.port, "POST", "/v1/embeddings", body, raw=raw), status, match)
 
 
+def test_bodies_that_are_not_json_say_why(server):
+    """Issue 26: no Content-Type said "Input should be a valid dictionary or object to extract
+    fields from"; a Latin-1 byte "There was an error parsing the body"."""
+    for headers in ({}, {"Content-Type": "text/plain"}):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.request("POST", "/v1/embeddings", body=b'{"input": "a"}', headers=headers)
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 400, body
+        message = body["error"]["message"]
+        assert "Content-Type header" in message and "application/json" in message
+        assert ("text/plain" in message) == bool(headers) and "dictionary" not in message
+    raw = b'{"input": "caf\xe9"}'  # Latin-1
+    err = assert_error(request(server.port, "POST", "/v1/embeddings", raw=raw), 400, "UTF-8")
+    assert "byte 0xe9 at offset 14" in err["message"] and err["code"] == "invalid_json"
+    raw = b'{"input": ["ok", "\\ud800"]}'
+    err = assert_error(request(server.port, "POST", "/v1/embeddings", raw=raw), 400, "U+D800")
+    assert err["param"] == "input[1]"
+
+
 def test_body_limit_paths_and_methods(server):
     big = {"input": ["fox " * 4000] * 5}  # ~80 KB > 64 KiB
     assert_error(request(server.port, "POST", "/v1/embeddings", big), 413, "65536 bytes")

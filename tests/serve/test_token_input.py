@@ -65,7 +65,9 @@ BAD_TOKENS = [
     ({"input": [[5, 6], [7, -1]]}, "input[1][1]: token id -1 is not in the model's vocabulary"),
     ({"input": [[5, 6], []]}, "input[1] is an empty token list"),
     ({"input": [[5], [6]] * 5}, "at most 8"),
-    ({"input": [0]}, "input[0] is empty"),  # only the pad token: no text
+    # only special tokens (pad; bos, eos, mask): no text (issue 26: "input[0] is empty")
+    ({"input": [0]}, "input: the token ids decode to no text (only special tokens such as"),
+    ({"input": [[5], [1, 2, 3]]}, "input[1]: the token ids decode to no text"),
     ({"input": [1, "a"]}, "a list of token ids"),
     ({"input": [[1], ["a"]]}, "a list of token ids"),
     ({"input": [1.5]}, "a list of token ids"),
@@ -75,4 +77,6 @@ BAD_TOKENS = [
 
 @pytest.mark.parametrize("body,match", BAD_TOKENS, ids=range(len(BAD_TOKENS)))
 def test_bad_token_input_is_a_clear_400(server, body, match):
-    assert_error(request(server.port, "POST", "/v1/embeddings", body), 400, match)
+    err = assert_error(request(server.port, "POST", "/v1/embeddings", body), 400, match)
+    if match.startswith("input"):  # the message starts with the param it names
+        assert err["param"] == match.split(":")[0].split(" ")[0]

@@ -34,6 +34,7 @@ from diffembed.data.pairs.mining import DEFAULT_MINER_MAX_RATIO, DEFAULT_MINER_S
 from diffembed.data.pairs.sources import DEFAULT_PROBLEMS_PER_CONCEPT, INSTRUCTIONS, TASKS
 from diffembed.data.tasks.build import SUITES, build_all
 from diffembed.data.tasks.common import TaskSummary
+from diffembed.io import check_output_file, check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def _ensure_logging() -> None:
 def run_corpus_build(args: argparse.Namespace) -> int:
     """Run ``corpus build``; exits with a message when the corpus is too small."""
     _ensure_logging()
+    check_writable(args.out, into=True)
     try:
         build_corpus(
             args.out,
@@ -212,6 +214,7 @@ def format_summaries(summaries: list[TaskSummary]) -> str:
 
 def run_tasks_build(args: argparse.Namespace) -> int:
     """Run ``diffembed tasks build``; returns the exit status."""
+    check_writable(args.out, into=True)
     start = time.perf_counter()
     suites = SUITES if args.suite == "all" else (args.suite,)
     summaries = build_all(
@@ -351,6 +354,7 @@ def add_pairs_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run_pairs_build(args: argparse.Namespace) -> int:
     """The ``pairs build`` verb; returns the exit status."""
+    check_output_file(args.out)  # and its report, written beside it
     build_pairs(
         args.corpus,
         args.out,

@@ -20,6 +20,7 @@ from diffembed.cli.options import (
 )
 from diffembed.eval.evaluate import collect_task_dirs, evaluate_model
 from diffembed.formats.tasks import SUITES
+from diffembed.io import check_output_file
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -130,7 +131,9 @@ def _add_retriever_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Run ``diffembed eval``; returns the exit status (0)."""
+    """Run ``diffembed eval``; returns the exit status (0). ``--out`` is checked first: an
+    evaluation runs for minutes to hours, and its results must have somewhere to go."""
+    check_output_file(args.out)
     if args.strict and args.model not in ("bm25", "minilm"):
         from diffembed.model.model_dir import check_max_length
 

@@ -26,6 +26,7 @@ from diffembed.index.build import add_documents, build_index
 from diffembed.index.documents import read_documents
 from diffembed.index.search import Searcher
 from diffembed.index.store import FAISS_TYPES, VectorIndex, load_embedder_for
+from diffembed.io import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,14 @@ def _add_write_options(p: argparse.ArgumentParser) -> None:
         "--batch-tokens", type=at_least(1), help="token budget per batch (rows x longest)"
     )
     add_device(p)
-    add_strict(p, "refuse documents with empty text and title (default: leave them out, counted)")
+    add_strict(p, "refuse documents with empty text and title", "leave them out, counted")
 
 
 def run_index_build(args: argparse.Namespace) -> int:
     from diffembed.model import sharded
     from diffembed.model.embedder import Embedder
 
+    check_writable(args.out, into=True)  # generations are written inside --out
     docs = read_documents(args.docs, strict=args.strict)
     overrides: dict[str, Any] = {"precision": args.dtype}
     if args.max_length is not None:
@@ -160,6 +162,7 @@ def run_index_build(args: argparse.Namespace) -> int:
 
 
 def run_index_add(args: argparse.Namespace) -> int:
+    check_writable(args.index, "choose an index you may write to", into=True)
     docs = read_documents(args.docs, strict=args.strict)
     with VectorIndex.open(args.index) as index:
         meta = index.meta
@@ -195,7 +198,10 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         "search",
         help="search an index with a text query",
         description="Embed the query with the index's model (its query prompt unless --prompt "
-        "or --prompt-name) and print the best documents with scores and snippets.",
+        "or --prompt-name) and print the best documents with scores and snippets. --json "
+        "prints an object: index, query, chunking (how documents were embedded: whole or "
+        "chunked), search (mode, fusion, alpha), note (why BM25 matched nothing, else null), "
+        "documents, vectors, hits.",
     )
     p.add_argument("index", type=Path, help="index directory")
     p.add_argument("query", help="query text")
@@ -225,7 +231,7 @@ def run_search(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise ValueError("the query is empty")
     from diffembed.eval.fusion import describe_fusion, describe_search, fusion_label
-    from diffembed.index.search import resolve_mode
+    from diffembed.index.search import bm25_note, resolve_mode
 
     alpha = fusion_choice(args, args.mode in (None, "hybrid"), "--mode hybrid")
     searcher = Searcher.open(args.index, args.model, args.device)
@@ -234,12 +240,14 @@ def run_search(args: argparse.Namespace) -> int:
     if mode != "hybrid":  # also the default mode of an index without BM25
         alpha = fusion_choice(args, False, "--mode hybrid (an index with BM25)")
     hits = searcher.search(args.query, args.k, args.prompt, args.prompt_name, mode, alpha)
+    note = bm25_note(index, args.query, mode)
     if args.json:
         out = {
             "index": str(args.index),
             "query": args.query,
-            "mode": index.mode,
+            "chunking": index.mode,
             "search": describe_search(mode, alpha),
+            "note": note,
             "documents": index.n_documents,
             "vectors": index.ntotal,
             "hits": [h.to_dict() for h in hits],
@@ -251,6 +259,8 @@ def run_search(args: argparse.Namespace) -> int:
             f"{index.describe_mode()}; search: {mode}"
             + (f" ({fusion_label(describe_fusion(alpha))})" if mode == "hybrid" else "")
         )
+        if note is not None:
+            print(f"note: {note}")
         chunked = index.mode["mode"] == "chunked"
         for h in hits:
             where = f" [chunk {h.chunk}]" if chunked else (" [truncated]" if h.truncated else "")

@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         KeyError,
         FileNotFoundError,
         FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
     ) as e:
         if args.verbose:
             raise

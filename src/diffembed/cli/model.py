@@ -24,8 +24,14 @@ from diffembed.cli.options import (
     number_at_least,
 )
 from diffembed.demo import DEFAULT_MODEL, run_demo
-from diffembed.formats.texts import ACCEPTED, InputError, TextSource, read_text_source
-from diffembed.io import atomic_write, check_output_dir
+from diffembed.formats.texts import (
+    ACCEPTED,
+    DEFAULT_FIELD,
+    InputError,
+    TextSource,
+    read_text_source,
+)
+from diffembed.io import atomic_write, check_output_dir, check_output_file, check_writable
 from diffembed.model import sharded
 
 logger = logging.getLogger(__name__)
@@ -45,8 +51,8 @@ def add_encode_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, type=Path, help="output .npy file")
     p.add_argument(
         "--text-field",
-        default="text",
-        help="field of each .jsonl line, or column of a .csv/.tsv/.parquet file (default: text)",
+        help="field of each .jsonl line, or column of a .csv/.tsv/.parquet file (default: "
+        f"{DEFAULT_FIELD}; refused for .txt and standard input, which are one text per line)",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="instruction prepended to every text")
@@ -78,8 +84,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
     if args.output.suffix != ".npy":
         raise InputError(f"{args.output}: the output must be a .npy file")
-    if args.output.is_dir():
-        raise InputError(f"{args.output}: is a directory; --output names the .npy file to write")
+    check_output_file(args.output, "choose another --output")
     ranks = sharded.launched_ranks()
     if ranks > 1 and str(args.input) == "-":
         raise InputError(
@@ -300,12 +305,13 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=at_least(1), default=250, help="most modules to index")
     add_fusion(p)
     add_no_progress(p)
-    p.set_defaults(
-        func=lambda a: run_demo(
-            a.model,
-            a.out,
-            a.limit,
-            show_progress=not a.no_progress,
-            alpha=fusion_choice(a, True, "hybrid"),
-        )
+    p.set_defaults(func=run_demo_verb)
+
+
+def run_demo_verb(args: argparse.Namespace) -> int:
+    """``diffembed demo``: the output folder is checked before anything is indexed."""
+    alpha = fusion_choice(args, True, "hybrid")
+    check_writable(args.out, "choose another --out", into=True)
+    return run_demo(
+        args.model, args.out, args.limit, show_progress=not args.no_progress, alpha=alpha
     )

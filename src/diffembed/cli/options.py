@@ -128,14 +128,16 @@ def add_max_length(p: argparse.ArgumentParser) -> None:
     add_strict(p, "refuse a max length (given or saved) above the model's positions")
 
 
-def add_strict(p: argparse.ArgumentParser, what: str) -> None:
-    """``--strict``: turn a verb's warnings into errors. Several option blocks may ask for it (each
-    naming ``what`` it refuses); it is added once, its help listing them all."""
+def add_strict(p: argparse.ArgumentParser, what: str, default: str = "warn") -> None:
+    """``--strict``: turn a verb's warnings into errors. Several option blocks may ask for it
+    (each naming ``what`` it refuses and, as ``default``, what happens without it); it is added
+    once, its help listing them all, each with its own default."""
+    part = f"{what} (default: {default})"
     action = p._option_string_actions.get("--strict")
     if action is None:
-        p.add_argument("--strict", action="store_true", help=f"{what} (default: warn)")
-    elif what not in (action.help or ""):
-        action.help = f"{what}; {action.help}"
+        p.add_argument("--strict", action="store_true", help=part)
+    elif part not in (action.help or ""):
+        action.help = f"{part}; {action.help}"
 
 
 def add_no_progress(p: argparse.ArgumentParser) -> None:

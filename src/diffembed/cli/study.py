@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from diffembed.cli.options import at_least
+from diffembed.io import check_output_dir, check_output_file, check_writable
+from diffembed.model.model_dir import is_model_dir
 from diffembed.study.design import PRESETS, ROW_GROUPS, ROWS, select_rows
 from diffembed.study.pack import write_archive, write_pack
 from diffembed.study.report import export_best, write_report
@@ -75,6 +77,24 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_reproduce)
 
 
+def _check_outputs(args: argparse.Namespace, out: Path) -> None:
+    """Before any stage runs: every output of the command can be written, and
+    ``--export-best`` would not delete a folder that is not a model directory of ours."""
+    check_writable(out, into=True)
+    if args.write_pack is not None:
+        check_output_file(args.write_pack, "choose another --write-pack")
+    if args.archive is not None:
+        check_writable(args.archive, "choose another --archive", into=True)
+    if args.export_best is not None:
+        check_output_dir(
+            args.export_best,
+            False,
+            replaceable=is_model_dir,
+            overwrite_hint="empty it",
+            elsewhere="choose another --export-best",
+        )
+
+
 def run_reproduce(args: argparse.Namespace) -> int:
     """Run ``diffembed reproduce``: the stages (or only the report), then print the report."""
     preset = PRESETS[args.preset]
@@ -85,6 +105,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         raise ValueError("--pack replaces the corpus: not with --corpus or --write-pack")
     if args.pack is not None and not args.pack.is_file():
         raise FileNotFoundError(f"--pack {args.pack}: no such file")
+    _check_outputs(args, args.out or Path("results") / preset.name)
     study = Study(
         preset=preset,
         out=args.out or Path("results") / preset.name,

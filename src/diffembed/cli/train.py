@@ -21,6 +21,7 @@ from diffembed.cli.options import (
     device_name,
     number_at_least,
 )
+from diffembed.io import check_writable
 from diffembed.train.finetune_config import FinetuneConfig
 
 _TYPES = {"int": int, "float": float, "Path": Path, "Path | None": Path}
@@ -87,10 +88,15 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    """The ``finetune`` verb: run the configured fine-tuning; returns the exit status."""
+    """The ``finetune`` verb: run the configured fine-tuning; returns the exit status. ``--out``
+    is checked before any work by ``finetune`` itself; the checkpoints' folder here, when
+    checkpoints are written."""
     from diffembed.train.finetune import finetune
 
-    finetune(config_from_args(args))
+    config = config_from_args(args)
+    if config.save_every:
+        check_writable(config.checkpoints, "choose another --checkpoint-dir", into=True)
+    finetune(config)
     return 0
 
 
@@ -187,6 +193,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     """The ``pretrain`` verb: build the preset's config (with overrides) and train."""
     from diffembed.train.pretrain import make_config, pretrain
 
+    check_writable(args.out, into=True)  # checkpoints, logs and the model go inside --out
     config = make_config(args.preset, args.objective, args.config)
     if args.steps is not None:
         config.steps = args.steps

@@ -19,6 +19,7 @@ from pathlib import Path
 from diffembed.io import iter_jsonl
 
 STDIN = "-"
+DEFAULT_FIELD = "text"  # the field / column read when --text-field is not given
 TEXT_SUFFIXES = (".txt",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -47,19 +48,29 @@ class TextSource:
         self.where.append(where)
 
 
-def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
+def read_texts(path: str | Path, text_field: str | None = None) -> list[str]:
     """The texts of ``path`` (see the module docstring); ``text_field`` names the JSONL field or
-    the CSV/TSV/Parquet column. Raises ``InputError`` naming the file and line."""
+    the CSV/TSV/Parquet column (default ``DEFAULT_FIELD``); given for ``.txt`` or standard input,
+    which have no fields, it is refused rather than ignored. Raises ``InputError`` naming the
+    file and line."""
     return read_text_source(path, text_field).texts
 
 
-def read_text_source(path: str | Path, text_field: str = "text") -> TextSource:
+def read_text_source(path: str | Path, text_field: str | None = None) -> TextSource:
     """Like ``read_texts``, with the place of every text (``TextSource.where``)."""
+    lines = str(path) == STDIN or Path(path).suffix.lower() in TEXT_SUFFIXES
+    if lines and text_field is not None:
+        name = "standard input" if str(path) == STDIN else f"a {Path(path).suffix} file"
+        raise InputError(
+            f"{'<stdin>' if str(path) == STDIN else path}: --text-field {text_field!r} names a "
+            f"field or column, but {name} is one text per line: drop --text-field, or give "
+            ".jsonl/.csv/.tsv/.parquet input"
+        )
     if str(path) == STDIN:
         source = TextSource()
         _add_lines(source, "<stdin>", _stdin_lines())
     else:
-        source = _read_file(Path(path), text_field)
+        source = _read_file(Path(path), text_field or DEFAULT_FIELD)
     if not source.texts:
         raise InputError(f"{'<stdin>' if str(path) == STDIN else path}: no texts")
     return source

@@ -124,6 +124,21 @@ class LexicalIndex:
         found = top_candidates(scores, depth, self._tiebreak, positive=True)
         return [(self.ids[i], s) for i, s in found]
 
+    def no_match(self, query: str) -> str | None:
+        """Why ``top(query)`` finds no document, or None when it may find some: the query is
+        only stop words (or holds no word at all), or none of its terms (after stop words and
+        stemming) occurs in any indexed document."""
+        if not self.ids:
+            return None
+        index = self._loaded()
+        terms = index.bm25.tokenize([query])[0]
+        if not terms:
+            return "the query has no word BM25 keeps (only stop words or punctuation)"
+        if index.token_ids(terms):
+            return None
+        shown = ", ".join(repr(t) for t in dict.fromkeys(terms))
+        return f"no document holds any of the query's terms ({shown}, after stemming)"
+
 
 def _unreadable(folder: Path, error: Exception) -> IndexFormatError:
     """The error for a BM25 folder that does not load: names the first file that does not read

@@ -109,6 +109,19 @@ def resolve_mode(index: VectorIndex, mode: str | None) -> str:
     return mode
 
 
+def bm25_note(index: VectorIndex, query: str, mode: str) -> str | None:
+    """A sentence for the user when the BM25 side of a ``mode`` search matches no document
+    (``LexicalIndex.no_match``: stop words only, or no known term), saying what the results are
+    then; None when BM25 takes no part or matches something."""
+    if mode == "dense" or index.lexical is None:
+        return None
+    reason = index.lexical.no_match(query)
+    if reason is None:
+        return None
+    then = "try other words, or mode dense" if mode == "bm25" else "the ranking is the model's"
+    return f"BM25 matched no document: {reason}; {then}"
+
+
 def retrieve(
     index: VectorIndex,
     vectors: np.ndarray | None,

@@ -208,7 +208,13 @@ def build_config(path: Path) -> tuple[PretrainedConfig, BackboneInfo, dict[str, 
     if mtype != family:
         config.diffembed_source_model_type = mtype
     if "auto_map" in raw:
-        logger.info("%s: ignoring auto_map (loaded into native %s code)", cfg_file, family)
+        logger.warning(
+            "%s: auto_map ignored: its remote code (%s) is never run; the model is loaded into "
+            "transformers' native %s code",
+            cfg_file,
+            json.dumps(raw["auto_map"]),
+            family,
+        )
 
     objective = raw.get("diffembed_objective")
     if objective is None and mtype.lower() in _DIFFUSION_FAMILIES:

@@ -52,10 +52,24 @@ class Encoded(NamedTuple):
     stats: EncodeStats
 
 
+def lone_surrogate(text: str) -> int | None:
+    """The position of the first lone surrogate (U+D800 to U+DFFF) in ``text``, or None.
+
+    Such a str is not valid Unicode: no UTF-8 encoder and no tokenizer takes it. Python makes
+    them from bytes decoded with ``errors="surrogateescape"`` (file names, some stdin) and from
+    broken UTF-16 (an escape like ``"\\ud800"`` in JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
 def validate_texts(texts: Sequence[Any]) -> list[str]:
     """Return ``texts`` as a list of str, or raise naming the first bad index.
 
-    ``None`` and non-strings raise ``TypeError``; empty or whitespace-only strings ``ValueError``.
+    ``None`` and non-strings raise ``TypeError``; empty or whitespace-only strings, and strings
+    that are not valid Unicode (``lone_surrogate``), ``ValueError``.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
@@ -67,6 +81,14 @@ def validate_texts(texts: Sequence[Any]) -> list[str]:
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
         if not t.strip():
             raise ValueError(f"texts[{i}] is empty or whitespace only")
+        at = lone_surrogate(t)
+        if at is not None:
+            raise ValueError(
+                f"texts[{i}] is not valid Unicode: a lone surrogate U+{ord(t[at]):04X} at "
+                f"character {at}, which no tokenizer takes (it comes from bytes decoded with "
+                "errors='surrogateescape', or broken UTF-16); decode the bytes as UTF-8 "
+                "(errors='replace' keeps going) or remove it"
+            )
         out.append(t)
     return out
 

@@ -40,16 +40,32 @@ PROBE_TEXTS: tuple[str, ...] = (
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """Load the tokenizer of a local model directory with ``AutoTokenizer`` (no remote code)."""
+    """Load the tokenizer of a local model directory with ``AutoTokenizer`` (no remote code).
+
+    ``CheckpointError`` names ``path`` and what to give instead when it is not a directory
+    (transformers would take it for a Hub repository id) or holds no ``tokenizer.json`` that
+    loads (transformers would advise installing sentencepiece)."""
     path = Path(path)
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "no such directory"
+        raise CheckpointError(
+            f"{path}: {what}; give a model or tokenizer directory (one holding tokenizer.json, "
+            "as `diffembed tokenizer train --out` and every saved model do)"
+        )
     try:
         return AutoTokenizer.from_pretrained(
             str(path), trust_remote_code=False, local_files_only=True
         )
     except Exception as e:  # transformers raises OSError/ValueError/KeyError variously
-        files = sorted(p.name for p in path.glob("*token*")) if path.is_dir() else []
+        files = sorted(p.name for p in path.glob("*token*"))
+        if not (path / "tokenizer.json").is_file():
+            raise CheckpointError(
+                f"{path}: no tokenizer.json (tokenizer files here: {files or 'none'}), and no "
+                "fast tokenizer can be built from the others; copy tokenizer.json (with "
+                "tokenizer_config.json) from the model this directory was made from"
+            ) from None
         raise CheckpointError(
-            f"{path}: cannot load a tokenizer (files: {files or 'none'}): {type(e).__name__}: {e}"
+            f"{path}: cannot load a tokenizer (files: {files}): {type(e).__name__}: {e}"
         ) from None
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from diffembed.serve.batcher import Batcher, EmbedResult, QueueFull, RejectedInput
-from diffembed.serve.guard import APIError, Guard, _is_unicode
+from diffembed.serve.guard import APIError, Guard, unicode_error
 from diffembed.serve.live_index import LiveIndex
 from diffembed.serve.metrics import Metrics
 
@@ -188,8 +188,18 @@ def _error_response(err: APIError) -> Any:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def _validation_message(err: Any) -> APIError:
-    """A request body that does not fit the schema (or is not JSON) as one 400 error."""
+def _validation_message(err: Any, content_type: str | None = None) -> APIError:
+    """A request body that does not fit the schema (or is not JSON) as one 400 error; a body
+    not declared as JSON (``content_type``, the request's header) is never parsed, so that is
+    the error."""
+    if not _is_json_type(content_type):
+        got = f"is {content_type!r}" if content_type else "is missing"
+        return APIError(
+            400,
+            f"the Content-Type header {got}: send the body as JSON with "
+            "'Content-Type: application/json'",
+            code="invalid_content_type",
+        )
     errors = err.errors()
     first = errors[0] if errors else {}
     loc = [str(x) for x in first.get("loc", ()) if x != "body"]
@@ -208,6 +218,30 @@ def _validation_message(err: Any) -> APIError:
     return APIError(400, message, param=loc[0] if loc else None)
 
 
+def _is_json_type(content_type: str | None) -> bool:
+    """Whether a Content-Type header declares JSON (``application/json`` or ``+json``), the
+    bodies FastAPI parses."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _body_not_utf8(err: Exception) -> APIError | None:
+    """The error for a body FastAPI could not parse because it is not UTF-8 (its message would
+    be "There was an error parsing the body"), naming the first bad byte; None otherwise."""
+    cause = err.__cause__
+    if not isinstance(cause, UnicodeDecodeError):
+        return None
+    byte = cause.object[cause.start]
+    return APIError(
+        400,
+        f"the body is not valid UTF-8 (byte 0x{byte:02x} at offset {cause.start}): send JSON "
+        "encoded as UTF-8",
+        code="invalid_json",
+    )
+
+
 def _add_error_handlers(app: "FastAPI") -> None:
     """Every error, ours or the framework's, answered as an OpenAI-style error object."""
     from fastapi import Request
@@ -221,12 +255,13 @@ def _add_error_handlers(app: "FastAPI") -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        return _error_response(_validation_message(err))
+        return _error_response(_validation_message(err, request.headers.get("content-type")))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-        return _error_response(APIError(err.status_code, str(err.detail), code=code))
+        error = _body_not_utf8(err) or APIError(err.status_code, str(err.detail), code=code)
+        return _error_response(error)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, err: Exception) -> JSONResponse:
@@ -324,9 +359,13 @@ class _Routes:
             return embedder.instruction_prefix(instruction)
         return embedder.instruction_prefix(default)
 
-    async def embed(self, texts: list[str], prefix: str, truncate: bool) -> EmbedResult:
+    async def embed(
+        self, texts: list[str], prefix: str, truncate: bool, field: str = "input"
+    ) -> EmbedResult:
+        """The vectors of ``texts`` (from the request's ``field``: errors name it) from the
+        worker; a full queue is a 503, texts it refuses a 400."""
         try:
-            future = self.batcher.submit(texts, prefix, truncate)
+            future = self.batcher.submit(texts, prefix, truncate, field)
         except QueueFull as e:
             raise APIError(
                 503,
@@ -369,7 +408,18 @@ class _Routes:
                     param=where,
                     code="invalid_token_id",
                 )
-            texts.append(tokenizer.decode(row, skip_special_tokens=True))
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            if not text.strip():
+                where = "input" if flat else f"input[{i}]"
+                raise APIError(
+                    400,
+                    f"{where}: the token ids decode to no text (only special tokens such as "
+                    f"{_special_names(tokenizer)}, or whitespace): nothing to embed; send the "
+                    "ids of a non-empty text",
+                    param=where,
+                    code="invalid_token_id",
+                )
+            texts.append(text)
         return texts
 
     def check_texts(self, texts: list[Any]) -> None:
@@ -385,8 +435,9 @@ class _Routes:
         for i, t in enumerate(texts):
             if not t.strip():
                 raise APIError(400, f"input[{i}] is empty or whitespace only", param=f"input[{i}]")
-            if not _is_unicode(t):
-                raise APIError(400, f"input[{i}] is not valid Unicode (lone surrogate)")
+            error = unicode_error(t, f"input[{i}]")
+            if error is not None:
+                raise error
 
     async def embeddings(self, req: Any) -> Any:
         from fastapi.responses import Response
@@ -457,6 +508,13 @@ class _Routes:
             "queue_texts": self.batcher.pending,
             "index": info,
         }
+
+
+def _special_names(tokenizer: Any) -> str:
+    """The tokenizer's special tokens, for a message: ``'<|pad|>', '<|bos|>' ...``."""
+    names = list(dict.fromkeys(tokenizer.all_special_tokens))
+    shown = ", ".join(repr(n) for n in names[:4])
+    return shown + (" ..." if len(names) > 4 else "") if names else "padding"
 
 
 # ------------------------------------------------------------------------------ running

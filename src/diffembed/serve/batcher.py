@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class _Job:
     prefix: str
     truncate: bool
     future: concurrent.futures.Future
+    field: str = "input"  # the request field the texts came from, named by its errors
+
+    def name(self, i: int) -> str:
+        """How errors name text ``i``: ``input[i]``, or the field itself (``query``)."""
+        return f"{self.field}[{i}]" if self.field == "input" else self.field
 
 
 class Batcher:
@@ -94,10 +100,14 @@ class Batcher:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, texts: list[str], prefix: str, truncate: bool) -> concurrent.futures.Future:
+    def submit(
+        self, texts: list[str], prefix: str, truncate: bool, field: str = "input"
+    ) -> concurrent.futures.Future:
         """Queue ``texts`` (embedded as ``prefix + text``); raises ``QueueFull`` when full.
 
-        The future gives an ``EmbedResult``, or raises ``RejectedInput`` for bad texts.
+        The future gives an ``EmbedResult``, or raises ``RejectedInput`` for bad texts, whose
+        message and ``param`` name the request ``field`` they came from (``input[i]``, or a
+        single-text field such as ``query``).
         """
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
@@ -107,7 +117,7 @@ class Batcher:
                 raise QueueFull(
                     f"{self._pending} texts are queued (limit {self.config.max_queue_texts})"
                 )
-            self._queue.append(_Job(texts, prefix, truncate, future))
+            self._queue.append(_Job(texts, prefix, truncate, future, field))
             self._submitted += 1
             self._pending += len(texts)
             self.metrics.queue_texts = self._pending
@@ -184,9 +194,11 @@ class Batcher:
             tok = emb.tokenize(job.texts, job.prefix, truncate=job.truncate, warn=False)
             return tok.ids, tok.masks
         except (ValueError, TypeError) as e:
-            message = self._too_long_message(job) or str(e).replace("texts[", "input[")
+            message = self._too_long_message(job)
+            if message is None:
+                message = re.sub(r"texts\[(\d+)\]", lambda m: job.name(int(m[1])), str(e))
             job.future.set_exception(
-                RejectedInput(message, param="input", code="context_length_exceeded")
+                RejectedInput(message, param=job.field, code="context_length_exceeded")
             )
             return None
         except Exception as e:  # one bad job must not fail the others of its step
@@ -208,7 +220,13 @@ class Batcher:
         over = [(i, n) for i, n in enumerate(lengths) if n > emb.max_length]
         if not over or job.truncate:
             return None
-        shown = ", ".join(f"input[{i}] has {n} tokens" for i, n in over[:5])
+        if job.field != "input":  # one text: the field itself
+            return (
+                f"{job.field} has {over[0][1]} tokens, over the model's max_length="
+                f"{emb.max_length} (instruction and special tokens included); send "
+                '"truncate": true to truncate it'
+            )
+        shown = ", ".join(f"{job.name(i)} has {n} tokens" for i, n in over[:5])
         return (
             f"{len(over)} input(s) exceed the model's max_length={emb.max_length} tokens "
             f"(instruction and special tokens included): {shown}; send "

@@ -11,6 +11,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from diffembed.model.inputs import lone_surrogate
 from diffembed.serve.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -141,12 +142,18 @@ class Guard:
         return replay, None
 
 
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def unicode_error(text: str, param: str) -> APIError | None:
+    """A 400 naming ``param`` when ``text`` is not valid Unicode (a lone surrogate, which JSON
+    can carry as a ``\\ud800`` escape and no tokenizer takes), else None."""
+    at = lone_surrogate(text)
+    if at is None:
+        return None
+    return APIError(
+        400,
+        f"{param} is not valid Unicode: a lone surrogate U+{ord(text[at]):04X} at character "
+        f"{at} (a \\u escape of half a UTF-16 pair); send the whole character, or drop it",
+        param=param,
+    )
 
 
 async def _send_error(send: Any, error: APIError) -> None:

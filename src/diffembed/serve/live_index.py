@@ -120,16 +120,18 @@ class LiveIndex:
         query: str = "",
         mode: str = "dense",
         alpha: float | None = DEFAULT_ALPHA,
-    ) -> tuple[list[Hit], VectorIndex]:
+    ) -> tuple[list[Hit], VectorIndex, str | None]:
         """The ``k`` best documents for one query (its vector and/or text, by ``mode``; hybrid
         ``alpha``: the weight of dense, None: reciprocal-rank fusion (k = 60); see
-        ``diffembed.index.search.retrieve``), and the generation searched."""
-        from diffembed.index.search import retrieve
+        ``diffembed.index.search.retrieve``), the generation searched, and the note for a
+        BM25 side that matched nothing (``diffembed.index.search.bm25_note``, else None)."""
+        from diffembed.index.search import bm25_note, retrieve
 
         self.current()
         with self._search_lock:
             index = self._index
-            return retrieve(index, vectors, [query], k, mode, alpha)[0], index
+            hits = retrieve(index, vectors, [query], k, mode, alpha)[0]
+            return hits, index, bm25_note(index, query, mode)
 
     def resolve_mode(self, mode: str | None) -> str:
         """``mode``, or the live generation's default (hybrid with BM25, else dense)."""

@@ -6,7 +6,8 @@ weight of dense, default ``DEFAULT_ALPHA``) mean what ``diffembed search --mode/
 and ``diffembed eval --retriever/--fusion/--alpha`` mean: all resolve through
 ``diffembed.eval.fusion.resolve_fusion`` and call ``diffembed.index.search.retrieve``, which
 fuses with ``diffembed.eval.fusion.fuse``. The response's ``search`` says the mode, fusion and
-alpha used. A bm25 search embeds nothing.
+alpha used; ``note`` says why BM25 matched no document when it did not (the query is only stop
+words, or none of its terms is in the index), else it is null. A bm25 search embeds nothing.
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
     """The body of ``/v1/search`` for ``routes`` (the app's ``_Routes``) and a ``SearchRequest``."""
     from starlette.concurrency import run_in_threadpool
 
-    from diffembed.serve.guard import APIError, _is_unicode
+    from diffembed.serve.guard import APIError, unicode_error
 
     live, max_k = routes.index, routes.config.max_k
     if live is None:
         raise APIError(404, "no index is loaded (start with --index)", code="no_index")
     if not req.query.strip():
         raise APIError(400, "query is empty or whitespace only", param="query")
-    if not _is_unicode(req.query):
-        raise APIError(400, "query is not valid Unicode (lone surrogate)", param="query")
+    error = unicode_error(req.query, "query")
+    if error is not None:
+        raise error
     if not 1 <= req.k <= max_k:
         raise APIError(400, f"k must be between 1 and {max_k}", param="k")
     try:
@@ -65,10 +67,12 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
     if mode != "bm25":
         default = routes.embedder.prompts.get("query")
         prefix = routes.resolve_prefix(req.prompt_name, req.instruction, default)
-        result = await routes.embed([req.query], prefix, req.truncate)
+        result = await routes.embed([req.query], prefix, req.truncate, field="query")
     vectors = None if result is None else result.vectors
     try:  # the generation CURRENT names now (reloaded after `index add`)
-        found, index = await run_in_threadpool(live.search, vectors, req.k, req.query, mode, alpha)
+        found, index, note = await run_in_threadpool(
+            live.search, vectors, req.k, req.query, mode, alpha
+        )
     except IndexChanged as e:
         raise APIError(503, str(e), type_="server_error", code="index_model_changed") from None
     except IndexFormatError as e:  # a damaged file (e.g. non-finite scores): never answered
@@ -81,6 +85,7 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
         "data": [h.to_dict() for h in found],
         "model": routes.config.model_name,
         "search": describe_search(mode, alpha),
+        "note": note,
         "index": {
             "documents": index.n_documents,
             "vectors": index.ntotal,

@@ -393,7 +393,8 @@ PRESETS: dict[str, StudyPreset] = {
         expected_minutes=3,
     ),
     # Sized for a 2-core CPU (measured: ~7k training tokens/s for this model in bf16): the whole
-    # study in about 75 minutes. Task caps keep one evaluation of one model near a minute.
+    # study's stages took 64.8 minutes at de2b759 (results/cpu/report.md), within
+    # expected_minutes below. Task caps keep one evaluation of one model near a minute.
     "cpu": StudyPreset(
         name="cpu",
         vocab_size=8000,
