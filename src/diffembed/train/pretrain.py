@@ -526,7 +526,8 @@ class _Run:
         compile, wrap for DDP."""
         config, ctx, tokenizer = self.config, self.ctx, self.tokenizer
         self.state["peak_flops"] = measure_matmul_peak(ctx.device)
-        self.state["segments"][-1]["matmul_peak_gflops"] = round(self.state["peak_flops"] / 1e9, 1)
+        for segment in self.state.get("segments", [])[-1:]:  # begin_segment's, when recorded
+            segment["matmul_peak_gflops"] = round(self.state["peak_flops"] / 1e9, 1)
         self.peak = self.state["peak_flops"]
         self.scored = ScoredLM(self.model)
         if config.compile:
