@@ -109,7 +109,7 @@ def test_compact_checkpoint_is_half_and_resumes_close(tmp_path, corpus, tok_dir)
 
 def test_snapshots_load_as_models(tmp_path, corpus, tok_dir):
     out = pretrain(
-        tiny(tmp_path, "ar", **WSD, snapshot_every=4),
+        tiny(tmp_path, "ar", **{**WSD, "eval_every": 3}, snapshot_every=4),
         corpus,
         tok_dir,
         tmp_path / "s",
@@ -118,7 +118,10 @@ def test_snapshots_load_as_models(tmp_path, corpus, tok_dir):
     snaps = sorted((out / "snapshots").iterdir())
     assert [s.name for s in snaps] == ["step-0000004", "step-0000008"]
     info = json.loads((snaps[0] / "snapshot.json").read_text())
-    assert info["step"] == 4 and info["tokens"] == 4 * 8 * 32 and "eval_ce" in info
+    # held-out loss measured for the snapshot (step 4 is not an evaluation step), lr at the step
+    assert info["step"] == 4 and info["tokens"] == 4 * 8 * 32 and info["eval_ce"] > 0
+    assert info["lr"] == pytest.approx(0.005)
+    assert not any("lm_head" in k for k in load_file(str(snaps[0] / "model.safetensors")))
     lm = AutoModelForCausalLM.from_pretrained(str(snaps[-1]))
     final = AutoModelForCausalLM.from_pretrained(str(out))
     w, f = lm.model.layers[0].mlp.up_proj.weight, final.model.layers[0].mlp.up_proj.weight

@@ -590,11 +590,8 @@ class _Run:
             )
             if ctx.main and saved:
                 self.save(step)
-            if ctx.main and config.snapshot_every and step % config.snapshot_every == 0:
-                info = {"step": step, "tokens": step * config.tokens_per_step, "lr": row.get("lr")}
-                info.update({k: v for k, v in row.items() if k.startswith("eval_")})
-                path = self.out / "snapshots" / f"step-{step:07d}"
-                save_snapshot(path, self.model, self.tokenizer, info)
+            if config.snapshot_every and step % config.snapshot_every == 0:
+                self.snapshot(step, row)
             if stop_after is not None and step >= stop_after:
                 break
             if self.should_stop(deadline):
@@ -603,6 +600,19 @@ class _Run:
                 logger.warning("stopped at step %d with a checkpoint; continue with --resume", step)
                 break
         bar.close()
+
+    def snapshot(self, step: int, row: dict[str, Any]) -> None:
+        """The weights at ``step`` as ``out/snapshots/step-N`` with the step's tokens, learning
+        rate and held-out metrics (evaluated now unless ``row`` has them)."""
+        if not any(k.startswith("eval_") for k in row):
+            row = self.eval_row(step, row.get("loss", float("nan")), {})  # every rank
+        if not self.ctx.main:
+            return
+        info = {"step": step, "tokens": step * self.config.tokens_per_step}
+        info["lr"] = lr_at(step - 1, self.config)
+        info.update({k: v for k, v in row.items() if k.startswith("eval_")})
+        path = self.out / "snapshots" / f"step-{step:07d}"
+        save_snapshot(path, self.model, self.tokenizer, info)
 
     def should_stop(self, deadline: float | None) -> bool:
         """Whether the time limit is reached or SIGTERM arrived (on any process)."""

@@ -380,6 +380,8 @@ def save_snapshot(
     """The weights (bf16) as a model directory that ``AutoModelForCausalLM`` loads, with the
     tokenizer and ``snapshot.json`` (``info``: step, tokens, ...), written atomically."""
     weights = {k: v.detach().to(torch.bfloat16).cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:  # the copy is not the embedding's own tensor any more
+        weights.pop("lm_head.weight", None)
     with atomic_dir(path) as tmp:
         model.save_pretrained(str(tmp), state_dict=weights)
         tokenizer.save_pretrained(str(tmp))
