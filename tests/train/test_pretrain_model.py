@@ -37,7 +37,12 @@ def test_fused_head_loss_equals_the_objective_on_logits(tmp_path, tok_dir, objec
     if objective == "ar":
         expected = ar_loss(Logits()(tokens), tokens)
     else:
-        from diffembed.train.objectives import mask_for_diffusion, mask_for_mntp, sample_t
+        from diffembed.train.objectives import (
+            mask_for_diffusion,
+            mask_for_mntp,
+            sample_t,
+            shift_left,
+        )
 
         g = gens()
         if objective == "diffusion":
@@ -48,9 +53,7 @@ def test_fused_head_loss_equals_the_objective_on_logits(tmp_path, tok_dir, objec
         else:
             noisy, sel = mask_for_mntp(tokens, mask, vocab, g, cfg.mntp_rate)
             counts = sel.sum(dim=1, keepdim=True).expand_as(sel)[sel].float()
-            shifted = torch.zeros_like(sel)
-            shifted[:, :-1] = sel[:, 1:]
-            expected = mntp_loss(scored(noisy, shifted), tokens[sel], counts)
+            expected = mntp_loss(scored(noisy, shift_left(sel)), tokens[sel], counts)
     assert float(fused.detach()) == pytest.approx(float(expected), rel=1e-5)
     assert heads > 0
 

@@ -80,6 +80,12 @@ def text_encoder(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> En
     return encode
 
 
+def heldout_budget(config: PretrainConfig) -> int:
+    """Tokens of whole documents held out when a run names none: held out until this many
+    (``eval_tokens`` plus one block, so that packing leaves ``eval_tokens``)."""
+    return config.eval_tokens + config.seq_len
+
+
 def split_documents(
     config: PretrainConfig, order: Sequence[int], encode: Encode, held_count: int | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -102,7 +108,7 @@ def split_documents(
             if (
                 len(held) < held_count
                 if held_count is not None
-                else held_tokens < config.eval_tokens + config.seq_len
+                else held_tokens < heldout_budget(config)
             ):
                 held.append(arr)
                 held_tokens += len(arr)
@@ -152,7 +158,7 @@ def heldout_document_ids(
     encode = text_encoder(tokenizer, [t for _, t in docs])
     chosen, tokens = [], 0
     for i in order:
-        if tokens >= config.eval_tokens + config.seq_len:
+        if tokens >= heldout_budget(config):
             break
         chosen.append(docs[int(i)][0])
         tokens += len(encode([int(i)])[0])
