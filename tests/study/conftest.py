@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corpus_fixture import write_study_corpus
-from diffembed.study.design import PRESETS
+from diffembed.study.presets import PRESETS
 from diffembed.study.stages import Study
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from diffembed.study.design import LM_BY_NAME, PRESETS, ROW_GROUPS, select_rows
+from diffembed.study.design import LM_BY_NAME, ROW_GROUPS, select_rows
 from diffembed.study.pack import unpack, write_archive, write_pack
+from diffembed.study.presets import PRESETS
 from diffembed.study.stages import Study
 
 

@@ -14,9 +14,9 @@ from diffembed.study.analysis import TaskScores, suite_score, task_group, verdic
 from diffembed.study.design import (
     CLAIMS,
     CONTRASTS,
+    EXTRA_ROWS,
     LM_BY_NAME,
     MAIN_ROWS,
-    PRESETS,
     PRIMARY,
     ROW_NAMES,
     ROWS,
@@ -26,6 +26,7 @@ from diffembed.study.design import (
     lms_needed,
     select_rows,
 )
+from diffembed.study.presets import PRESETS
 from diffembed.study.stages import Study
 
 SMOKE_ROWS = select_rows(PRESETS["smoke"].rows)
@@ -193,10 +194,11 @@ def test_rows_name_their_lms_and_the_primary_contrast_is_fixed() -> None:
         "ar-diffusion-bi",
         "ar-mntp-bi",
         "ar-mntp-matched-bi",
-        "diffusion-bi",
         "ar-causal",
         "random-bi",
     }
+    assert set(EXTRA_ROWS) == {"diffusion-bi"} and not set(EXTRA_ROWS) & set(MAIN_ROWS)
+    assert select_rows(["extras"]) == select_rows(["diffusion-bi"])
     assert all(r.base in LM_BY_NAME for r in ROWS)
     for name in ("ar-diffusion-bi", "ar-mntp-bi", "ar-mntp-matched-bi", "random-bi"):
         (row,) = select_rows([name])
@@ -209,13 +211,34 @@ def test_rows_name_their_lms_and_the_primary_contrast_is_fixed() -> None:
         assert set(preset.rows or ROW_NAMES) >= set(MAIN_ROWS), preset.name
 
 
+def _fake_base(path: Path, **config: object) -> Path:
+    """A directory with the ``pretrain.json`` of an AR run (all the study reads of a base to
+    size its LMs)."""
+    path.mkdir(parents=True, exist_ok=True)
+    values = dict(objective="ar", layers=2, hidden=64, heads=2, kv_heads=2, ffn=128)
+    values.update(seq_len=128, steps=50, heldout_ids=["doc-1"], unique_tokens=10**6)
+    (path / "pretrain.json").write_text(json.dumps({"config": {**values, **config}}))
+    return path
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_adaptation_rows_are_compute_matched(name: str, tmp_path: Path) -> None:
+    import dataclasses
+
     preset = PRESETS[name]
+    if preset.base is not None:  # the base's shared fields, from a stand-in base
+        preset = dataclasses.replace(preset, base=str(_fake_base(tmp_path / "base")))
     study = Study(preset=preset, out=tmp_path)
     config = {lm: study.lm_config(LM_BY_NAME[lm]) for lm in LM_BY_NAME}  # each one validated
     assert len({c.tokens_per_step for c in config.values()}) == 1
     m = preset.adapt.steps
+    if preset.base is not None:
+        for c in config.values():  # every LM has the base's architecture and held-out documents
+            assert (c.layers, c.hidden, c.seq_len, c.heldout_ids) == (2, 64, 128, ["doc-1"])
+        config["ar"] = dataclasses.replace(config["ar"], steps=50)  # the base's own steps
+    study.adapt_steps = m // 2  # a measured M replaces the preset's maximum
+    assert study.lm_config(LM_BY_NAME["ar-diffusion"]).steps == m // 2
+    study.adapt_steps = None
     ar, adapted, matched = config["ar"], config["ar-diffusion"], config["mntp-matched"]
     assert (adapted.objective, adapted.steps, adapted.shift) == ("diffusion", m, True)
     assert 0 < adapted.anneal_steps == preset.adapt.anneal_steps < m
@@ -289,14 +312,38 @@ def test_smoke_report_structure_and_every_number_traces_to_results(smoke: Study)
     assert set(summary["contrasts"]) == {f"{a} - {b}" for a, b in SMOKE_CONTRASTS}
 
 
-def test_smoke_adapts_the_ar_lm_for_m_steps(smoke: Study) -> None:
-    adapt = smoke.preset.adapt
+def test_smoke_adapts_the_ar_lm_for_the_m_its_curve_chose(smoke: Study) -> None:
+    from diffembed.study.design import choose_adaptation_steps
+
+    adapt, curve = smoke.preset.adapt, smoke.preset.adapt_curve
+    assert curve is not None
+    measured = json.loads((smoke.out / "logs" / "adapt-curve.json").read_text())
+    points = [(p["step"], p["loss"]) for p in measured["points"]]
+    assert [s for s, _ in points] == list(
+        range(curve.eval_every, curve.steps + 1, curve.eval_every)
+    )
+    m = choose_adaptation_steps(points, curve.min_gain, curve.steps)
+    assert measured["chosen_steps"] == m == smoke.adapt_steps
+    report = (smoke.out / "report.md").read_text()
+    assert f"**M = {m:,} steps" in report
     lm = json.loads((smoke.out / "lm" / "ar-diffusion" / "config.json").read_text())
     assert lm["diffembed_shift"] is True and lm["diffembed_anneal_steps"] == adapt.anneal_steps
     assert lm["diffembed_init"] == str(smoke.out / "lm" / "ar")
     for name in ("ar-diffusion", "mntp-matched"):
         log = (smoke.out / "logs" / "lm" / name / "train_log.csv").read_text().splitlines()
-        assert int(log[-1].split(",")[0]) == adapt.steps, name
+        assert int(log[-1].split(",")[0]) == m, name
+
+
+def test_adaptation_budget_rule() -> None:
+    from diffembed.study.design import choose_adaptation_steps
+
+    # gains per doubling: 125 -> 250: 0.30, 250 -> 500: 0.10, 500 -> 1000: 0.04
+    points = [(125, 5.0), (250, 4.7), (500, 4.6), (1000, 4.56), (2000, 4.55)]
+    assert choose_adaptation_steps(points, 0.05, 2000) == 500
+    assert choose_adaptation_steps(points, 0.2, 2000) == 250
+    assert choose_adaptation_steps(points, 0.001, 2000) == 2000  # never flat: the maximum
+    assert choose_adaptation_steps(list(reversed(points)), 0.05, 2000) == 500  # any order
+    assert choose_adaptation_steps([(375, 4.0), (500, 3.99)], 0.05, 500) == 500  # no doubling
 
 
 def test_rerun_skips_finished_stages(smoke: Study) -> None:
@@ -341,42 +388,73 @@ def _table(scores: dict[str, list[float]]) -> dict[str, dict[str, dict[str, floa
     }
 
 
-def test_a_row_learns_when_above_random_on_three_of_four_suites() -> None:
+def test_the_gate_is_held_out_accuracy_above_the_control_with_a_paired_ci() -> None:
+    from diffembed.study.heldout import gate
+
+    rng = np.random.default_rng(0)
+    control = rng.uniform(0.02, 0.08, size=(3, 40))  # 3 seeds x 40 batches, near chance
+    accuracies = {
+        "random-bi": control,
+        "ar-mntp-bi": control + 0.05,  # above the control on every batch: learned
+        "ar-diffusion-bi": control + rng.normal(0, 0.02, size=control.shape),  # noise only
+        "ar-causal": control - 0.03,
+    }
+    result = gate(accuracies, "random-bi", n_boot=500, confidence=0.95)
+    assert "learned" not in result["random-bi"]
+    assert result["ar-mntp-bi"]["learned"] is True
+    assert result["ar-mntp-bi"]["diff"] == pytest.approx(0.05)
+    lo, hi = result["ar-mntp-bi"]["diff_ci"]
+    assert lo == pytest.approx(0.05) and hi == pytest.approx(0.05)  # a constant difference
+    noisy = result["ar-diffusion-bi"]
+    assert noisy["learned"] is False and noisy["diff_ci"][0] < 0 < noisy["diff_ci"][1]
+    assert result["ar-causal"]["learned"] is False
+    assert result["ar-mntp-bi"]["seeds"] == pytest.approx(list((control + 0.05).mean(axis=1)))
+    assert gate(accuracies, "random-bi", 500, 0.95) == result  # seeded: the same CIs
+    with pytest.raises(ValueError, match="different batches"):
+        gate({"random-bi": control, "x": control[:, :10]}, "random-bi", 10, 0.95)
+
+
+def test_learning_follows_the_gate_and_reports_suites_as_information() -> None:
     from diffembed.study.analysis import learning
 
     table = _table(
         {
             "random-bi": [10.0, 10.0, 10.0, 10.0],
-            "ar-mntp-bi": [5.0, 11.0, 12.0, 13.0],  # below random on 1 of 4: learned
-            "ar-diffusion-bi": [5.0, 5.0, 12.0, 13.0],  # below on 2 of 4: did not learn
-            "diffusion-bi": [5.0, 5.0, 5.0, 13.0],  # below on 3 of 4: did not learn
+            "ar-mntp-bi": [5.0, 5.0, 5.0, 13.0],  # below random on 3 suites, but learned
+            "ar-diffusion-bi": [15.0, 15.0, 15.0, 15.0],  # above on 4 suites, did not learn
             "ar-causal": [10.0, 11.0, 12.0, float("nan")],  # a tie and a NaN do not count
         }
     )
-    flags = learning(table, list(table))
-    assert flags["ar-mntp-bi"]["learned"] is True
-    assert flags["ar-mntp-bi"]["beats_control"] == ["reasoning", "instruct", "traditional"]
+    gated = {
+        "random-bi": {"accuracy": 0.05},
+        "ar-mntp-bi": {"accuracy": 0.3, "learned": True},
+        "ar-diffusion-bi": {"accuracy": 0.05, "learned": False},
+    }
+    flags = learning(table, list(table), gated)
+    assert flags["ar-mntp-bi"]["learned"] is True and flags["ar-mntp-bi"]["status"] == "learned"
+    assert flags["ar-mntp-bi"]["beats_control"] == ["traditional"]
+    assert flags["ar-mntp-bi"]["heldout"] == gated["ar-mntp-bi"]
     assert flags["ar-diffusion-bi"]["learned"] is False
-    assert flags["diffusion-bi"]["learned"] is False
-    assert flags["diffusion-bi"]["status"] == "did not learn"
-    assert flags["ar-causal"]["learned"] is False
-    assert flags["random-bi"] == {"learned": None, "beats_control": None, "status": "control"}
-    no_control = learning({k: v for k, v in table.items() if k != "random-bi"}, ["ar-mntp-bi"])
+    assert flags["ar-diffusion-bi"]["status"] == "did not learn"
+    assert flags["ar-causal"]["learned"] is None  # not measured: not checked
+    assert flags["ar-causal"]["beats_control"] == ["reasoning", "instruct"]
+    assert flags["random-bi"]["status"] == "control" and flags["random-bi"]["learned"] is None
+    no_control = learning(table, ["ar-mntp-bi"], {"ar-mntp-bi": gated["ar-mntp-bi"]})
     assert no_control["ar-mntp-bi"]["learned"] is None
 
 
 def test_a_contrast_with_a_row_that_did_not_learn_is_not_judged() -> None:
     from diffembed.study.analysis import _verdicts, contrast_status, learning
 
-    table = _table(
-        {
-            "random-bi": [10.0] * 4,
-            "ar-mntp-bi": [20.0] * 4,
-            "ar-diffusion-bi": [5.0, 5.0, 30.0, 30.0],
-            "ar-mntp-matched-bi": [30.0] * 4,
-        }
-    )
-    flags = learning(table, list(table))
+    names = ["random-bi", "ar-mntp-bi", "ar-diffusion-bi", "ar-mntp-matched-bi"]
+    table = _table({n: [10.0] * 4 for n in names})
+    gated = {
+        "random-bi": {},
+        "ar-mntp-bi": {"learned": True},
+        "ar-diffusion-bi": {"learned": False},
+        "ar-mntp-matched-bi": {"learned": True},
+    }
+    flags = learning(table, names, gated)
     assert contrast_status("ar-mntp-matched-bi", "ar-mntp-bi", flags) == "judged"
     assert contrast_status("ar-mntp-matched-bi", "random-bi", flags) == "judged"
     assert (
@@ -402,12 +480,30 @@ def test_smoke_flags_learning_and_judges_only_rows_that_learned(smoke: Study) ->
     assert set(learned) == {r.name for r in SMOKE_ROWS}
     assert learned["random-bi"]["status"] == "control"
     random = [summary["table"]["random-bi"][s]["score"] for s in SUITE_ORDER]
+    control_acc = np.array(
+        [
+            json.loads(smoke.heldout_file("random-bi", s).read_text())["accuracies"]
+            for s in smoke.preset.seeds
+        ]
+    ).mean(axis=0)
+    assert len(control_acc) >= 2  # the smoke held-out pairs fill batches
     for name, info in learned.items():
         if name == "random-bi":
             continue
         scores = [summary["table"][name][s]["score"] for s in SUITE_ORDER]
         above = sum(a > b for a, b in zip(scores, random, strict=True))
-        assert len(info["beats_control"]) == above and info["learned"] == (above >= 3), name
+        assert len(info["beats_control"]) == above, name
+        # the gate, recomputed from the held-out files: mean difference and its CI's sign
+        acc = np.array(
+            [
+                json.loads(smoke.heldout_file(name, s).read_text())["accuracies"]
+                for s in smoke.preset.seeds
+            ]
+        ).mean(axis=0)
+        held = info["heldout"]
+        assert held["diff"] == pytest.approx(float((acc - control_acc).mean()))
+        assert held["diff_ci"][0] <= held["diff"] <= held["diff_ci"][1]
+        assert info["learned"] == (held["diff_ci"][0] > 0), name
         line = next(ln for ln in report.splitlines() if ln.startswith(f"| `{name}`: "))
         assert ("did not learn" in line) == (not info["learned"])
         final = info["finetune_final"]
@@ -447,7 +543,7 @@ def test_smoke_pretraining_tokens_and_flops_match_a_hand_computation(smoke: Stud
 
     lm = PretrainConfig(**LM_PRESETS[preset.pretrain_preset])
     per_step = lm.global_batch * lm.seq_len
-    pt, mntp, adapt = preset.pretrain.steps, preset.mntp.steps, preset.adapt.steps
+    pt, mntp, adapt = preset.pretrain.steps, preset.mntp.steps, smoke.adapt_steps
     steps = {
         "ar-diffusion-bi": pt + adapt,  # ar, then the diffusion adaptation
         "ar-mntp-bi": pt + mntp,

@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 from diffembed.cli.options import at_least
+from diffembed.errors import ConfigError, InputNotFoundError
 from diffembed.io import check_output_dir, check_output_file, check_writable
 from diffembed.model.model_dir import is_model_dir
-from diffembed.study.design import PRESETS, ROW_GROUPS, ROWS, select_rows
+from diffembed.study.design import ROW_GROUPS, ROWS, select_rows
 from diffembed.study.pack import write_archive, write_pack
+from diffembed.study.presets import PRESETS
 from diffembed.study.report import export_best, write_report
 from diffembed.study.stages import Study
 
@@ -102,9 +104,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
         preset = dataclasses.replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
     rows = select_rows(args.rows.split(",") if args.rows else preset.rows)
     if args.pack is not None and (args.corpus is not None or args.write_pack is not None):
-        raise ValueError("--pack replaces the corpus: not with --corpus or --write-pack")
+        raise ConfigError("--pack replaces the corpus: not with --corpus or --write-pack")
     if args.pack is not None and not args.pack.is_file():
-        raise FileNotFoundError(f"--pack {args.pack}: no such file")
+        raise InputNotFoundError(f"--pack {args.pack}: no such file")
     _check_outputs(args, args.out or Path("results") / preset.name)
     study = Study(
         preset=preset,

@@ -20,7 +20,7 @@ from diffembed.study.design import (
     CLAIMS,
     CONTRASTS,
     CONTROL,
-    LEARN_MIN_SUITES,
+    GATE_CONFIDENCE,
     PRIMARY,
     SUITE_ORDER,
     Claim,
@@ -239,29 +239,60 @@ def _contrasts(
 def learning(
     table: dict[str, dict[str, Any]],
     names: Sequence[str],
+    gated: dict[str, dict[str, Any]],
     control: str = CONTROL,
-    min_suites: int = LEARN_MIN_SUITES,
 ) -> dict[str, dict[str, Any]]:
-    """Per row of ``names``: the suites on which its score is above ``control``'s (a tie or a
-    missing score does not count) and whether it learned (above on >= ``min_suites``).
+    """Per row of ``names``: whether it learned by the gate (``gated``, from
+    :func:`~diffembed.study.heldout.gate`: held-out accuracy above ``control``'s), with its
+    held-out numbers, and, as information, the suites on which its score is above
+    ``control``'s (a tie or a missing score does not count).
 
-    ``learned`` is None for the control itself and when the control was not run."""
+    ``learned`` is None for the control itself and when a held-out accuracy is missing."""
     out: dict[str, dict[str, Any]] = {}
     for name in names:
-        if name == control or control not in table:
-            status = "control" if name == control else f"not checked: no `{control}` row"
-            out[name] = {"learned": None, "beats_control": None, "status": status}
-            continue
-        beats = [
-            s for s in SUITE_ORDER if table[name][s]["score"] > table[control][s]["score"]
-        ]  # NaN compares False
-        learned = len(beats) >= min_suites
+        beats = None
+        if name != control and control in table and name in table:
+            beats = [
+                s for s in SUITE_ORDER if table[name][s]["score"] > table[control][s]["score"]
+            ]  # NaN compares False
+        learned: bool | None = None
+        if name == control:
+            status = "control"
+        elif control not in gated:
+            status = f"not checked: no `{control}` held-out accuracy"
+        elif name not in gated:
+            status = "not checked: no held-out accuracy"
+        else:
+            learned = bool(gated[name]["learned"])
+            status = "learned" if learned else "did not learn"
         out[name] = {
             "learned": learned,
+            "status": status,
+            "heldout": gated.get(name),
             "beats_control": beats,
-            "status": "learned" if learned else "did not learn",
         }
     return out
+
+
+def load_heldout(study: Study, rows: Sequence[Row]) -> dict[str, np.ndarray]:
+    """Held-out accuracies ``[seeds, batches]`` of every row measured for all its seeds."""
+    out: dict[str, np.ndarray] = {}
+    for row in rows:
+        paths = [study.heldout_file(row.name, s) for s in study.preset.seeds]
+        if all(p.exists() for p in paths):
+            out[row.name] = np.array([json.loads(p.read_text())["accuracies"] for p in paths])
+    return out
+
+
+def gate_rows(study: Study, rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """The gate's numbers per row (:func:`~diffembed.study.heldout.gate`); empty when no
+    held-out batch was measured."""
+    from diffembed.study.heldout import gate
+
+    accuracies = load_heldout(study, rows)
+    if not accuracies or not next(iter(accuracies.values())).shape[1]:
+        return {}
+    return gate(accuracies, CONTROL, study.preset.bootstrap, GATE_CONFIDENCE)
 
 
 def contrast_status(a: str, b: str, learned: dict[str, dict[str, Any]]) -> str:
@@ -306,7 +337,7 @@ def analyse(study: Study, rows: Sequence[Row]) -> dict[str, Any]:
         for suite in SUITE_ORDER:
             table[name][suite], boot_values[name][suite] = _suite_cell(scores, suite, boots)
     contrasts = _contrasts(table, boot_values)
-    learned = learning(table, [r.name for r in rows])
+    learned = learning(table, [r.name for r in rows], gate_rows(study, rows))
     for name, info in learned.items():
         info["finetune_final"] = finetune_final(study, name)
         info["eval_max_length"] = eval_lengths(study, name)

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffembed.io import atomic_write, write_json
+from diffembed.study.heldout import HELDOUT_PAIRS
 
 if TYPE_CHECKING:
-    from diffembed.study.design import Row, StudyPreset
+    from diffembed.study.design import Row
+    from diffembed.study.presets import StudyPreset
     from diffembed.study.stages import Study, StudyData
 
 logger = logging.getLogger(__name__)
@@ -61,7 +63,8 @@ def write_pack(study: Study, rows: Sequence[Row], path: Path) -> dict[str, Any]:
         tar.add(tokens, TOKENS)
         for name, folder in (("tokenizer", data.tok), ("tasks", data.tasks)):
             tar.add(folder, name)
-        tar.add(data.pairs, f"pairs/{data.pairs.name}")
+        for pairs in (data.pairs, data.pairs.parent / HELDOUT_PAIRS):
+            tar.add(pairs, f"pairs/{pairs.name}")
         for stage in DATA_STAGES:
             tar.add(study.marker(stage), f"stages/{study.marker(stage).name}")
     logger.info(
@@ -103,7 +106,7 @@ def unpack(path: Path, out: Path, preset: StudyPreset) -> StudyData:
     digests = {
         s: json.loads((out / "stages" / f"{s}.json").read_text())["digest"] for s in DATA_STAGES
     }
-    pairs = next((out / "pairs").glob("*.jsonl"))
+    pairs = out / "pairs" / "pairs.jsonl"
     return StudyData(
         out / TOKENS,
         manifest["corpus_digest"],

@@ -24,7 +24,9 @@ from diffembed.provenance import git_commit, machine
 from diffembed.study.analysis import analyse, finetune_log
 from diffembed.study.design import (
     CONTROL,
-    LEARN_MIN_SUITES,
+    EXTRA_ROWS,
+    GATE_RULE,
+    GATE_WHY,
     LM_BY_NAME,
     LMS,
     PRIMARY,
@@ -220,10 +222,32 @@ def _main_table(study: Study, rows: Sequence[Row], analysis: dict[str, Any]) -> 
         )
     lines += [
         "",
-        f"learned: the row's score is above `{CONTROL}`'s on at least {LEARN_MIN_SUITES} of "
-        f"{len(SUITE_ORDER)} suites; a claim or contrast is judged only between rows that "
-        "learned.",
+        f"learned: {GATE_RULE} A claim or contrast is judged only between rows that learned.",
     ]
+    return lines
+
+
+def _design(study: Study) -> list[str]:
+    """The design section: fixed and dated before the run, and M as the curve chose it."""
+    preset = study.preset
+    curve = study.out / "logs" / "adapt-curve.json"
+    if not preset.design_notes and not curve.exists():
+        return []
+    when = f" (fixed {preset.design_date}, before any row ran)" if preset.design_date else ""
+    lines = ["", f"## Design{when}", ""]
+    if preset.design_notes:
+        lines += [f"- {note}" for note in preset.design_notes]
+        lines += [f"- Why this gate: {GATE_WHY}"]
+        lines += [f"- Not in the default rows: `{n}`: {why}." for n, why in EXTRA_ROWS.items()]
+    if curve.exists():
+        c = json.loads(curve.read_text())
+        points = ", ".join(f"{p['step']}: {p['loss']:.3f}" for p in c["points"])
+        lines += [
+            "",
+            f"Adaptation curve (held-out `{c['metric']}` by step; `logs/adapt-curve.json`): "
+            f"{points}. Rule: the first M whose loss improves by less than {c['min_gain']} "
+            f"nats by 2M. **M = {c['chosen_steps']:,} steps ({c['chosen_tokens']:,} tokens).**",
+        ]
     return lines
 
 
@@ -282,20 +306,20 @@ def _learning_and_compute(study: Study, analysis: dict[str, Any]) -> list[str]:
         "the preset's max_length capped at the model's trained positions "
         "(max_position_embeddings) unless the row sets its own.",
         "",
-        "| row | step | loss | accuracy | doc-doc cosine | above "
-        f"`{CONTROL}` on | eval max_length | learned |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | step | loss | batch accuracy | doc-doc cosine | held-out accuracy [95% CI] | "
+        f"minus `{CONTROL}` [95% CI] | above `{CONTROL}` on | eval max_length | learned |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, info in analysis["learning"].items():
         final = info.get("finetune_final") or {}
         beats = info["beats_control"]
-        above = "–" if beats is None else f"{len(beats)}/{len(SUITE_ORDER)}"
+        above = "–" if beats is None else f"{len(beats)}/{len(SUITE_ORDER)} suites"
         lengths = sorted({str(x) for x in info.get("eval_max_length", [])})
         lines.append(
             f"| `{name}` | {_number(final.get('step'), '.0f')} | "
             f"{_number(final.get('loss'), '.3f')} | {_number(final.get('accuracy'), '.3f')} | "
-            f"{_number(final.get('doc_cosine'), '.3f')} | {above} | {', '.join(lengths)} | "
-            f"{info['status']} |"
+            f"{_number(final.get('doc_cosine'), '.3f')} | {_heldout_cells(info.get('heldout'))} | "
+            f"{above} | {', '.join(lengths)} | {info['status']} |"
         )
     lines += [
         "",
@@ -313,6 +337,16 @@ def _learning_and_compute(study: Study, analysis: dict[str, Any]) -> list[str]:
             f"| `{name}` | {chain} | {_number(c['tokens'], ',d')} | {_number(c['flops'], '.3g')} |"
         )
     return lines
+
+
+def _heldout_cells(h: dict[str, Any] | None) -> str:
+    """The held-out accuracy and its difference to the control, with CIs (two cells)."""
+    if not h:
+        return "– | –"
+    acc = f"{h['accuracy']:.3f} [{h['ci'][0]:.3f}, {h['ci'][1]:.3f}]"
+    if "diff" not in h:
+        return f"{acc} | –"
+    return f"{acc} | {h['diff']:+.3f} [{h['diff_ci'][0]:+.3f}, {h['diff_ci'][1]:+.3f}]"
 
 
 def _figures_and_tasks(analysis: dict[str, Any], has_pt: bool, has_ft: bool) -> list[str]:
@@ -360,7 +394,7 @@ def render_report(
     study: Study, rows: Sequence[Row], analysis: dict[str, Any], has_pt: bool, has_ft: bool
 ) -> str:
     """``report.md`` from the analysis (every number in it is in ``summary.json``)."""
-    lines = _main_table(study, rows, analysis) + _claims(analysis)
+    lines = _main_table(study, rows, analysis) + _design(study) + _claims(analysis)
     lines += _learning_and_compute(study, analysis)
     if study.preset.changes_after_looking:
         lines += ["", "## Changes made after looking at results", ""]

@@ -42,16 +42,11 @@ from typing import Any
 
 from diffembed.io import atomic_write, write_json
 from diffembed.provenance import file_sha256, provenance
-from diffembed.study.design import (
-    LM,
-    SUITE_ORDER,
-    PretrainOverrides,
-    Row,
-    StudyPreset,
-    lms_needed,
-    select_rows,
-)
+from diffembed.study import lms
+from diffembed.study.design import LM, SUITE_ORDER, Row, lms_needed, select_rows
+from diffembed.study.heldout import HELDOUT_PAIRS
 from diffembed.study.jobs import run_calls
+from diffembed.study.presets import StudyPreset
 from diffembed.study.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -166,6 +161,7 @@ class Study:
     stage_times: dict[str, float] = field(default_factory=dict)
     pack: Path | None = None  # start from this pack (``--pack``) instead of building the data
     jobs: int = 1  # independent stages run in this many processes at once
+    adapt_steps: int | None = None  # M as measured by the adaptation curve (None: not yet)
 
     # ------------------------------------------------------------------ bookkeeping
     def marker(self, name: str) -> Path:
@@ -233,11 +229,21 @@ class Study:
         return path, d
 
     def stage_tokenizer(self, corpus: Path, corpus_d: str) -> tuple[Path, str]:
-        """A BPE tokenizer trained on the pretraining split, into ``OUT/tokenizer``."""
-        from diffembed.model.tokenizer import save_tokenizer, train_bpe_tokenizer
+        """The study's tokenizer, into ``OUT/tokenizer``: the base LM's when the preset names
+        one (``vocab_size`` is then the base's), else a BPE tokenizer trained on the
+        pretraining split."""
+        from diffembed.model.tokenizer import load_tokenizer, save_tokenizer, train_bpe_tokenizer
         from diffembed.train.pretrain_data import read_corpus_texts
 
         path = self.out / "tokenizer"
+        base = lms.base_dir(self)
+        if base is not None:
+
+            def copy() -> None:
+                save_tokenizer(load_tokenizer(base), path, overwrite=True)
+
+            key = {"base_tokenizer": file_sha256(base / "tokenizer.json")}
+            return path, self.stage("tokenizer", key, [path / "tokenizer.json"], copy)
 
         def run() -> None:
             docs = read_corpus_texts(corpus, "pretrain")
@@ -269,109 +275,55 @@ class Study:
         return path, self.stage("tasks", key, outputs, run)
 
     def stage_pairs(self, corpus: Path, corpus_d: str) -> tuple[Path, str]:
-        """The fine-tuning pairs, into ``OUT/pairs/pairs.jsonl``."""
+        """The fine-tuning pairs, into ``OUT/pairs/pairs.jsonl``, and the gate's held-out pairs,
+        ``OUT/pairs/heldout.jsonl`` (:class:`~diffembed.study.presets.TrainingPairs`): the
+        finetune split's pairs less the held-out sample, plus the pretrain split's pairs."""
         from diffembed.data.pairs.build import build_pairs
+        from diffembed.formats.pairs import read_pairs, write_pairs
+        from diffembed.study.heldout import split_heldout
 
-        path = self.out / "pairs" / "pairs.jsonl"
+        folder = self.out / "pairs"
+        path, heldout = folder / "pairs.jsonl", folder / HELDOUT_PAIRS
         settings = self.preset.pairs.as_dict()
+        training = self.preset.training_pairs
 
         def run() -> None:
-            report = build_pairs(corpus, path, seed=0, **settings)
+            finetune_split = folder / "finetune-split.jsonl"
+            report = {"finetune": build_pairs(corpus, finetune_split, seed=0, **settings)}
+            train, held = split_heldout(read_pairs(finetune_split), training.heldout, seed=0)
+            if training.pretrain_split_per_task is not None:
+                extra = folder / "pretrain-split.jsonl"
+                report["pretrain"] = build_pairs(
+                    corpus,
+                    extra,
+                    seed=0,
+                    **{**settings, "max_per_task": training.pretrain_split_per_task},
+                    split="pretrain",
+                )
+                train += read_pairs(extra)
+            write_pairs(heldout, held)
+            write_pairs(path, train)
+            report["training_pairs"] = len(train)
+            report["heldout_pairs"] = len(held)
             write_json(self.out / "logs" / "pairs.json", report)
 
-        key = {"corpus": corpus_d, "pairs": settings, "seed": 0, "code": code_digest(build_pairs)}
-        return path, self.stage("pairs", key, [path], run)
+        key = {
+            "corpus": corpus_d,
+            "pairs": settings,
+            "training": training.as_dict(),
+            "seed": 0,
+            "code": code_digest(build_pairs),
+        }
+        return path, self.stage("pairs", key, [path, heldout], run)
 
     # ------------------------------------------------------------------ pretraining
-    def _pretrain_config(self, objective: str, extra: PretrainOverrides) -> Any:
-        from diffembed.train.pretrain import PRESETS as PT_PRESETS
-        from diffembed.train.pretrain import PretrainConfig
-
-        values = {
-            **PT_PRESETS[self.preset.pretrain_preset],
-            **self.preset.pretrain.as_dict(),
-            **extra.as_dict(),
-        }
-        values["objective"] = objective
-        config = PretrainConfig(**values)
-        config.validate()
-        return config
-
-    def _init_random_lm(self, config: Any, tok: Path, path: Path) -> None:
-        """The control: the architecture of ``config``, never trained (seeded init)."""
-        from diffembed.model.tokenizer import load_tokenizer, save_tokenizer
-        from diffembed.train.pretrain_model import build_model
-
-        tokenizer = load_tokenizer(tok)
-        model = build_model(config, tokenizer)
-        model.config.diffembed_objective = "random"
-        model.config.is_causal = False
-        if path.exists():
-            shutil.rmtree(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_tokenizer(tokenizer, tmp)  # replaces tmp as a whole: before the weights
-        model.save_pretrained(str(tmp))
-        tmp.rename(path)
-
     def lm_config(self, lm: LM) -> Any:
-        """The :class:`~diffembed.train.pretrain.PretrainConfig` of ``lm``, sized by its budget
-        (see :class:`~diffembed.study.design.LM`; ``random``: the diffusion LM's architecture)."""
-        objective = "diffusion" if lm.objective == "random" else lm.objective
-        if lm.budget == "mntp":
-            return self._pretrain_config(objective, self.preset.mntp)
-        if lm.budget == "adapt":
-            return self._pretrain_config(objective, self.preset.adapt.overrides(objective))
-        config = self._pretrain_config(objective, PretrainOverrides())
-        if lm.budget == "pretrain+adapt":  # from scratch for the AR LM's tokens + M
-            steps = config.steps + self.preset.adapt.steps
-            config = self._pretrain_config(objective, PretrainOverrides(steps=steps))
-        elif lm.budget == "repeat":  # the same tokens from a pool of 1/E as many, E times
-            pool = config.steps * config.tokens_per_step // self.preset.repeat_epochs
-            config = dataclasses.replace(config, unique_tokens=pool)
-            config.validate()
-        return config
+        """The pretraining config of ``lm`` (:func:`diffembed.study.lms.lm_config`)."""
+        return lms.lm_config(self, lm)
 
     def stage_lm(self, lm: LM, tok: Path, corpus: Path, deps: dict[str, str]) -> str:
-        """Pretrain, adapt (from ``OUT/lm/<lm.init>``) or initialise (``random``) one LM into
-        ``OUT/lm/<lm.name>``."""
-        from diffembed.train.pretrain import pretrain
-
-        path = self.out / "lm" / lm.name
-        config = self.lm_config(lm)
-
-        def run() -> None:
-            if lm.objective == "random":
-                self._init_random_lm(config, tok, path)
-                return
-            resume = (path / "checkpoint").exists() and not (path / "config.json").exists()
-            init = self.out / "lm" / lm.init if lm.init else None
-            pretrain(
-                config,
-                corpus,
-                tok,
-                path,
-                init=init,
-                resume=resume,
-                device=self.device,
-                show_progress=self.show_progress,
-            )
-            self._keep_logs(path, self.out / "logs" / "lm" / lm.name)
-
-        key = {"config": dataclasses.asdict(config), **deps}
-        return self.stage(f"lm-{lm.name}", key, [path / "config.json"], run)
-
-    def _keep_logs(self, src: Path, dst: Path) -> None:
-        """Copy the small log files of a run (CSV, PNG, JSON summaries) beside the results."""
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in ("train_log.csv", "train_log.png", "pretrain.json"):
-            if (src / name).exists():
-                shutil.copy2(src / name, dst / name)
-        training = src / "training"
-        if training.is_dir():
-            for f in training.iterdir():
-                if f.suffix in (".csv", ".png", ".json"):
-                    shutil.copy2(f, dst / f.name)
+        """One LM into ``OUT/lm/<lm.name>`` (:func:`diffembed.study.lms.stage_lm`)."""
+        return lms.stage_lm(self, lm, tok, corpus, deps)
 
     # ------------------------------------------------------------------ fine-tuning, eval
     def ft_dir(self, row: Row, seed: int) -> Path:
@@ -406,7 +358,7 @@ class Study:
             if checkpoints.exists():
                 shutil.rmtree(checkpoints)
             finetune(make_config())
-            self._keep_logs(path, self.out / "logs" / "ft" / row.name / f"seed{seed}")
+            lms.keep_logs(path, self.out / "logs" / "ft" / row.name / f"seed{seed}")
 
         key = {
             "row": dataclasses.asdict(row),
@@ -445,7 +397,7 @@ class Study:
     ) -> str:
         """Evaluate ``model`` (a model directory, ``bm25`` or ``minilm``) on every suite, with
         ``max_length`` (None: the preset's) for embedding models."""
-        from diffembed.eval.evaluate import evaluate_model
+        from diffembed.eval.evaluate import EvalSettings, evaluate_model
         from diffembed.formats.tasks import find_tasks
 
         out = self.eval_file(name, seed)
@@ -461,10 +413,12 @@ class Study:
                 model,
                 task_dirs,
                 out,
-                max_length=settings.get("max_length"),
-                batch_tokens=settings.get("batch_tokens"),
-                device=self.device,
-                seed=seed or 0,
+                EvalSettings(
+                    max_length=settings.get("max_length"),
+                    batch_tokens=settings.get("batch_tokens"),
+                    device=self.device,
+                    seed=seed or 0,
+                ),
                 show_progress=self.show_progress,
                 command=self.command,
             )
@@ -498,8 +452,38 @@ class Study:
     def _init_dep(lm: LM, deps: dict[str, str]) -> dict[str, str]:
         return {lm.init: deps[lm.init]} if lm.init else {}
 
+    def heldout_file(self, name: str, seed: int) -> Path:
+        """The held-out accuracies of row ``name`` and ``seed`` (the gate's measurement)."""
+        return self.out / "eval" / name / f"seed{seed}.heldout.json"
+
+    def stage_heldout(self, row: Row, seed: int, data: StudyData, ft_d: str) -> str:
+        """Held-out in-batch accuracy of ``row``'s model with ``seed``, per batch
+        (:mod:`diffembed.study.heldout`)."""
+        from diffembed.formats.pairs import read_pairs
+        from diffembed.study.heldout import batch_accuracies, heldout_batches
+
+        out = self.heldout_file(row.name, seed)
+        size = self.preset.training_pairs.heldout_batch
+
+        def run() -> None:
+            batches = heldout_batches(read_pairs(data.pairs.parent / HELDOUT_PAIRS), size)
+            accuracies = batch_accuracies(self.ft_dir(row, seed), batches)
+            write_json(
+                out,
+                {
+                    "accuracies": accuracies.tolist(),
+                    "tasks": [b[0].task for b in batches],
+                    "mean": float(accuracies.mean()) if len(batches) else None,
+                    "batch": size,
+                },
+            )
+
+        key = {"model": ft_d, "pairs": data.pairs_d, "batch": size}
+        return self.stage(f"heldout/{row.name}/seed{seed}", key, [out], run)
+
     def stage_row(self, row: Row, seed: int, data: StudyData, deps: dict[str, str]) -> None:
-        """Fine-tune ``row``'s LM with ``seed``, then evaluate it (one chain of stages)."""
+        """Fine-tune ``row``'s LM with ``seed``, then evaluate it on the suites and on the
+        held-out pairs (one chain of stages)."""
         ft_d = self.stage_finetune(row, seed, data.pairs, deps)
         self.stage_eval(
             str(self.ft_dir(row, seed)),
@@ -509,6 +493,7 @@ class Study:
             {"tasks": data.tasks_d, "model": ft_d},
             max_length=self.eval_max_length(row, seed),
         )
+        self.stage_heldout(row, seed, data, ft_d)
 
     def stage_data(self) -> StudyData:
         """The corpus, tokenizer, tasks and pairs: built, or unpacked from :attr:`pack`."""
@@ -540,6 +525,8 @@ class Study:
         self.begin()
         data = self.stage_data()
         lm_deps = {"corpus": data.corpus_d, "tokenizer": data.tok_d}
+        if self.preset.adapt_curve is not None:
+            self.adapt_steps = lms.stage_adapt_curve(self, data.tok, data.corpus, lm_deps)
         deps = {"pairs": data.pairs_d, **self._stage_lms(rows, data.tok, data.corpus, lm_deps)}
         calls: list[tuple[str, tuple[Any, ...]]] = [
             ("stage_eval", (ref, ref, None, data.tasks, {"tasks": data.tasks_d}))
