@@ -8,8 +8,9 @@ TORCH_PIN := torch==2.13.0
 EXTRAS := train,eval,serve,dev
 SETUP_STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-# Debian packages: the corpus integration test needs a few; `make data` installs them all.
-TEST_DEB := wordnet-base manpages man-db groff-base
+# Debian packages: the corpus integration test needs a few, the search page's browser test
+# chromium (run headless); `make data` installs all the corpus sources.
+TEST_DEB := wordnet-base manpages man-db groff-base chromium
 DATA_DEB := $(shell cat scripts/corpus_packages.txt)
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
@@ -40,12 +41,14 @@ data: setup
 demo: setup
 	$(VENV)/bin/diffembed demo --model models/diffembed-tiny --out demo-output
 
-# The study's cpu preset on the corpus of `make data`: results/cpu/report.md (its stages took
-# 64.8 min on the 2-core session VM at de2b759, results/cpu/report.md; the preset budgets 95).
+# The study's cpu preset (third edition: every row from models/base-ar) on the corpus of
+# `make data`: results/cpu/report.md; the preset budgets ~260 minutes, resumable (the second
+# edition, results/cpu-2nd, took 64.8 min at de2b759).
 reproduce: data
 	$(VENV)/bin/diffembed reproduce --preset cpu --corpus data/corpus --out results/cpu
 
-# Checks too slow for every run (minutes each); pytest exit 5 means none are marked yet.
+# The tests marked slow: those that start subprocesses or several processes (torchrun runs,
+# kill -9 drills, the CLI in a subprocess); minutes in all. pytest exit 5: none selected.
 test-slow: setup
 	$(PY) -m pytest -q -m slow; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests"; exit 0; fi; exit $$rc
 

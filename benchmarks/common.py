@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2Model
 
 from diffembed.model.embedder import Embedder
+from diffembed.model.model_dir import ModelDir
 from diffembed.model.tokenizer import load_tokenizer, train_bpe_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,11 +213,11 @@ def ensure_model(name_or_dir: str, max_length: int = 8192) -> Path:
     """A model directory: ``name_or_dir`` itself, or the cached random model of that preset."""
     if name_or_dir not in PRESETS:
         path = Path(name_or_dir)
-        if not (path / "config.json").exists():
+        if not ModelDir(path).has("config.json"):
             raise SystemExit(f"{path}: not a model directory and not one of {sorted(PRESETS)}")
         return path
     out = CACHE / f"qwen2-{name_or_dir}"
-    if (out / "diffembed.json").exists():
+    if ModelDir(out).is_ours:
         return out
     sizes = PRESETS[name_or_dir]
     pools = text_pools(max_long=600)

@@ -144,7 +144,7 @@ def main() -> None:
         )
         variants = [
             ("lora16 bf16", {}),
-            ("lora16 fp32", {"bf16": False}),
+            ("lora16 fp32", {"precision": "fp32"}),
             ("full bf16", {"lora_r": 0}),
             ("lora16 bf16 gradcache 4", {"mini_batch": 4}),
             ("lora16 bf16 grad-ckpt", {"gradient_checkpointing": True}),

@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from diffembed.model.precision import autocast
+from diffembed.io import read_json
+from diffembed.model.precision import autocast, bf16_wanted
 from diffembed.model.tokenizer import load_tokenizer, train_bpe_tokenizer
-from diffembed.train.pretrain import PRESETS, PretrainConfig
+from diffembed.train.pretrain_config import PRESETS, PretrainConfig
 from diffembed.train.pretrain_data import sample_generators
 from diffembed.train.pretrain_model import (
     ScoredLM,
@@ -80,7 +81,7 @@ def measure(
         for m in range(0, config.global_batch, config.micro_batch):
             tokens = torch.randint(4, vocab, (config.micro_batch, config.seq_len), device=device)
             gens = sample_generators(0, step, range(m, m + config.micro_batch))
-            with autocast(device, config.bf16):
+            with autocast(device, bf16_wanted(config.precision, device)):
                 loss, h = micro_batch_loss(
                     scored, tokens, gens, config, tokenizer.mask_token_id, vocab
                 )
@@ -121,7 +122,7 @@ def main() -> None:
     device = torch.device(args.device)
     base = PretrainConfig(**PRESETS[args.preset])
     if args.config is not None:
-        base = dataclasses.replace(base, **json.loads(args.config.read_text()))
+        base = dataclasses.replace(base, **read_json(args.config))
     if args.tokenizer is not None:
         tokenizer = load_tokenizer(args.tokenizer)
     else:

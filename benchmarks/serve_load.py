@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -212,7 +213,8 @@ def wait_healthy(port: int, proc: subprocess.Popen | None, timeout: float = 120)
     raise RuntimeError("server did not become healthy")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, help="model directory (default: a random model)")
     p.add_argument("--layers", type=int, default=4, help="random model layers (default 4)")
@@ -221,7 +223,13 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=256, help="requests in all (default 256)")
     p.add_argument("--inputs", type=int, default=4, help="texts per request (default 4)")
     p.add_argument("--words", type=int, default=60, help="words per text at most (default 60)")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument(
+        "--precision",
+        "--dtype",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="compute precision of the server and the direct encode (--dtype: its old name)",
+    )
     p.add_argument("--max-batch-tokens", type=int, default=16384)
     p.add_argument(
         "--batch-wait-ms", type=float, help="server's --batch-wait-ms (default: the server's)"
@@ -240,46 +248,43 @@ def main() -> None:
     args = p.parse_args()
     if args.requests < 1 or args.clients < 1 or args.inputs < 1:
         p.error("--requests, --clients and --inputs must be >= 1")
-
-    from diffembed.model.embedder import Embedder
-    from diffembed.serve.app import ServeConfig
-
-    cpus: set[int] | None = None
     if args.server_cpus:
-        import torch
-
         cpus = {int(c) for c in args.server_cpus.split(",")}
-        others = set(range(os.cpu_count() or 1)) - cpus
-        if args.in_process or not others:
+        if args.in_process or not set(range(os.cpu_count() or 1)) - cpus:
             p.error("--server-cpus needs a subprocess server and CPUs left for the clients")
-        os.sched_setaffinity(0, cpus)
-        torch.set_num_threads(len(cpus))
-        args.threads = args.threads or len(cpus)
-    texts, source = load_texts(args.requests * args.inputs, args.words, args.seed)
-    requests = [texts[i * args.inputs : (i + 1) * args.inputs] for i in range(args.requests)]
-    tmp = tempfile.TemporaryDirectory(prefix="serve_load.")
-    model = args.model
-    if model is None and args.write_model is not None and args.write_model.is_dir():
-        model = args.write_model
-    if model is None:
-        where = args.write_model or Path(tmp.name) / "model"
-        model = write_random_model(where, args.layers, args.hidden, texts)
-    emb = Embedder.load(model, precision=args.dtype)
+    return args
 
-    # Direct: one encode call over all inputs, best of --repeats (after a warm-up on a slice).
-    emb.encode(texts[: 4 * args.inputs], max_tokens_per_batch=args.max_batch_tokens)
-    direct_s = float("inf")
+
+def pin_server_cpus(args: argparse.Namespace) -> tuple[set[int] | None, set[int]]:
+    """``(server CPUs, client CPUs)`` of ``--server-cpus`` (None: not pinned); this process
+    (the server's side: the direct encode) is pinned to the server's, with as many threads."""
+    if not args.server_cpus:
+        return None, set()
+    import torch
+
+    cpus = {int(c) for c in args.server_cpus.split(",")}
+    os.sched_setaffinity(0, cpus)
+    torch.set_num_threads(len(cpus))
+    args.threads = args.threads or len(cpus)
+    return cpus, set(range(os.cpu_count() or 1)) - cpus
+
+
+def best_encode(emb: Any, texts: list[str], per_pass: int, args: argparse.Namespace) -> float:
+    """Seconds of the fastest of ``--repeats`` encodes of ``texts``, ``per_pass`` at a time."""
+    best = float("inf")
     for _ in range(args.repeats):
         start = time.perf_counter()
-        direct, stats = emb.encode_with_stats(texts, max_tokens_per_batch=args.max_batch_tokens)
-        direct_s = min(direct_s, time.perf_counter() - start)
-    direct_tokens = stats.tokens
+        for i in range(0, len(texts), per_pass):
+            emb.encode(texts[i : i + per_pass], max_tokens_per_batch=args.max_batch_tokens)
+        best = min(best, time.perf_counter() - start)
+    return best
 
-    port = free_port()
-    proc = server = thread = None
+
+def start_server(emb: Any, model: Path, port: int, args: argparse.Namespace) -> tuple:
+    """``(subprocess, in-process server, its thread)``: the server under load, one of the two."""
+    from diffembed.serve.app import ServeConfig, bind_socket, create_app, make_server
+
     if args.in_process:
-        from diffembed.serve.app import bind_socket, create_app, make_server
-
         config = ServeConfig(
             model_name="bench",
             max_batch_tokens=args.max_batch_tokens,
@@ -290,17 +295,25 @@ def main() -> None:
         sock = bind_socket("127.0.0.1", port)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
-    else:
-        cmd = [sys.executable, "-m", "diffembed", "serve", "--model", str(model)]
-        cmd += ["--port", str(port), "--dtype", args.dtype, "--model-name", "bench"]
-        cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
-        if args.batch_wait_ms is not None:
-            cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        env = {k: v for k, v in os.environ.items() if k != "DIFFEMBED_API_KEY"}
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-    if cpus is not None:
+        return None, server, thread
+    cmd = [sys.executable, "-m", "diffembed", "serve", "--model", str(model)]
+    cmd += ["--port", str(port), "--precision", args.precision, "--model-name", "bench"]
+    cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
+    if args.batch_wait_ms is not None:
+        cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    env = {k: v for k, v in os.environ.items() if k != "DIFFEMBED_API_KEY"}
+    return subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL), None, None
+
+
+def measure_load(
+    emb: Any, model: Path, requests: list[list[str]], others: set[int], args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
+    """Run the clients against a fresh server: ``(load, metrics before, metrics after)``."""
+    port = free_port()
+    proc, server, thread = start_server(emb, model, port, args)
+    if others:
         os.sched_setaffinity(0, others)  # client threads start after this and inherit it
     try:
         wait_healthy(port, proc)
@@ -315,6 +328,35 @@ def main() -> None:
         if server is not None:
             server.should_exit = True
             thread.join(60)
+    return load, before, after
+
+
+def main() -> None:
+    args = parse_args()
+    from diffembed.model.embedder import Embedder
+    from diffembed.serve.app import ServeConfig
+
+    cpus, others = pin_server_cpus(args)
+    texts, source = load_texts(args.requests * args.inputs, args.words, args.seed)
+    requests = [texts[i * args.inputs : (i + 1) * args.inputs] for i in range(args.requests)]
+    tmp = tempfile.TemporaryDirectory(prefix="serve_load.")
+    model = args.model
+    if model is None and args.write_model is not None and args.write_model.is_dir():
+        model = args.write_model
+    if model is None:
+        where = args.write_model or Path(tmp.name) / "model"
+        model = write_random_model(where, args.layers, args.hidden, texts)
+    emb = Embedder.load(model, precision=args.precision)
+
+    # Direct: one encode call over all inputs, best of --repeats (after a warm-up on a slice).
+    emb.encode(texts[: 4 * args.inputs], max_tokens_per_batch=args.max_batch_tokens)
+    direct_s = float("inf")
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        direct, stats = emb.encode_with_stats(texts, max_tokens_per_batch=args.max_batch_tokens)
+        direct_s = min(direct_s, time.perf_counter() - start)
+    direct_tokens = stats.tokens
+    load, before, after = measure_load(emb, model, requests, others, args)
 
     def delta(total: str, count_suffix: str) -> float:
         count = total.replace("_sum", count_suffix)
@@ -325,13 +367,7 @@ def main() -> None:
         os.sched_setaffinity(0, cpus)
     # Direct again, in batches of the server's mean size: how much of the gap is batch size.
     per_pass = max(1, round(delta("diffembed_batch_size_sum", "_count")))
-    same_batch_s = float("inf")
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for i in range(0, len(texts), per_pass):
-            emb.encode(texts[i : i + per_pass], max_tokens_per_batch=args.max_batch_tokens)
-        same_batch_s = min(same_batch_s, time.perf_counter() - start)
-    same_batch_tps = direct_tokens / same_batch_s
+    same_batch_tps = direct_tokens / best_encode(emb, texts, per_pass, args)
     max_diff = max(
         float(np.abs(v - direct[i * args.inputs : (i + 1) * args.inputs]).max())
         for i, v in load.pop("vectors").items()
@@ -344,7 +380,7 @@ def main() -> None:
         "inputs_per_request": args.inputs,
         "texts": source,
         "model": str(args.model) if args.model else f"random {args.layers}x{args.hidden}",
-        "dtype": args.dtype,
+        "precision": args.precision,
         "server": "in-process" if args.in_process else "subprocess",
         "batch_wait_ms": (
             ServeConfig().batch_wait_ms if args.batch_wait_ms is None else args.batch_wait_ms
@@ -366,6 +402,12 @@ def main() -> None:
         "max_abs_diff_vs_direct": max_diff,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
     }
+    report(result, per_pass, args)
+    tmp.cleanup()
+
+
+def report(result: dict[str, Any], per_pass: int, args: argparse.Namespace) -> None:
+    """Print the figures (JSON, then one line) and write them to ``--json`` when given."""
     print(json.dumps(result, indent=2))
     print(
         f"{args.clients} clients, {args.requests} requests x {args.inputs} texts: "
@@ -377,7 +419,6 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -26,14 +26,15 @@ from typing import Any
 
 from ship_model import DIFFEMBED, build_pairs, finetune, run
 
-from diffembed.io import write_json
+from diffembed.io import read_json, write_json
 from diffembed.model.tokenizer import load_tokenizer
 from diffembed.provenance import provenance
 from diffembed.study.analysis import load_scores, suite_score
-from diffembed.study.design import PRESETS, SUITE_LABELS
+from diffembed.study.design import SUITE_LABELS
+from diffembed.study.presets import PRESETS
 from diffembed.study.stages import Study
-from diffembed.train.pretrain import PRESETS as PT
-from diffembed.train.pretrain import PretrainConfig
+from diffembed.train.pretrain_config import PRESETS as PT
+from diffembed.train.pretrain_config import PretrainConfig
 from diffembed.train.pretrain_data import tokenizer_sha256
 
 SUITES = ("longdoc", "traditional")
@@ -45,18 +46,18 @@ def point_model(args: argparse.Namespace, name: str, tok: Path) -> tuple[Path, d
     if name == "random":
         path = args.out / "lm" / "random"
         if not path.exists():
-            cfg = json.loads(args.config.read_text())
+            cfg = read_json(args.config)
             config = PretrainConfig(**{**PT["cpu"], **cfg, "objective": "ar"})
             Study(PRESETS[args.preset], out=path.parent)._init_random_lm(config, tok, path)
         return path, {"tokens": 0, "eval_ce": None}
     if name == "final":
-        info = json.loads((args.run / "pretrain.json").read_text())
+        info = read_json(args.run / "pretrain.json")
         return args.run, {
             "tokens": info["tokens_trained"],
             "eval_ce": info["final_eval"].get("eval_ce"),
         }
     path = args.run / "snapshots" / name
-    info = json.loads((path / "snapshot.json").read_text())
+    info = read_json(path / "snapshot.json")
     return path, {"tokens": info["tokens"], "eval_ce": info.get("eval_ce")}
 
 

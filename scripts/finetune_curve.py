@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffembed.eval.evaluate import evaluate_model, find_tasks
+from diffembed.eval.evaluate import EvalSettings, evaluate_model, find_tasks
 from diffembed.formats.pairs import Pair, read_pairs, write_pairs
 from diffembed.io import write_json
 from diffembed.model.embedder import Embedder
@@ -70,7 +70,8 @@ def heldout_accuracy(model: Path, pairs: list[Pair], batch: int) -> float:
     return float(np.average(accs, weights=weights))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--pairs", type=Path, required=True)
@@ -93,7 +94,11 @@ def main() -> None:
     ap.add_argument("--max-doc-length", type=int, default=256)
     ap.add_argument("--max-length", type=int, default=256, help="evaluation max tokens")
     ap.add_argument("--bm25", action="store_true", help="also evaluate BM25 on the tasks")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ def main() -> None:
             out,
             tasks,
             args.out / f"steps{steps}.json",
-            max_length=args.max_length,
+            EvalSettings(max_length=args.max_length),
             show_progress=False,
         )
         results[f"steps{steps}"] = {

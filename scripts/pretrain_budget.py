@@ -24,7 +24,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from diffembed.io import write_json
+from diffembed.io import read_json, write_json
 from diffembed.provenance import provenance
 
 
@@ -55,7 +55,7 @@ def run_pretrain(
     ]
     t0 = time.time()
     subprocess.run(cmd, check=True, timeout=timeout)
-    info = json.loads((out / "pretrain.json").read_text())
+    info = read_json(out / "pretrain.json")
     info["wall_seconds"] = round(time.time() - t0, 1)
     return info
 

@@ -37,11 +37,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffembed.io import atomic_dir, atomic_write, write_json
+from diffembed.io import atomic_dir, atomic_write, read_json, write_json
 from diffembed.model.model_dir import write_max_length
 from diffembed.provenance import machine, provenance
 from diffembed.study.analysis import load_scores, suite_score
-from diffembed.study.design import PRESETS, SUITE_LABELS, SUITE_ORDER
+from diffembed.study.design import SUITE_LABELS, SUITE_ORDER
+from diffembed.study.presets import PRESETS
 from diffembed.study.stages import Study
 
 DIFFEMBED = [sys.executable, "-m", "diffembed"]
@@ -71,8 +72,8 @@ def size_config(size: str, seq_len: int, batch: int) -> dict[str, Any]:
 def flops_per_token(overrides: dict[str, Any], tokenizer: Path, preset: str) -> float:
     """Training FLOPs per token of the size (body + LM head, as pretraining logs them)."""
     from diffembed.model.tokenizer import load_tokenizer
-    from diffembed.train.pretrain import PRESETS as PT
-    from diffembed.train.pretrain import PretrainConfig
+    from diffembed.train.pretrain_config import PRESETS as PT
+    from diffembed.train.pretrain_config import PretrainConfig
     from diffembed.train.pretrain_model import build_model, count_flops_per_token
 
     config = PretrainConfig(**{**PT[preset], **overrides, "objective": "ar"})
@@ -94,7 +95,7 @@ def run(cmd: list[str], log: Path) -> None:
 def stage_wall(log: Path) -> float | None:
     """The wall seconds :func:`run` recorded for ``log`` (None: not run by this script)."""
     record = log.with_name(log.name + ".json")
-    return json.loads(record.read_text())["wall_time_s"] if record.exists() else None
+    return read_json(record)["wall_time_s"] if record.exists() else None
 
 
 def pretrain(
@@ -163,7 +164,7 @@ def evaluate(args: argparse.Namespace, model: Path, tasks: Path, out: Path) -> d
 
 def lm_summary(lm: Path) -> dict[str, Any]:
     """Tokens, parameters, held-out loss, mean tokens/s and wall time of a pretrained LM."""
-    info = json.loads((lm / "pretrain.json").read_text())
+    info = read_json(lm / "pretrain.json")
     final = info["final_eval"]
     wall = stage_wall(lm.parent / f"{lm.name}.log") or info["provenance"]["wall_time_s"]
     return {
@@ -299,7 +300,7 @@ def pairs_text(name: str) -> str:
 def evaluated_length(evaluation: Path) -> int:
     """The ``max_length`` an evaluation's JSON (``diffembed eval --out``) says it embedded
     texts with."""
-    length = json.loads(evaluation.read_text(encoding="utf-8")).get("settings", {})
+    length = read_json(evaluation).get("settings", {})
     length = length.get("max_length")
     if not isinstance(length, int) or length < 1:
         raise SystemExit(f"{evaluation}: settings.max_length is {length!r}, not a length")
@@ -416,7 +417,7 @@ def main() -> None:
             ft = args.out / "ft" / run_name
             finetune(args, lm, pairs[name], ft)
             scores = evaluate(args, ft, tasks, args.out / "eval" / f"{run_name}.json")
-            info = json.loads((ft / "training" / "finetune.json").read_text())
+            info = read_json(ft / "training" / "finetune.json")
             summary = {k: info[k] for k in ("final_loss", "mean_tokens_per_s", "pairs")}
             summary["wall_s"] = stage_wall(ft.parent / f"{run_name}.log")
             runs.append(

@@ -173,7 +173,7 @@ def evaluate_modes(
     """Dense, BM25 and hybrid on ``task`` by ``evaluate_model`` (``diffembed eval
     --retriever``; hybrid ``alpha``: the weight of dense, None: reciprocal-rank fusion (k = 60));
     returns one table row per mode and the hybrid retriever's description."""
-    from diffembed.eval.evaluate import evaluate_model
+    from diffembed.eval.evaluate import EvalSettings, evaluate_model
 
     command = ["diffembed", "demo", "--model", str(model)]
     command += (
@@ -185,10 +185,9 @@ def evaluate_modes(
             model,
             [task],
             out / f"eval-{mode}.json",
+            EvalSettings(retriever=mode, alpha=alpha if mode == "hybrid" else None),
             show_progress=False,
             command=command,
-            retriever_mode=mode,
-            alpha=alpha if mode == "hybrid" else None,
         )
         (record,) = summary["tasks"]
         metrics = record["metrics"]
@@ -248,11 +247,11 @@ def run_demo(
     from diffembed.index.build import build_index
     from diffembed.io import atomic_write, write_json
     from diffembed.model.embedder import Embedder
+    from diffembed.model.model_dir import ModelDir
 
     start = time.time()
     alpha = check_alpha(alpha)
-    if not (model / "modules.json").exists():
-        raise FileNotFoundError(f"{model}: not an embedding model directory (no modules.json)")
+    ModelDir.open(model, what="embedding model directory").require_embedding_model()
     printed: list[str] = []
 
     def say(*lines: str) -> None:

@@ -1,7 +1,8 @@
 """Atomic file and directory writes (readers never see a half-written file, index or model), the
 checks an output gets before any work (``check_output_file``, ``check_output_dir``,
-``check_writable``: every error names the user's path, never a temporary file) and the one JSONL
-reader (errors name the file and line)."""
+``check_writable``: every error names the user's path, never a temporary file), the one JSONL
+reader (errors name the file and line) and the one reader of a JSON object file
+(``read_json``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from diffembed.errors import (
+    FileFormatError,
+    NotADirectoryOutputError,
+    NotWritableError,
+    OutputExistsError,
+    OutputIsDirectoryError,
+)
 
 _UMASK_LOCK = threading.Lock()
 
@@ -101,19 +110,19 @@ def check_output_dir(
     elsewhere: str = "choose another --out",
 ) -> None:
     """Refuse to write a directory at ``path`` (with ``atomic_dir``) over what it would delete:
-    a file (always: ``FileExistsError`` "... exists and is not a directory"), or a non-empty
+    a file (always: ``OutputExistsError`` "... exists and is not a directory"), or a non-empty
     folder unless ``overwrite`` or ``replaceable(path)`` (e.g. a model directory of ours, which
     the new one replaces), and a folder that cannot be written (``check_writable``). The
     message names ``path``, its first entry, ``overwrite_hint`` (the flag or argument that
     replaces it) and ``elsewhere``. Call it before any work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path}: exists and is not a directory; {elsewhere}")
+        raise OutputExistsError(f"{path}: exists and is not a directory; {elsewhere}")
     if not overwrite and path.is_dir() and not (replaceable is not None and replaceable(path)):
         held = sorted(p.name for p in path.iterdir())
         if held:
             more = f" and {len(held) - 1} more" if len(held) > 1 else ""
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{path}: exists and is not empty (it holds {held[0]!r}{more}); {overwrite_hint} "
                 f"or {elsewhere}"
             )
@@ -122,13 +131,13 @@ def check_output_dir(
 
 def check_output_file(path: str | Path, elsewhere: str = "choose another --out") -> None:
     """Refuse to write a file at ``path`` (with ``atomic_write``) where it cannot be written:
-    ``path`` is a directory (``IsADirectoryError``), or its folder takes no new file
+    ``path`` is a directory (``OutputIsDirectoryError``), or its folder takes no new file
     (``check_writable``). The message names ``path`` and ``elsewhere`` (e.g. "choose another
     --output"). Call it before any work: a command with an output fails in its first second,
     not after the work, and never names a temporary file."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a directory, not a file; {elsewhere}")
+        raise OutputIsDirectoryError(f"{path}: is a directory, not a file; {elsewhere}")
     check_writable(path, elsewhere)
 
 
@@ -142,17 +151,18 @@ def check_writable(
     The folder is ``path``'s parent (a file or directory written beside it and renamed onto
     it, as ``atomic_write`` and ``atomic_dir`` do), or with ``into`` the directory ``path``
     itself (a command that writes files inside it); one that does not exist yet is created
-    by the command, so its nearest existing ancestor is tested. Raises ``PermissionError``
-    (cannot write there) or ``NotADirectoryError`` (a file stands where a folder must be),
-    the message naming ``path`` and ``elsewhere``."""
+    by the command, so its nearest existing ancestor is tested. Raises ``NotWritableError``
+    (a ``PermissionError``: cannot write there) or ``NotADirectoryOutputError`` (a
+    ``NotADirectoryError``: a file stands where a folder must be), the message naming ``path``
+    and ``elsewhere``."""
     path = Path(path)
     where = Path(os.path.abspath(path if into else path.parent))
     while not where.exists() and where != where.parent:
         where = where.parent
     if not where.is_dir():
         if where == Path(os.path.abspath(path)):
-            raise NotADirectoryError(f"{path}: exists and is not a directory; {elsewhere}")
-        raise NotADirectoryError(f"{path}: {where} is a file, not a directory; {elsewhere}")
+            raise NotADirectoryOutputError(f"{path}: exists and is not a directory; {elsewhere}")
+        raise NotADirectoryOutputError(f"{path}: {where} is a file, not a directory; {elsewhere}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".diffembed-write-check.", dir=where)
     except OSError as e:
@@ -162,29 +172,33 @@ def check_writable(
         os.unlink(probe)
 
 
-def _unwritable(path: Path, where: Path, error: OSError, elsewhere: str) -> PermissionError:
+def _unwritable(path: Path, where: Path, error: OSError, elsewhere: str) -> NotWritableError:
     """The error for an output ``path`` whose folder ``where`` takes no new file."""
     reason = error.strerror or type(error).__name__
-    return PermissionError(f"{path}: cannot create files in {where} ({reason}); {elsewhere}")
+    return NotWritableError(f"{path}: cannot create files in {where} ({reason}); {elsewhere}")
 
 
 def iter_jsonl(
     path: str | Path,
-    error: type[Exception] = ValueError,
+    error: type[Exception] = FileFormatError,
     *,
     skip_blank: bool = True,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(1-based line number, object)`` for each line of a JSONL file.
 
     Every problem raises ``error`` with a message that starts ``"{path}:{line}: "``: a missing
-    file, bytes that are not UTF-8, invalid JSON, a value that is not a JSON object, and (with
+    or unreadable file, bytes that are not UTF-8, invalid JSON, a value that is not a JSON object, and (with
     ``skip_blank=False``) a blank line. Callers check fields and raise the same way, with the
     ``where`` prefix ``f"{path}:{lineno}"``.
     """
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: no such file")
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    with f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
@@ -201,3 +215,26 @@ def iter_jsonl(
             if not isinstance(record, dict):
                 raise error(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             yield lineno, record
+
+
+def read_json(path: str | Path, error: type[Exception] = FileFormatError) -> dict[str, Any]:
+    """Read a JSON object from ``path``. Every problem raises ``error`` with a message that
+    starts ``"{path}: "`` (``"{path}:{line}: "`` for invalid JSON, as ``iter_jsonl``'s): a
+    missing or unreadable file, bytes that are not UTF-8, invalid JSON, a value that is not a
+    JSON object."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not valid UTF-8 ({e.reason})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data

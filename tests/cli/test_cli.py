@@ -25,6 +25,7 @@ def model_dir(checkpoints, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_encode_txt_matches_python_api(model_dir, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("\n".join(TEXTS) + "\n")
@@ -41,7 +42,7 @@ def test_encode_txt_matches_python_api(model_dir, tmp_path):
             str(src),
             "--output",
             str(out),
-            "--dtype",
+            "--precision",
             "fp32",
             "--prompt-name",
             "query",
@@ -63,7 +64,7 @@ def test_encode_compile_gives_the_same_vectors_or_a_clear_error(model_dir, tmp_p
 
     src = tmp_path / "in.txt"
     src.write_text("\n".join(TEXTS) + "\n")
-    args = ["encode", "--model", str(model_dir), "--input", str(src), "--dtype", "fp32"]
+    args = ["encode", "--model", str(model_dir), "--input", str(src), "--precision", "fp32"]
     assert main([*args, "--output", str(tmp_path / "c.npy"), "--compile"]) == 0
     want = Embedder.load(model_dir, precision="fp32").encode(TEXTS)
     np.testing.assert_allclose(np.load(tmp_path / "c.npy"), want, atol=1e-5)
@@ -169,7 +170,7 @@ def test_help_lists_every_option(capsys):
         "--prompt-name",
         "--max-length",
         "--batch-tokens",
-        "--dtype",
+        "--precision",
         "--text-field",
         "--no-truncate",
         "--attention",

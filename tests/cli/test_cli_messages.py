@@ -85,7 +85,7 @@ def test_nan_weights_blame_the_weights(nan_model, tmp_path, capsys):
     rc, err = run(encode(nan_model, src, tmp_path / "o.npy"), capsys)
     assert rc == 2
     assert str(nan_model) in err and "weights" in err and "NaN" in err
-    assert "precision='fp32'" not in err and "try --dtype" not in err
+    assert "precision='fp32'" not in err and "try --precision" not in err
 
 
 def test_bad_pooling_in_settings_names_the_file(model_dir, tmp_path, capsys):
@@ -153,6 +153,7 @@ def test_busy_port_is_one_line_and_nothing_claims_to_serve(model_dir, capsys, ca
     assert "serving" not in caplog.text
 
 
+@pytest.mark.slow
 def test_index_commands_print_no_faiss_loader_lines(index_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "diffembed", "search", str(index_dir), "foxes"],
@@ -268,3 +269,28 @@ def test_text_field_with_txt_input_is_refused(model_dir, tmp_path, capsys):
     rc, err = run(encode(model_dir, src, tmp_path / "o.npy", "--text-field", "body"), capsys)
     assert rc == 2 and f"{src}: --text-field 'body'" in err and "one text per line" in err
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_only_user_errors_are_one_line(monkeypatch, tmp_path, capsys):
+    """A DiffembedError is the user's: one line, exit 2. Any other exception is a bug and keeps
+    its traceback, even a ValueError (the command line used to swallow those too)."""
+    import diffembed.cli.model as cli_model
+    from diffembed.errors import ConfigError
+
+    argv = encode(tmp_path / "m", tmp_path / "in.txt", tmp_path / "o.npy")
+
+    def refuse(args):
+        raise ConfigError("--input: refused for a reason the user can fix")
+
+    monkeypatch.setattr(cli_model, "run_encode", refuse)
+    rc, err = run(argv, capsys)
+    assert rc == 2 and err.strip() == (
+        "diffembed encode: error: --input: refused for a reason the user can fix"
+    )
+
+    def bug(args):
+        raise ValueError("a programming error")
+
+    monkeypatch.setattr(cli_model, "run_encode", bug)
+    with pytest.raises(ValueError, match="a programming error"):
+        main(argv)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from diffembed.cli.main import main
+from diffembed.index.search import rank_documents
 from diffembed.index.store import VectorIndex
 from diffembed.model import sharded
 from diffembed.model.embedder import Embedder
@@ -41,6 +42,7 @@ def _reused(stderr: str, rank: int, finished: int) -> bool:
     return f"rank {rank} of 2:" in stderr and f"{finished} finished before (reused)" in stderr
 
 
+@pytest.mark.slow
 def test_encode_two_processes_equal_one_and_resume_after_a_failed_rank(model_dir, tmp_path):
     src = tmp_path / "texts.txt"
     src.write_text("\n".join(TEXTS) + "\n")
@@ -82,10 +84,11 @@ def _snapshot(index_dir: Path, queries: np.ndarray) -> dict:
             "vectors": index.vectors(),
             "count": index.meta["count"],
             "documents": index.meta["documents"],
-            "hits": [[(h.id, h.score) for h in hits] for hits in index.search(queries, 5)],
+            "hits": [[(h.id, h.score) for h in hits] for hits in rank_documents(index, queries, 5)],
         }
 
 
+@pytest.mark.slow
 def test_index_build_two_processes_equal_one_and_a_crash_keeps_the_old_index(model_dir, tmp_path):
     docs = tmp_path / "docs.jsonl"
     _write_docs(docs, TEXTS)

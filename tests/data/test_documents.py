@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from diffembed.data.documents import document_from_record, is_wordnet_copy, strip_name_section
-from diffembed.data.pairs.sources import PairsContext, build_synopsis_page
+from diffembed.data.pairs.context import PairsContext
+from diffembed.data.pairs.sources import build_synopsis_page
 from diffembed.data.tasks.common import BuildContext
 from diffembed.data.tasks.eval_corpus import EvalCorpus
 from diffembed.data.tasks.longdoc import build_man_page

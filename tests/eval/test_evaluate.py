@@ -481,7 +481,7 @@ def test_eval_end_to_end(model, tasks_root, checkpoints, tmp_path):
     extra: list[str] = []
     if model == "checkpoint":
         model = str(checkpoints["qwen2"])
-        extra = ["--max-length", "12", "--dtype", "fp32"]
+        extra = ["--max-length", "12", "--precision", "fp32"]
     if model == "minilm":
         extra = ["--faiss"]
     assert (

@@ -30,6 +30,7 @@ from diffembed.eval.fusion import (
 from diffembed.eval.metrics import retrieval_metrics
 from diffembed.eval.retrievers import BM25Retriever, HybridRetriever
 from diffembed.formats.task_writer import write_task
+from diffembed.model.chunking import Chunking
 
 DENSE = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
 SPARSE = [("c", 12.0), ("d", 6.0), ("a", 3.0)]
@@ -188,9 +189,9 @@ def test_compose_retriever_checks_its_options():
     with pytest.raises(ValueError, match="need a model directory"):
         compose_retriever(BM25Retriever(), "hybrid")
     with pytest.raises(ValueError, match="--chunking needs --chunk-tokens"):
-        compose_retriever(dense, "dense", chunking="late")
+        compose_retriever(dense, "dense", chunking=Chunking())
     with pytest.raises(ValueError, match="diffembed model directory"):
-        compose_retriever(dense, "dense", chunk_tokens=8)
+        compose_retriever(dense, "dense", chunking=Chunking(8))
 
 
 def test_eval_cli_records_the_fusion_used(model_dir, tmp_path, capsys):

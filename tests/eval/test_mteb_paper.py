@@ -187,7 +187,7 @@ def test_paper_tasks_end_to_end_from_local_copies(model_dir, tmp_path, offline, 
         [
             "--model", str(model_dir), "--mteb", *tasks, "--mteb-data", str(data),
             "--instructions", str(no_instructions(tmp_path / "i.json", tasks)),
-            "--out", str(out), "--dtype", "fp32",
+            "--out", str(out), "--precision", "fp32",
         ],
         capsys,
     )  # fmt: skip

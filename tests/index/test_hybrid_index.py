@@ -23,7 +23,7 @@ from diffembed.eval.models import EmbedderRetriever
 from diffembed.eval.ranking import sort_run
 from diffembed.eval.retrievers import BM25Retriever, HybridRetriever
 from diffembed.formats.corpus import Document
-from diffembed.index.build import add_documents, build_index
+from diffembed.index.build import IndexSettings, add_documents, build_index
 from diffembed.index.search import Searcher, rank_documents, retrieve
 from diffembed.index.store import IndexFormatError, VectorIndex, current_generation
 from diffembed.model.embedder import Embedder
@@ -96,13 +96,14 @@ def test_build_keeps_bm25_and_search_modes(model_dir, embedder, tmp_path):
 
 
 def test_index_without_bm25_is_dense_only(model_dir, embedder, tmp_path):
-    build_index(make_docs(4), tmp_path / "ix", model_dir, embedder=embedder, bm25=False).close()
+    dense_only = IndexSettings(bm25=False)
+    build_index(make_docs(4), tmp_path / "ix", model_dir, dense_only, embedder=embedder).close()
     assert not (current_generation(tmp_path / "ix") / "bm25").exists()
     with VectorIndex.open(tmp_path / "ix") as index:
         assert index.lexical is None and "bm25" not in index.meta
         q = embedder.encode_queries(["fox"])
         assert [h.id for h in retrieve(index, q, ["fox"], 3)[0]] == [
-            h.id for h in index.search(q, 3)[0]
+            h.id for h in rank_documents(index, q, 3)[0]
         ]
         with pytest.raises(ValueError, match="built without BM25"):
             retrieve(index, q, ["fox"], 3, mode="hybrid")
@@ -196,7 +197,7 @@ KILLER = textwrap.dedent(
             die()
         bm25.Bm25Index.save = half
     elif where == "swap":  # new generation complete, pointer not yet replaced
-        store._swap_current = die
+        store.swap_current = die
     docs = [Document(id=f"d{i}" if upsert == "1" else f"k{i}", text=f"killed text {i} walrus")
             for i in range(3)]
     add_documents(index_dir, docs, embedder=Embedder.load(model_dir), upsert=upsert == "1")
@@ -204,6 +205,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["bm25", "swap"])
 @pytest.mark.parametrize("upsert", ["0", "1"])
 def test_kill_9_keeps_bm25_and_faiss_in_step(model_dir, embedder, tmp_path, where, upsert):
@@ -242,6 +244,7 @@ LOOPER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_at_a_random_moment_keeps_bm25_in_step(model_dir, embedder, tmp_path):
     build_index(make_docs(5), tmp_path / "ix", model_dir, embedder=embedder).close()
     proc = subprocess.Popen(

@@ -17,9 +17,9 @@ import pytest
 
 from diffembed.cli.main import main
 from diffembed.formats.corpus import Document
-from diffembed.index.build import DuplicateIdError, add_documents, build_index
-from diffembed.index.documents import DocumentsError, chunk_spans, read_documents
-from diffembed.index.search import Searcher
+from diffembed.index.build import DuplicateIdError, IndexSettings, add_documents, build_index
+from diffembed.index.documents import DocumentsError, read_documents
+from diffembed.index.search import Searcher, rank_documents
 from diffembed.index.store import (
     CURRENT,
     IndexFormatError,
@@ -27,6 +27,7 @@ from diffembed.index.store import (
     VectorIndex,
     current_generation,
 )
+from diffembed.model.chunking import Chunking, chunk_spans
 from diffembed.model.embedder import Embedder
 
 WORDS = [
@@ -116,7 +117,7 @@ def test_build_search_matches_brute_force_and_records_settings(model_dir, embedd
     assert hits[0].snippet == docs[7].full_text and hits[0].meta == {"n": 7}
     # Default: the model's query prompt is used.
     q = embedder.encode_queries([query])
-    top = searcher.index.search(q, 3)[0]
+    top = rank_documents(searcher.index, q, 3)[0]
     assert [h.id for h in searcher.search(query, k=3, mode="dense")] == [h.id for h in top]
     # k larger than the collection returns every document once.
     assert len(searcher.search("fox", k=100)) == 30
@@ -181,7 +182,7 @@ def test_chunked_long_documents(model_dir, embedder, tmp_path):
     long_doc = Document(id="long", text=make_docs(1, seed=5, length=150)[0].text)  # >> 48 tokens
     docs = [long_doc, *make_docs(5)]
     with build_index(
-        docs, tmp_path / "ix", model_dir, embedder=embedder, chunk_tokens=20, chunk_overlap=5
+        docs, tmp_path / "ix", model_dir, IndexSettings(Chunking(20, 5)), embedder=embedder
     ) as index:
         assert index.meta["documents"] == {
             "mode": "chunked",
@@ -234,10 +235,11 @@ def test_chunk_spans_cover_all_tokens_with_overlap():
 def test_hnsw_agrees_with_flat(model_dir, embedder, tmp_path):
     docs = make_docs(40)
     flat = build_index(docs, tmp_path / "flat", model_dir, embedder=embedder)
-    hnsw = build_index(docs, tmp_path / "hnsw", model_dir, embedder=embedder, faiss_type="hnsw")
+    hnsw_settings = IndexSettings(faiss_type="hnsw")
+    hnsw = build_index(docs, tmp_path / "hnsw", model_dir, hnsw_settings, embedder=embedder)
     assert hnsw.meta["faiss"]["type"] == "hnsw"
     q = embedder.encode_queries(["fox river", "diffusion tokens", "keys needles"])
-    for a, b in zip(flat.search(q, 5), hnsw.search(q, 5), strict=True):
+    for a, b in zip(rank_documents(flat, q, 5), rank_documents(hnsw, q, 5), strict=True):
         assert [h.id for h in a] == [h.id for h in b]
     add_documents(tmp_path / "hnsw", make_docs(3, prefix="h"), embedder=embedder).close()
     with VectorIndex.open(tmp_path / "hnsw") as index:
@@ -333,9 +335,9 @@ KILLER = textwrap.dedent(
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     if where == "swap":  # new generation complete, pointer not yet replaced
-        store._swap_current = die
+        store.swap_current = die
     elif where == "faiss":  # SQLite written, faiss file not
-        store._fsync_path = die
+        store.fsync_path = die
     docs = [Document(id=f"k{i}", text=f"killed writer text {i} fox") for i in range(6)]
     add_documents(index_dir, docs, embedder=Embedder.load(model_dir))
     """
@@ -366,6 +368,7 @@ def _check_consistent(index_dir: Path, expect_ids: list[str] | None = None) -> V
     return index
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["swap", "faiss"])
 def test_kill_9_during_add_leaves_previous_index(model_dir, embedder, tmp_path, where):
     docs = make_docs(5)
@@ -390,6 +393,7 @@ def test_kill_9_during_add_leaves_previous_index(model_dir, embedder, tmp_path, 
     assert names == [".lock", CURRENT, index.generation.name]
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_keeps_index_consistent(model_dir, embedder, tmp_path):
     base = make_docs(5)
     build_index(base, tmp_path / "ix", model_dir, embedder=embedder).close()

@@ -19,7 +19,7 @@ import pytest
 
 from diffembed.cli.main import main
 from diffembed.formats.corpus import Document
-from diffembed.index.build import add_documents, build_index
+from diffembed.index.build import IndexSettings, add_documents, build_index
 from diffembed.index.documents import DocumentsError
 from diffembed.index.search import Searcher
 from diffembed.index.store import (
@@ -29,6 +29,7 @@ from diffembed.index.store import (
     VectorIndex,
     check_model,
 )
+from diffembed.model.chunking import Chunking
 from diffembed.model.embedder import Embedder
 from diffembed.model.model_dir import hash_model_dir
 
@@ -46,6 +47,9 @@ def embedder(model_dir) -> Embedder:
     return Embedder.load(model_dir, precision="fp32")
 
 
+CHUNKED_8 = IndexSettings(Chunking(8))
+
+
 def names(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir())
 
@@ -61,11 +65,11 @@ KILL_BUILD = textwrap.dedent(
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     if where == "swap":  # gen-000001 complete, CURRENT never written
-        store._swap_current = die
+        store.swap_current = die
     elif where == "faiss":  # inside the temporary generation: SQLite written, faiss not
-        store._fsync_path = die
+        store.fsync_path = die
     elif where == "pointer":  # CURRENT's own temporary file written, not renamed
-        store.os.replace = lambda *a: die() if str(a[1]).endswith("CURRENT") else os.rename(*a)
+        os.replace = lambda *a: die() if str(a[1]).endswith("CURRENT") else os.rename(*a)
     docs = [Document(id=f"k{i}", text=f"killed build text {i} fox") for i in range(6)]
     build_index(docs, out, model_dir, overwrite="--overwrite" in sys.argv)
     """
@@ -82,6 +86,7 @@ def kill_build(where: str, out: Path, model_dir: Path, *extra: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["faiss", "swap", "pointer"])
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_killed_fresh_build_is_recovered_by_the_next_build(
@@ -99,6 +104,7 @@ def test_killed_fresh_build_is_recovered_by_the_next_build(
     assert Searcher.open(out).search(docs(4)[2].text, k=1, prompt="")[0].id == "d2"
 
 
+@pytest.mark.slow
 def test_killed_overwrite_keeps_the_old_index_and_is_recovered(model_dir, embedder, tmp_path):
     out = tmp_path / "ix"
     build_index(docs(3), out, model_dir, embedder=embedder).close()
@@ -132,19 +138,17 @@ def test_lone_lock_and_foreign_files(model_dir, embedder, tmp_path):
 def test_failed_fresh_build_leaves_no_directory(model_dir, embedder, tmp_path):
     blank = [*docs(2), Document(id="blank", text="   ")]
     with pytest.raises(DocumentsError, match="'blank' has no tokens"):
-        build_index(blank, tmp_path / "ix", model_dir, embedder=embedder, chunk_tokens=8)
+        build_index(blank, tmp_path / "ix", model_dir, CHUNKED_8, embedder=embedder)
     assert not (tmp_path / "ix").exists()
     # An empty folder the user made stays, empty.
     (tmp_path / "mine").mkdir()
     with pytest.raises(DocumentsError):
-        build_index(blank, tmp_path / "mine", model_dir, embedder=embedder, chunk_tokens=8)
+        build_index(blank, tmp_path / "mine", model_dir, CHUNKED_8, embedder=embedder)
     assert names(tmp_path / "mine") == []
     # A failure while overwriting leaves the old index as it was.
     build_index(docs(3), tmp_path / "ix", model_dir, embedder=embedder).close()
     with pytest.raises(DocumentsError):
-        build_index(
-            blank, tmp_path / "ix", model_dir, embedder=embedder, chunk_tokens=8, overwrite=True
-        )
+        build_index(blank, tmp_path / "ix", model_dir, CHUNKED_8, embedder=embedder, overwrite=True)
     with VectorIndex.open(tmp_path / "ix") as index:
         assert index.n_documents == 3 and index.meta["generation"] == 1
 
@@ -163,13 +167,15 @@ def test_failed_fresh_build_leaves_no_directory(model_dir, embedder, tmp_path):
 def test_bad_settings_refused_before_anything_is_written(
     model_dir, embedder, tmp_path, kwargs, match
 ):
+    chunking = {k.removeprefix("chunk_"): v for k, v in kwargs.items() if k.startswith("chunk_")}
+    faiss = {k: v for k, v in kwargs.items() if not k.startswith("chunk_")}
     with pytest.raises(ValueError, match=match):
-        build_index(
-            docs(3), tmp_path / "ix", model_dir, embedder=embedder, faiss_type="hnsw", **kwargs
-        )
+        settings = IndexSettings(Chunking(**chunking), faiss_type="hnsw", **faiss)
+        build_index(docs(3), tmp_path / "ix", model_dir, settings, embedder=embedder)
     assert not (tmp_path / "ix").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("m", ["0", "1"])
 def test_cli_hnsw_m_below_2_is_an_error_not_a_faiss_abort(model_dir, tmp_path, m):
     """In a subprocess: faiss aborts the whole process (exit 134) on these."""

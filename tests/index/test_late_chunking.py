@@ -1,4 +1,4 @@
-"""Late chunking (diffembed.index.late): span pooling, chunk spans that tile the document's
+"""Late chunking (diffembed.model.chunking): span pooling, chunk spans that tile the document's
 tokens, the plain vector for a one-chunk document, windows past the model's positions, and the
 same chunk vectors in ``index build --chunking late`` and ``eval --chunking late``."""
 
@@ -18,10 +18,9 @@ from diffembed.eval.composed import ChunkedRetriever
 from diffembed.eval.models import EmbedderRetriever
 from diffembed.formats.corpus import Document
 from diffembed.formats.task_writer import write_task
-from diffembed.index.build import add_documents, build_index
-from diffembed.index.documents import chunk_token_spans
-from diffembed.index.late import late_chunk, plan_windows
+from diffembed.index.build import IndexSettings, add_documents, build_index
 from diffembed.index.search import rank_documents
+from diffembed.model.chunking import Chunking, chunk_token_spans, late_chunk, plan_windows
 from diffembed.model.embedder import Embedder
 from diffembed.model.pooling import mean_pool, span_mean_pool
 
@@ -125,25 +124,23 @@ def test_documents_past_the_positions_are_split_into_windows(embedder, model_dir
     # the index says so
     docs = [Document(id="long", text=long), Document(id="short", text=text_of(5, 3))]
     with caplog.at_level(logging.WARNING):
-        build_index(
-            docs, tmp_path / "ix", model_dir, embedder=embedder, chunk_tokens=16, chunking="late"
-        ).close()
+        late_16 = IndexSettings(Chunking(16, mode="late"))
+        build_index(docs, tmp_path / "ix", model_dir, late_16, embedder=embedder).close()
     assert "1 of 2 document(s) exceed max_length=48" in caplog.text
     assert "overlapping windows" in caplog.text
 
 
 def test_late_index_build_add_and_eval_agree(embedder, model_dir, tmp_path):
     docs = [Document(id=f"d{i}", text=text_of(30 + 10 * i, i)) for i in range(4)]
-    with build_index(
-        docs[:3], tmp_path / "ix", model_dir, embedder=embedder, chunk_tokens=12, chunking="late"
-    ) as index:
+    late_12 = IndexSettings(Chunking(12, mode="late"))
+    with build_index(docs[:3], tmp_path / "ix", model_dir, late_12, embedder=embedder) as index:
         assert index.mode["chunking"] == "late" and "late-chunked" in index.describe_mode()
     with add_documents(tmp_path / "ix", docs[3:], embedder=embedder) as index:
         late = late_chunk(embedder, [d.full_text for d in docs], 12)
         np.testing.assert_allclose(index.vectors(), late.vectors, atol=1e-5)
         q = embedder.encode_queries(["fox river"])
         served = rank_documents(index, q, 4)[0]
-    chunked = ChunkedRetriever(EmbedderRetriever(embedder), 12, 0, "late")
+    chunked = ChunkedRetriever(EmbedderRetriever(embedder), Chunking(12, mode="late"))
     chunked.index([d.id for d in docs], [d.full_text for d in docs])
     run = chunked.search(["q"], ["fox river"], top_k=4).run["q"]
     assert [h.id for h in served] == list(run)
@@ -152,7 +149,7 @@ def test_late_index_build_add_and_eval_agree(embedder, model_dir, tmp_path):
 
 def test_late_chunking_refusals(embedder, model_dir, tmp_path):
     with pytest.raises(ValueError, match="--chunking late needs --chunk-tokens"):
-        build_index([Document(id="a", text="fox")], tmp_path / "a", model_dir, chunking="late")
+        Chunking(mode="late")
     last = Embedder.load(model_dir, precision="fp32")
     last.pooling = "last"
     with pytest.raises(ValueError, match="use --chunking plain"):
@@ -178,7 +175,7 @@ def test_eval_cli_chunking_and_retriever(model_dir, tmp_path):
     ):
         out = tmp_path / f"r{len(extra)}{extra[1]}.json"
         argv = ["eval", "--model", str(model_dir), "--task-dir", str(task.path), "--out", str(out)]
-        assert main([*argv, "--no-progress", "--dtype", "fp32", *extra]) == 0
+        assert main([*argv, "--no-progress", "--precision", "fp32", *extra]) == 0
         result = json.loads(out.read_text())
         settings = result["settings"]
         assert settings["retriever"] == (extra[1] if extra[0] == "--retriever" else "dense")

@@ -216,7 +216,7 @@ def test_bad_json_and_missing_dir(tmp_path, checkpoints):
         load_backbone(tmp_path / "nope")
     path = _copy(checkpoints["qwen2"], tmp_path / "m")
     (path / "config.json").write_text("{ not json")
-    with pytest.raises(CheckpointError, match=r"config\.json: invalid JSON at line 1"):
+    with pytest.raises(CheckpointError, match=r"config\.json:1: invalid JSON"):
         load_backbone(path)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffembed.distributed import Dist
 from diffembed.model import sharded
-from diffembed.train.runtime import Dist
 
 
 def test_ranges_are_contiguous_cover_the_input_and_balance_characters():

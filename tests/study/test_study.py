@@ -164,7 +164,7 @@ def test_typed_presets_fit_their_callees_and_serialise_as_before() -> None:
     from diffembed.data.tasks.build import build_all
     from diffembed.train.finetune_config import FinetuneConfig
     from diffembed.train.pretrain import PRESETS as LM_PRESETS
-    from diffembed.train.pretrain import PretrainConfig
+    from diffembed.train.pretrain_config import PretrainConfig
 
     def names(obj: object) -> set[str]:
         return {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
@@ -539,7 +539,7 @@ def test_smoke_pretraining_tokens_and_flops_match_a_hand_computation(smoke: Stud
     with torch.device("meta"):
         params = sum(p.numel() for p in LlamaForCausalLM(cfg).parameters())
     from diffembed.train.pretrain import PRESETS as LM_PRESETS
-    from diffembed.train.pretrain import PretrainConfig
+    from diffembed.train.pretrain_config import PretrainConfig
 
     lm = PretrainConfig(**LM_PRESETS[preset.pretrain_preset])
     per_step = lm.global_batch * lm.seq_len

@@ -23,10 +23,11 @@ from diffembed.cli.train import add_finetune_parser, config_from_args
 from diffembed.formats.pairs import Pair, write_pairs
 from diffembed.model.embedder import Embedder
 from diffembed.train.batching import BatchPlan, choose_negatives
+from diffembed.train.checkpoint import list_checkpoints
 from diffembed.train.contrastive import info_nce_loss
 from diffembed.train.finetune import Trainer, finetune
 from diffembed.train.finetune_config import FinetuneConfig
-from diffembed.train.runtime import list_checkpoints, lr_factor
+from diffembed.train.schedule import lr_factor
 
 # ------------------------------------------------------------------------------ synthetic data
 FILLER = [
@@ -140,7 +141,7 @@ def config(checkpoints, data, tmp_path, **kw) -> FinetuneConfig:
         hard_negatives=1,
         max_query_length=64,
         max_doc_length=64,
-        bf16=False,
+        precision="fp32",
         show_progress=False,
     )
     base.update(kw)
@@ -431,7 +432,12 @@ def test_cli_options_documented_and_parsed(tmp_path):
         + ["--no-bf16", "--mini-batch", "4", "--resume", "--attention", "causal"]
     )
     cfg = config_from_args(args)
-    assert cfg.lora_r == 0 and not cfg.bf16 and cfg.mini_batch == 4 and cfg.resume == "latest"
+    assert (
+        cfg.lora_r == 0
+        and cfg.precision == "fp32"
+        and cfg.mini_batch == 4
+        and cfg.resume == "latest"
+    )
     assert cfg.attention == "causal" and cfg.checkpoints == Path("o-checkpoints")
     assert args.func.__name__ == "run_finetune"
     with pytest.raises(ValueError, match="lora_r"):
@@ -506,7 +512,7 @@ DDP_SCRIPT = textwrap.dedent(
         cfg = FinetuneConfig(
             model=model, pairs=pairs, out=out / "model", attention="bidirectional", lora_r=4,
             lora_dropout=0.0, lr=1e-2, warmup_steps=1, steps=3, global_batch_size=8,
-            hard_negatives=1, max_query_length=64, max_doc_length=64, bf16=False,
+            hard_negatives=1, max_query_length=64, max_doc_length=64, precision="fp32",
             mini_batch=int(mini_batch), show_progress=False,
         )
         trainer = Trainer(cfg)
@@ -531,6 +537,7 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_the_global_batch(checkpoints, data, tmp_path):
     """2 processes x 4 pairs (GradCache, mini-batches of 3) = 1 process x 8 pairs (plain):
     same loss and gradients at step 1, same losses over 3 optimizer steps."""

@@ -22,7 +22,8 @@ from diffembed.model.tokenizer import save_tokenizer, train_bpe_tokenizer
 from diffembed.train.contrastive import mean_offdiag_cosine
 from diffembed.train.finetune import finetune
 from diffembed.train.finetune_config import FinetuneConfig
-from diffembed.train.pretrain import PretrainConfig, pretrain
+from diffembed.train.pretrain import pretrain
+from diffembed.train.pretrain_config import PretrainConfig
 from diffembed.train.pretrain_model import build_model
 from synthetic import INSTRUCTION, TEXT_CORPUS, PeopleTask, top1, write_pairs
 
@@ -70,7 +71,7 @@ def model_config(objective: str = "ar", steps: int = 1) -> PretrainConfig:
         eval_every=steps,
         save_every=steps,
         log_every=10,
-        bf16=False,
+        precision="fp32",
     )
 
 
@@ -104,7 +105,7 @@ def run(model: Path, pairs: Path, out: Path, **overrides) -> Path:
         hard_negatives=1,
         max_query_length=64,
         max_doc_length=128,
-        bf16=False,
+        precision="fp32",
         show_progress=False,
     )
     settings.update(overrides)

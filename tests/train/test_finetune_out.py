@@ -10,9 +10,9 @@ import pytest
 
 from diffembed.cli.main import main
 from diffembed.formats.pairs import Pair, write_pairs
+from diffembed.train.checkpoint import list_checkpoints
 from diffembed.train.finetune import finetune
 from diffembed.train.finetune_config import FinetuneConfig
-from diffembed.train.runtime import list_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def config(checkpoints, pairs_file, out, **kw) -> FinetuneConfig:
         global_batch_size=4,
         max_query_length=32,
         max_doc_length=32,
-        bf16=False,
+        precision="fp32",
         device="cpu",
         show_progress=False,
     )

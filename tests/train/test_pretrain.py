@@ -18,7 +18,8 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 from diffembed.model.backbone import CheckpointError, inspect_backbone, load_backbone
 from diffembed.model.generate import diffusion_sample, generate_text
 from diffembed.model.tokenizer import MASK
-from diffembed.train.pretrain import SAMPLE_PROMPTS, lr_at, make_config, pretrain
+from diffembed.train.pretrain import SAMPLE_PROMPTS, pretrain
+from diffembed.train.pretrain_config import lr_at, make_config
 from diffembed.train.pretrain_data import batch_indices, pack_documents
 
 WORDS = [
@@ -81,7 +82,7 @@ TINY = dict(
     eval_every=3,
     eval_tokens=64,
     save_every=2,
-    bf16=True,
+    precision="bf16",
 )
 
 
@@ -310,6 +311,7 @@ def test_diffusion_sample_unmasks_by_confidence():
     assert out.tolist() == [1, 2, 12, 13, 14, 15, 16, 17]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_processes_match_one(tmp_path, corpus, tok_dir):
     cfg = tmp_path / "cfg.json"

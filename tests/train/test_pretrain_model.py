@@ -17,7 +17,7 @@ from diffembed.train.pretrain_model import ScoredLM, build_model, micro_batch_lo
 @pytest.mark.parametrize("objective", ["ar", "diffusion", "mntp"])
 def test_fused_head_loss_equals_the_objective_on_logits(tmp_path, tok_dir, objective):
     tokenizer = load_tokenizer(tok_dir)
-    cfg = tiny(tmp_path, objective, bf16=False)
+    cfg = tiny(tmp_path, objective, precision="fp32")
     torch.manual_seed(0)
     model = build_model(cfg, tokenizer)
     for layer in model.model.layers:  # not the identity at init: every position matters
@@ -65,7 +65,7 @@ PINNED_AR = [5.71754, 5.64853, 5.40961, 5.21226]
 def test_compiled_step_keeps_the_pinned_losses(tmp_path, corpus, tok_dir):
     logs = {}
     for compiled in (False, True):
-        cfg = tiny(tmp_path, "ar", bf16=False, compile=compiled, steps=4, eval_every=4)
+        cfg = tiny(tmp_path, "ar", precision="fp32", compile=compiled, steps=4, eval_every=4)
         out = pretrain(cfg, corpus, tok_dir, tmp_path / f"c{compiled}", show_progress=False)
         logs[compiled] = [float(r["loss"]) for r in read_log(out)]
     assert logs[False] == pytest.approx(PINNED_AR, rel=1e-4)

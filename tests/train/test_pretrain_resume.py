@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from diffembed.model.backbone import CheckpointError
 from diffembed.model.tokenizer import load_tokenizer
-from diffembed.train.pretrain import lr_at, make_config, pretrain
+from diffembed.train.pretrain import pretrain
+from diffembed.train.pretrain_config import lr_at, make_config
 from diffembed.train.pretrain_data import heldout_document_ids, prepare_data
 
 # 8 x 32 tokens a step; the toy corpus holds ~60 blocks, so the pool is all of it.

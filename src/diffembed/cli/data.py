@@ -30,8 +30,9 @@ from diffembed.data.pairs.build import (
     PAIR_SPLITS,
     build_pairs,
 )
+from diffembed.data.pairs.context import DEFAULT_PROBLEMS_PER_CONCEPT
 from diffembed.data.pairs.mining import DEFAULT_MINER_MAX_RATIO, DEFAULT_MINER_SKIP
-from diffembed.data.pairs.sources import DEFAULT_PROBLEMS_PER_CONCEPT, INSTRUCTIONS, TASKS
+from diffembed.data.pairs.sources import INSTRUCTIONS, TASKS
 from diffembed.data.tasks.build import SUITES, build_all
 from diffembed.data.tasks.common import TaskSummary
 from diffembed.io import check_output_file, check_writable

@@ -11,16 +11,18 @@ from pathlib import Path
 
 from diffembed.cli.options import (
     add_device,
-    add_dtype,
     add_fusion,
     add_max_length,
     add_no_progress,
+    add_precision,
     at_least,
     fusion_choice,
 )
-from diffembed.eval.evaluate import collect_task_dirs, evaluate_model
+from diffembed.errors import ConfigError
+from diffembed.eval.evaluate import EvalSettings, collect_task_dirs, evaluate_model
 from diffembed.formats.tasks import SUITES
 from diffembed.io import check_output_file
+from diffembed.model.chunking import CHUNKINGS, Chunking
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +95,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         help="token budget per encoding batch, rows x longest row (default: 16384)",
     )
     p.add_argument("--top-k", type=int, default=100, help="run depth per query (default: 100)")
-    add_dtype(p)
+    add_precision(p)
     p.add_argument("--faiss", action="store_true", help="faiss IndexFlatIP top-k (same results)")
     _add_retriever_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed recorded with results (default: 0)")
@@ -124,7 +126,7 @@ def _add_retriever_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--chunking",
-        choices=("plain", "late"),
+        choices=CHUNKINGS,
         help="with --chunk-tokens: plain (each chunk alone, default) or late (pooled from the "
         "whole document in context)",
     )
@@ -143,25 +145,29 @@ def run_eval(args: argparse.Namespace) -> int:
         return _run_mteb(args, names)
     for flag in ("mteb_data", "instructions"):
         if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag.replace('_', '-')} applies to --mteb / --benchmark only")
+            raise ConfigError(f"--{flag.replace('_', '-')} applies to --mteb / --benchmark only")
     alpha = fusion_choice(args, args.retriever == "hybrid", "--retriever hybrid")
-    evaluate_model(
-        args.model,
-        collect_task_dirs(args.tasks_root, args.suite, args.task_dir),
-        args.out,
+    chunking = None  # whole documents; compose_retriever refuses --chunking alone
+    if args.chunk_tokens is not None or args.chunking is not None:
+        chunking = Chunking(args.chunk_tokens, args.chunk_overlap, args.chunking or "plain")
+    settings = EvalSettings(
         max_length=args.max_length,
         batch_tokens=args.batch_tokens,
-        dtype=args.dtype,
+        precision=args.precision,
         device=args.device,
         top_k=args.top_k,
         use_faiss=args.faiss,
         seed=args.seed,
-        show_progress=not args.no_progress,
-        retriever_mode=args.retriever,
+        retriever=args.retriever,
         alpha=alpha,
-        chunking=args.chunking,
-        chunk_tokens=args.chunk_tokens,
-        chunk_overlap=args.chunk_overlap,
+        chunking=chunking,
+    )
+    evaluate_model(
+        args.model,
+        collect_task_dirs(args.tasks_root, args.suite, args.task_dir),
+        args.out,
+        settings,
+        show_progress=not args.no_progress,
     )
     return 0
 
@@ -171,12 +177,12 @@ def _run_mteb(args: argparse.Namespace, names: list[str]) -> int:
     from diffembed.eval.paper import read_instructions
 
     if args.tasks_root is not None or args.task_dir:
-        raise ValueError("--mteb / --benchmark run MTEB tasks; drop --tasks-root / --task-dir")
+        raise ConfigError("--mteb / --benchmark run MTEB tasks; drop --tasks-root / --task-dir")
     if args.model in ("bm25", "minilm"):
-        raise ValueError("--mteb / --benchmark evaluate a model directory, not bm25 or minilm")
+        raise ConfigError("--mteb / --benchmark evaluate a model directory, not bm25 or minilm")
     given = (args.alpha, args.fusion, args.chunk_tokens)
     if args.retriever != "dense" or any(v is not None for v in given):
-        raise ValueError(
+        raise ConfigError(
             "--retriever, --fusion, --alpha and --chunk-tokens apply to task folders, not "
             "--mteb / --benchmark"
         )
@@ -189,7 +195,7 @@ def _run_mteb(args: argparse.Namespace, names: list[str]) -> int:
         online=args.online,
         max_length=args.max_length,
         batch_tokens=args.batch_tokens,
-        dtype=args.dtype,
+        precision=args.precision,
         device=args.device,
         seed=args.seed,
         show_progress=not args.no_progress,

@@ -14,19 +14,21 @@ from typing import Any
 from diffembed.cli.options import (
     add_compile,
     add_device,
-    add_dtype,
     add_fusion,
     add_max_length,
     add_no_progress,
+    add_precision,
     add_strict,
     at_least,
     fusion_choice,
 )
-from diffembed.index.build import add_documents, build_index
+from diffembed.errors import ConfigError
+from diffembed.index.build import IndexSettings, add_documents, build_index
 from diffembed.index.documents import read_documents
 from diffembed.index.search import Searcher
 from diffembed.index.store import FAISS_TYPES, VectorIndex, load_embedder_for
 from diffembed.io import check_writable
+from diffembed.model.chunking import CHUNKINGS, Chunking
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument(
         "--chunking",
-        choices=("plain", "late"),
+        choices=CHUNKINGS,
         default="plain",
         help="with --chunk-tokens: plain (each chunk embedded alone, default) or late (the "
         "whole document encoded once, each chunk's tokens mean-pooled in context; documents "
@@ -79,7 +81,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
         "--ef-search", type=at_least(1), default=128, help="HNSW search depth (default 128)"
     )
     add_max_length(b)
-    add_dtype(b)
+    add_precision(b)
     add_compile(b)
     _add_write_options(b)
     b.add_argument("--overwrite", action="store_true", help="replace an existing index")
@@ -117,8 +119,15 @@ def run_index_build(args: argparse.Namespace) -> int:
     from diffembed.model.embedder import Embedder
 
     check_writable(args.out, into=True)  # generations are written inside --out
+    settings = IndexSettings(
+        Chunking(args.chunk_tokens, args.chunk_overlap, args.chunking),
+        faiss_type=args.faiss,
+        hnsw_m=args.hnsw_m,
+        ef_search=args.ef_search,
+        bm25=args.bm25,
+    )
     docs = read_documents(args.docs, strict=args.strict)
-    overrides: dict[str, Any] = {"precision": args.dtype}
+    overrides: dict[str, Any] = {"precision": args.precision}
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
     # Under torchrun: each rank encodes its shards, rank 0 merges (diffembed.model.sharded).
@@ -132,17 +141,11 @@ def run_index_build(args: argparse.Namespace) -> int:
         docs,
         args.out,
         args.model,
+        settings,
         embedder=embedder,
-        chunk_tokens=args.chunk_tokens,
-        chunk_overlap=args.chunk_overlap,
-        faiss_type=args.faiss,
-        hnsw_m=args.hnsw_m,
-        ef_search=args.ef_search,
         batch_tokens=args.batch_tokens,
         overwrite=args.overwrite,
         show_progress=not args.no_progress,
-        chunking=args.chunking,
-        bm25=args.bm25,
         ctx=ctx,
     )
     if ctx is not None:
@@ -229,7 +232,7 @@ def _add_mode_options(p: argparse.ArgumentParser) -> None:
 
 def run_search(args: argparse.Namespace) -> int:
     if not args.query.strip():
-        raise ValueError("the query is empty")
+        raise ConfigError("the query is empty")
     from diffembed.eval.fusion import describe_fusion, describe_search, fusion_label
     from diffembed.index.search import bm25_note, resolve_mode
 

@@ -1,4 +1,8 @@
-"""The ``diffembed`` command line: ``diffembed VERB --help`` lists each verb's options."""
+"""The ``diffembed`` command line: ``diffembed VERB --help`` lists each verb's options.
+
+A verb that fails with a ``diffembed.errors.DiffembedError`` (a problem the user caused: a bad
+file, flag or model directory) prints its one-line message and exits 2, as argparse does for a
+bad command line; any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from diffembed.cli.model import (
 from diffembed.cli.serve import add_serve_parser
 from diffembed.cli.study import add_reproduce_parser
 from diffembed.cli.train import add_finetune_parser, add_pretrain_parser
-from diffembed.formats.texts import InputError
+from diffembed.errors import DiffembedError
 from diffembed.model.embedder import NonFiniteEmbeddingError
 
 logger = logging.getLogger("diffembed")
@@ -73,12 +77,17 @@ def _quiet_libraries(args: argparse.Namespace) -> None:
         hf_logging.disable_progress_bar()
 
 
+def _broken_weights(e: Exception) -> bool:
+    """Whether ``e`` says the model's own weights hold NaN or infinite values."""
+    return isinstance(e, NonFiniteEmbeddingError) and bool(e.bad_weights)
+
+
 def _broken_weights_message(e: NonFiniteEmbeddingError, args: argparse.Namespace) -> str:
     model = getattr(args, "model", None) or "the model"
     return (
         f"{model}: the model's weights hold NaN or infinite values ({len(e.bad_weights)} "
         f"tensors, e.g. {e.bad_weights[0]}), so every embedding is NaN; the model files are "
-        "broken (no --dtype helps): re-train or re-export the model"
+        "broken (no --precision helps): re-train or re-export the model"
     )
 
 
@@ -91,34 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     _quiet_libraries(args)
-    from diffembed.model.backbone import CheckpointError
-    from diffembed.model.compiled import CompileError
-    from diffembed.model.sharded import ShardFailure
-
     try:
         return int(args.func(args) or 0)
-    except NonFiniteEmbeddingError as e:
+    except DiffembedError as e:
+        # A problem the user caused: one line naming the input (with -v: the traceback).
         if args.verbose:
             raise
-        print(f"diffembed {args.verb}: error: {_broken_weights_message(e, args)}", file=sys.stderr)
-        return 2
-    except (
-        InputError,
-        CheckpointError,
-        CompileError,
-        ShardFailure,
-        ValueError,
-        TypeError,
-        KeyError,
-        FileNotFoundError,
-        FileExistsError,
-        IsADirectoryError,
-        NotADirectoryError,
-        PermissionError,
-    ) as e:
-        if args.verbose:
-            raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        message = _broken_weights_message(e, args) if _broken_weights(e) else str(e)
         print(f"diffembed {args.verb}: error: {message}", file=sys.stderr)
         return 2
 

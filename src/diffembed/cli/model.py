@@ -15,10 +15,10 @@ from diffembed import demo
 from diffembed.cli.options import (
     add_compile,
     add_device,
-    add_dtype,
     add_fusion,
     add_max_length,
     add_no_progress,
+    add_precision,
     at_least,
     fusion_choice,
     number_at_least,
@@ -66,7 +66,7 @@ def add_encode_parser(sub: argparse._SubParsersAction) -> None:
         help="token budget per batch, rows x longest row (default: 16384)",
     )
     p.add_argument("--batch-size", type=at_least(1), help="cap on texts per batch")
-    add_dtype(p)
+    add_precision(p)
     add_compile(p)
     p.add_argument(
         "--attention", choices=["bidirectional", "causal"], help="override the model's attention"
@@ -92,7 +92,7 @@ def run_encode(args: argparse.Namespace) -> int:
             "a file and pass it"
         )
     source = read_text_source(args.input, args.text_field)
-    overrides = {"precision": args.dtype}
+    overrides = {"precision": args.precision}
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
     if args.pooling is not None:
@@ -202,7 +202,7 @@ def _encode(
         raise InputError(
             f"{source.where[e.rows[0]]}: the embedding is NaN, infinite or zero"
             + (f" (and {len(e.rows) - 1} more texts)" if len(e.rows) > 1 else "")
-            + " although the model's weights are finite; try --dtype fp32"
+            + " although the model's weights are finite; try --precision fp32"
         ) from None
     for w in caught:
         logger.warning("%s", w.message)

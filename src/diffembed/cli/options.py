@@ -1,4 +1,4 @@
-"""Option groups that several verbs share, written once: ``--device``, ``--dtype``,
+"""Option groups that several verbs share, written once: ``--device``, ``--precision``,
 ``--max-length``, ``--no-progress``, ``--fusion``/``--alpha`` (hybrid retrieval); and the value
 checks of numeric options (``at_least(1)``, ``number_at_least(0)``, ``port_number``,
 ``device_name``), so that a bad value is refused while parsing with a message that names the
@@ -7,9 +7,11 @@ flag."""
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from collections.abc import Callable
 
+from diffembed.errors import ConfigError
 from diffembed.eval.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, resolve_fusion
 from diffembed.model.precision import PRECISIONS
 
@@ -98,15 +100,44 @@ def add_device(p: argparse.ArgumentParser, default: str | None = "cpu") -> None:
     )
 
 
-def add_dtype(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
-    """``--dtype auto|bf16|fp32``: the compute precision (``model.precision``)."""
+def add_precision(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--precision auto|bf16|fp32``: the compute precision (``model.precision``: bf16
+    autocast or fp32; the weights' own type is never changed). ``--dtype``, its name before,
+    is kept as a deprecated alias that warns."""
     p.add_argument(
-        "--dtype",
+        "--precision",
         choices=PRECISIONS,
         default=default,
         help="compute precision: bf16 autocast, fp32, or auto (bf16 where fast)"
         + ("" if default else " (default: the model's)"),
     )
+    p.add_argument(
+        "--dtype",
+        dest="precision",
+        choices=PRECISIONS,
+        default=argparse.SUPPRESS,
+        action=DeprecatedAlias,
+        help=argparse.SUPPRESS,
+    )
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option name kept for scripts that use it: stores like the option it stands for
+    (``dest``), with a warning naming the new one; one without a value (``nargs=0``) stores
+    ``const``. Give it ``default=argparse.SUPPRESS`` and ``help=argparse.SUPPRESS``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        value = self.const if self.nargs == 0 else values
+        new = "--" + self.dest.replace("_", "-")
+        shown = f"{new} {value}" if self.nargs == 0 else new
+        logging.getLogger("diffembed").warning("%s is deprecated; use %s", option_string, shown)
+        setattr(namespace, self.dest, value)
 
 
 def add_compile(p: argparse.ArgumentParser) -> None:
@@ -170,7 +201,7 @@ def fusion_choice(args: argparse.Namespace, hybrid: bool, needs: str) -> float |
     if not hybrid:
         for flag in ("alpha", "fusion"):
             if getattr(args, flag) is not None:
-                raise ValueError(
+                raise ConfigError(
                     f"--{flag} chooses how dense and BM25 are fused: it applies to {needs} only"
                 )
         return None

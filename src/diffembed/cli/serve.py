@@ -13,12 +13,13 @@ from typing import Any
 from diffembed.cli.options import (
     add_compile,
     add_device,
-    add_dtype,
     add_max_length,
+    add_precision,
     at_least,
     number_at_least,
     port_number,
 )
+from diffembed.errors import DiffembedError
 from diffembed.serve.app import API_KEY_ENV, ServeConfig, bind_socket, create_app, make_server
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})"
     )
     p.add_argument("--model-name", help="model id for clients (default: the directory name)")
-    add_dtype(p, default=None)
+    add_precision(p, default=None)
     add_compile(p)
     add_max_length(p)
     add_device(p)
@@ -75,11 +76,11 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         return bind_socket(host, port)
     except socket.gaierror as e:
-        raise ValueError(
+        raise DiffembedError(
             f"cannot listen on {host}:{port}: {e.strerror or e}; check --host"
         ) from None
     except OSError as e:
-        raise ValueError(
+        raise DiffembedError(
             f"cannot listen on {host}:{port}: {e.strerror or e}; stop the program using it "
             "or choose another --port (or --host)"
         ) from None
@@ -98,8 +99,8 @@ def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
     from diffembed.model.embedder import Embedder
 
     overrides: dict[str, Any] = {}
-    if args.dtype is not None:
-        overrides["precision"] = args.dtype
+    if args.precision is not None:
+        overrides["precision"] = args.precision
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
     index = None

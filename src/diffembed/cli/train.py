@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 from diffembed.cli.options import (
+    DeprecatedAlias,
     add_device,
     add_no_progress,
     at_least,
     device_name,
     number_at_least,
 )
+from diffembed.errors import ConfigError
 from diffembed.io import check_writable
 from diffembed.train.finetune_config import FinetuneConfig
 
@@ -54,6 +56,16 @@ def _add_field_option(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
 def _add_options(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(FinetuneConfig):
         _add_field_option(p, f)
+    for flag, precision in (("--bf16", "bf16"), ("--no-bf16", "fp32")):  # before --precision
+        p.add_argument(
+            flag,
+            dest="precision",
+            nargs=0,
+            const=precision,
+            default=argparse.SUPPRESS,
+            action=DeprecatedAlias,
+            help=argparse.SUPPRESS,
+        )
     p.set_defaults(func=run_finetune)
 
 
@@ -78,12 +90,12 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
     try:
         return FinetuneConfig(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
-    except ValueError as e:
+    except ConfigError as e:
         message = str(e)
         name = message.split(" ", 1)[0]
         if name in fields:
             flag = fields[name].metadata.get("flag", "--" + name.replace("_", "-"))
-            raise ValueError(flag + message[len(name) :]) from None
+            raise ConfigError(flag + message[len(name) :]) from None
         raise
 
 
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 # ------------------------------------------------------------------------------ pretrain
 def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``pretrain`` verb on a ``diffembed`` sub-parser set."""
-    from diffembed.train.pretrain import PRESETS
+    from diffembed.train.pretrain_config import PRESETS
 
     p = sub.add_parser(
         "pretrain",
@@ -191,7 +203,8 @@ def add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """The ``pretrain`` verb: build the preset's config (with overrides) and train."""
-    from diffembed.train.pretrain import make_config, pretrain
+    from diffembed.train.pretrain import pretrain
+    from diffembed.train.pretrain_config import make_config
 
     check_writable(args.out, into=True)  # checkpoints, logs and the model go inside --out
     config = make_config(args.preset, args.objective, args.config)

@@ -18,12 +18,7 @@ from typing import Any
 Params = Callable[[random.Random], dict[str, Any]]
 
 PEOPLE = ("Ana", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas")
-THINGS = ("marbles", "stickers", "coins", "tickets", "stamps", "beads", "cards", "pebbles")
 TOWNS = ("Ashford", "Brook", "Cliffton", "Dunmore", "Eastvale", "Fernley", "Glenrock", "Harlow")
-
-
-def _ri(rng: random.Random, lo: int, hi: int) -> int:
-    return rng.randint(lo, hi)
 
 
 def _pick(rng: random.Random, seq: tuple[str, ...]) -> str:
@@ -68,10 +63,6 @@ def _p_pythagoras(r: random.Random) -> dict[str, Any]:
     k = r.randint(1, 6)
     a, b, c = r.choice(((3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25)))
     return {"a": a * k, "b": b * k, "c": c * k}
-
-
-def _p_two(lo: int, hi: int) -> Params:
-    return lambda r: {"x": r.randint(lo, hi), "y": r.randint(lo, hi), "p": _pick(r, PEOPLE)}
 
 
 CONCEPTS: tuple[Concept, ...] = (
@@ -1134,11 +1125,6 @@ CONCEPTS: tuple[Concept, ...] = (
         ("triangle inequality",),
     ),
 )
-
-
-def concept_ids() -> list[str]:
-    """Ids of every concept, in catalogue order."""
-    return [c.id for c in CONCEPTS]
 
 
 EVAL_FRACTION = 0.5

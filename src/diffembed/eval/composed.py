@@ -2,9 +2,9 @@
 ``--chunking plain|late``.
 
 - ``ChunkedRetriever``: a model directory's retriever whose documents are split into token
-  chunks exactly as ``diffembed index build --chunk-tokens`` splits them (``chunking`` plain:
-  each chunk embedded alone; late: pooled from the whole document, ``diffembed.index.late``); a
-  document scores as its best chunk, as in index search.
+  chunks exactly as ``diffembed index build --chunk-tokens`` splits them
+  (:mod:`diffembed.model.chunking`; plain: each chunk embedded alone; late: pooled from the
+  whole document); a document scores as its best chunk, as in index search.
 - ``compose_retriever``: the retriever ``evaluate_model`` runs for ``--retriever``: dense (the
   model), bm25, or hybrid (:class:`diffembed.eval.retrievers.HybridRetriever`, the fusion the
   index and the server use).
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from diffembed.errors import ConfigError, DiffembedError
 from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.eval.models import EmbedderRetriever
 from diffembed.eval.retrievers import (
@@ -27,6 +28,7 @@ from diffembed.eval.retrievers import (
     HybridRetriever,
     Retriever,
 )
+from diffembed.model.chunking import Chunking, late_chunk, split_texts
 
 logger = logging.getLogger(__name__)
 
@@ -37,26 +39,14 @@ class ChunkedRetriever(DenseRetriever):
     """``base``'s model with documents chunked (``chunking`` plain or late); queries, pairs and
     symmetric collections (classification) are encoded whole, as by ``base``."""
 
-    def __init__(
-        self,
-        base: EmbedderRetriever,
-        chunk_tokens: int,
-        chunk_overlap: int = 0,
-        chunking: str = "late",
-    ) -> None:
-        from diffembed.index.late import CHUNKINGS
-
-        if chunking not in CHUNKINGS:
-            raise ValueError(f"--chunking must be one of {CHUNKINGS}, got {chunking!r}")
-        if chunk_tokens < 1 or not 0 <= chunk_overlap < chunk_tokens:
-            raise ValueError(
-                f"--chunk-tokens must be >= 1 and --chunk-overlap in [0, --chunk-tokens), got "
-                f"{chunk_tokens} and {chunk_overlap}"
-            )
+    def __init__(self, base: EmbedderRetriever, chunking: Chunking) -> None:
+        if chunking.tokens is None:
+            raise ConfigError("--chunking needs --chunk-tokens (the size of each chunk)")
         super().__init__(base.show_progress)
         self.base = base
-        self.chunk_tokens, self.chunk_overlap, self.chunking = chunk_tokens, chunk_overlap, chunking
-        self.name = f"{base.name} [{chunking} chunks of {chunk_tokens}]"
+        self.chunk_tokens, self.chunk_overlap = chunking.tokens, chunking.overlap
+        self.chunking = chunking.mode
+        self.name = f"{base.name} [{chunking.mode} chunks of {chunking.tokens}]"
         self.token_unit = base.token_unit
         self.chunk_vectors: np.ndarray | None = None
         self.starts = np.zeros(0, dtype=np.int64)
@@ -92,10 +82,6 @@ class ChunkedRetriever(DenseRetriever):
 
     def _chunk(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Chunk vectors ``float32 [R, H]`` (documents' chunks in order) and chunks per doc."""
-        from diffembed.formats.corpus import Document
-        from diffembed.index.build import chunk_rows
-        from diffembed.index.late import late_chunk
-
         emb = self.base.embedder
         if self.chunking == "late":
             late = late_chunk(
@@ -113,14 +99,11 @@ class ChunkedRetriever(DenseRetriever):
                     emb.max_length,
                 )
         else:
-            docs = [Document(id=str(i), text=t) for i, t in enumerate(texts)]
-            _, pieces, doc_chunks = chunk_rows(
-                emb, docs, texts, self.chunk_tokens, self.chunk_overlap
-            )
+            _, pieces, doc_chunks = split_texts(emb, texts, self.chunk_tokens, self.chunk_overlap)
             vectors, _ = self.base._encode(pieces, None, "document")
         empty = [i for i, n in enumerate(doc_chunks) if n == 0]
         if empty:
-            raise ValueError(f"document {empty[0]} of the collection has no chunk with text")
+            raise DiffembedError(f"document {empty[0]} of the collection has no chunk with text")
         return np.ascontiguousarray(vectors, np.float32), list(doc_chunks)
 
     def score_block(self, queries: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -154,30 +137,29 @@ def compose_retriever(
     model: Retriever | None,
     retriever: str = "dense",
     alpha: float | None = DEFAULT_ALPHA,
-    chunking: str | None = None,
-    chunk_tokens: int | None = None,
-    chunk_overlap: int = 0,
+    chunking: Chunking | None = None,
 ) -> Retriever:
     """The retriever for ``--retriever`` (``model``: what ``--model`` loaded; None or BM25 for
-    ``--model bm25``), with documents chunked when ``chunk_tokens`` is given. ``alpha``: the
-    hybrid fusion (weight of dense in the convex combination; None: reciprocal-rank fusion,
-    k = 60), unused by the other retrievers (the CLI refuses ``--alpha``/``--fusion`` there)."""
+    ``--model bm25``), with documents chunked when ``chunking`` is given (it then needs
+    ``tokens``). ``alpha``: the hybrid fusion (weight of dense in the convex combination;
+    None: reciprocal-rank fusion, k = 60), unused by the other retrievers (the CLI refuses
+    ``--alpha``/``--fusion`` there)."""
     if retriever not in RETRIEVERS:
-        raise ValueError(f"--retriever must be one of {RETRIEVERS}, got {retriever!r}")
-    if chunking is not None and chunk_tokens is None:
-        raise ValueError("--chunking needs --chunk-tokens (the size of each chunk)")
+        raise ConfigError(f"--retriever must be one of {RETRIEVERS}, got {retriever!r}")
+    if chunking is not None and chunking.tokens is None:
+        raise ConfigError("--chunking needs --chunk-tokens (the size of each chunk)")
     if retriever == "bm25" or isinstance(model, BM25Retriever) or model is None:
-        if retriever == "hybrid" or chunk_tokens is not None:
-            raise ValueError(
+        if retriever == "hybrid" or chunking is not None:
+            raise ConfigError(
                 "--retriever hybrid and --chunk-tokens need a model directory as --model"
             )
         return model if isinstance(model, BM25Retriever) else BM25Retriever()
-    if chunk_tokens is not None:
+    if chunking is not None:
         if not isinstance(model, EmbedderRetriever):
-            raise ValueError("--chunk-tokens needs a diffembed model directory as --model")
-        model = ChunkedRetriever(model, chunk_tokens, chunk_overlap, chunking or "plain")
+            raise ConfigError("--chunk-tokens needs a diffembed model directory as --model")
+        model = ChunkedRetriever(model, chunking)
     if retriever == "hybrid":
         if not isinstance(model, DenseRetriever):
-            raise ValueError("--retriever hybrid needs a dense model as --model")
+            raise ConfigError("--retriever hybrid needs a dense model as --model")
         return HybridRetriever(model, BM25Retriever(), alpha)
     return model

@@ -21,12 +21,14 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from diffembed.errors import ConfigError
 from diffembed.eval.fusion import DEFAULT_ALPHA, describe_search
 from diffembed.eval.metrics import (
     classification_metrics,
@@ -46,6 +48,7 @@ from diffembed.formats.tasks import (
     load_task,
 )
 from diffembed.io import atomic_write, write_json
+from diffembed.model.chunking import Chunking
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +294,7 @@ def collect_task_dirs(tasks_root: Path | None, suite: str, task_dirs: Sequence[P
     found += list(task_dirs)
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise ValueError("no tasks: give --tasks-root and/or --task-dir")
+        raise ConfigError("no tasks: give --tasks-root and/or --task-dir")
     return unique
 
 
@@ -299,11 +302,11 @@ def _load_tasks(task_dirs: Sequence[Path]) -> list[Task]:
     """Load every task folder; refuses none and two folders with the same suite/name."""
     tasks = [load_task(d) for d in task_dirs]
     if not tasks:
-        raise ValueError("no tasks to evaluate")
+        raise ConfigError("no tasks to evaluate")
     keys = [t.key for t in tasks]
     duplicate = sorted({k for k in keys if keys.count(k) > 1})
     if duplicate:
-        raise ValueError(f"several task folders have the same suite/name: {duplicate}")
+        raise ConfigError(f"several task folders have the same suite/name: {duplicate}")
     return tasks
 
 
@@ -339,83 +342,91 @@ def _task_record(
     return record
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How ``evaluate_model`` evaluates: the model's encoding (``max_length``: None for the
+    model's; ``batch_tokens``: token budget of a batch; ``precision``: compute precision auto,
+    bf16 or fp32; ``device``: None for cuda when available, else cpu), the search (``top_k``
+    documents per query; ``use_faiss``: faiss IndexFlatIP top-k, the same results), the
+    retriever (``retriever`` dense, bm25 or hybrid; ``alpha``: the hybrid fusion, the weight of
+    dense in the convex combination, None: reciprocal-rank fusion, k = 60; ``chunking``:
+    documents split as ``index build`` splits them, None: whole) and the recorded ``seed``."""
+
+    max_length: int | None = None
+    batch_tokens: int | None = 16384
+    precision: str = "auto"
+    device: str | None = None
+    top_k: int = 100
+    use_faiss: bool = False
+    seed: int = 0
+    retriever: str = "dense"
+    alpha: float | None = DEFAULT_ALPHA
+    chunking: Chunking | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"top_k (--top-k) must be >= 1, got {self.top_k}")
+
+    def record(self, device: str) -> dict[str, Any]:
+        """The ``settings`` of a result file (``device``: the one used)."""
+        used = describe_search(self.retriever, self.alpha)
+        return {
+            "top_k": self.top_k,
+            "faiss": bool(self.use_faiss),
+            "max_length": self.max_length,
+            "batch_tokens": self.batch_tokens,
+            "dtype": self.precision,
+            "device": device,
+            "seed": self.seed,
+            "retriever": self.retriever,
+            "fusion": used["fusion"],
+            "alpha": used["alpha"],
+            "chunking": None if self.chunking is None else self.chunking.describe(),
+        }
+
+
 def evaluate_model(
     model: str | Path,
     task_dirs: Sequence[Path],
     out: Path,
+    settings: EvalSettings | None = None,
     *,
-    max_length: int | None = None,
-    batch_tokens: int | None = 16384,
-    dtype: str = "auto",
-    device: str | None = None,
-    top_k: int = 100,
-    use_faiss: bool = False,
-    seed: int = 0,
     show_progress: bool = True,
     command: Sequence[str] | None = None,
-    retriever_mode: str = "dense",
-    alpha: float | None = DEFAULT_ALPHA,
-    chunking: str | None = None,
-    chunk_tokens: int | None = None,
-    chunk_overlap: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (a model directory, ``"bm25"`` or ``"minilm"``) on task folders.
 
-    ``retriever_mode`` dense, bm25 or hybrid (``--retriever``; ``alpha``: the hybrid fusion, the
-    weight of dense in the convex combination; None: reciprocal-rank fusion, k = 60)
-    and ``chunk_tokens``/``chunk_overlap``/``chunking`` (documents split as ``index build``
-    splits them) pick what is evaluated: :func:`diffembed.eval.composed.compose_retriever`.
+    ``settings`` (``EvalSettings``; default: dense, whole documents, top 100) picks what is
+    evaluated: :func:`diffembed.eval.composed.compose_retriever`. ``command`` is recorded as
+    the command line (default: ``sys.argv``).
 
     Writes ``out`` (all records with provenance), ``OUT.tasks/<suite>__<task>.json`` as each
     task finishes, and a Markdown table ``OUT.md``; returns the summary written to ``out``.
     """
+    from diffembed.eval.composed import compose_retriever
     from diffembed.provenance import provenance
 
     start = time.time()
+    settings = settings or EvalSettings()
     out = Path(out)
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
     if out.suffix != ".json":
-        raise ValueError(f"{out}: the output must be a .json file")
-    seed_everything(seed)
+        raise ConfigError(f"{out}: the output must be a .json file")
+    seed_everything(settings.seed)
     tasks = _load_tasks(task_dirs)
-    device = _default_device() if device is None else device
-    from diffembed.eval.composed import compose_retriever
-
-    loaded = "bm25" if retriever_mode == "bm25" else str(model)
-    retriever = compose_retriever(
-        make_retriever(loaded, max_length, batch_tokens, dtype, device, show_progress),
-        retriever_mode,
-        alpha,
-        chunking,
-        chunk_tokens,
-        chunk_overlap,
-    )
-    if use_faiss and not isinstance(retriever, DenseRetriever):
+    device = _default_device() if settings.device is None else settings.device
+    s = settings
+    loaded = "bm25" if s.retriever == "bm25" else str(model)
+    base = make_retriever(loaded, s.max_length, s.batch_tokens, s.precision, device, show_progress)
+    retriever = compose_retriever(base, s.retriever, s.alpha, s.chunking)
+    if s.use_faiss and not isinstance(retriever, DenseRetriever):
         logger.warning("%s: faiss applies to dense models only; searching exactly", model)
     model_info = retriever.describe()
-    used = describe_search(retriever_mode, alpha)
     command = list(sys.argv if command is None else command)
-    settings = {
-        "top_k": top_k,
-        "faiss": bool(use_faiss),
-        "max_length": max_length,
-        "batch_tokens": batch_tokens,
-        "dtype": dtype,
-        "device": device,
-        "seed": seed,
-        "retriever": retriever_mode,
-        "fusion": used["fusion"],
-        "alpha": used["alpha"],
-        "chunking": None
-        if chunk_tokens is None
-        else {"mode": chunking or "plain", "tokens": chunk_tokens, "overlap": chunk_overlap},
-    }
-    header = {"model": model_info, "settings": settings, "seed": seed}
+    header = {"model": model_info, "settings": s.record(device), "seed": s.seed}
     logger.info("evaluating %s on %d task(s)", retriever.name, len(tasks))
     records: list[dict[str, Any]] = []
     for task in tqdm(tasks, desc="tasks", unit="task", disable=not show_progress):
-        record = _task_record(retriever, task, top_k, use_faiss, show_progress, header, command)
+        record = _task_record(retriever, task, s.top_k, s.use_faiss, show_progress, header, command)
         write_json(_task_file(out, task), record)
         logger.info(
             "%s: %s = %.4f (%d queries, %d docs, %.1f s)",

@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from diffembed.errors import ConfigError
+
 K = TypeVar("K", bound=Hashable)
 
 RRF_K = 60
@@ -48,7 +50,7 @@ def check_alpha(alpha: float | None, flag: str = "--alpha") -> float | None:
     if alpha is None:
         return None
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(f"{flag} must be a number between 0 and 1 (weight of dense), got {alpha}")
+        raise ConfigError(f"{flag} must be a number between 0 and 1 (weight of dense), got {alpha}")
     return float(alpha)
 
 
@@ -60,10 +62,10 @@ def resolve_fusion(fusion: str | None, alpha: float | None, flag: str = "--alpha
     fusion_flag = "--fusion" if flag.startswith("--") else "fusion"
     fusion = DEFAULT_FUSION if fusion is None else fusion
     if fusion not in FUSIONS:
-        raise ValueError(f"{fusion_flag} must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        raise ConfigError(f"{fusion_flag} must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     if fusion == "rrf":
         if alpha is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"{flag} applies to {fusion_flag} convex (the weight of dense); reciprocal-rank "
                 f"fusion has no weight: drop {flag} or {fusion_flag} rrf"
             )

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from diffembed.errors import DiffembedError
 from diffembed.eval.ranking import sort_run
 from diffembed.formats.tasks import RETRIEVAL_METRICS
 
@@ -66,7 +67,7 @@ def retrieval_metrics(
         if any(s > 0 for s in judged.values())
     }
     if not scored:
-        raise ValueError("no query has a relevant document")
+        raise DiffembedError("no query has a relevant document")
     full = {q: {d: float(s) for d, s in run[q].items()} for q in scored if run.get(q)}
     top10 = {q: dict(sort_run(docs)[:10]) for q, docs in full.items()}
     main = pytrec_eval.RelevanceEvaluator(scored, _PYTREC_MEASURES).evaluate(full)
@@ -121,7 +122,7 @@ def p_mrr(
                 raise KeyError(f"no rank for document {d!r} of query {qid!r}") from None
         per_query[qid] = float(np.mean(terms))
     if not per_query:
-        raise ValueError("p-MRR needs at least one changed document")
+        raise DiffembedError("p-MRR needs at least one changed document")
     return float(np.mean(list(per_query.values()))), per_query
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffembed.errors import InputNotFoundError
 from diffembed.eval.retrievers import BM25Retriever, DenseRetriever, Retriever
 from diffembed.model.model_dir import hash_model_dir
 from diffembed.model.precision import autocast, bf16_wanted
@@ -203,5 +204,5 @@ def make_retriever(
         return MiniLMRetriever(max_length, batch_tokens, precision, device, show_progress)
     path = Path(model)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such model directory (or use bm25 / minilm)")
+        raise InputNotFoundError(f"{path}: no such model directory (or use bm25 / minilm)")
     return EmbedderRetriever.load(path, max_length, batch_tokens, precision, device, show_progress)

@@ -141,23 +141,17 @@ def model_meta(
     results of different weights never share a cache entry. ``loader_kwargs`` go to
     ``DiffEmbedEncoder`` (``model_prompts``, ``precision``, ``batch_tokens``...).
     """
-    from diffembed.model.backbone import read_json
-    from diffembed.model.model_dir import hash_model_dir
+    from diffembed.model.model_dir import ModelDir, hash_model_dir
 
-    model_dir = Path(model_dir)
+    model = ModelDir.open(model_dir)
+    model_dir = model.path
     revision = hash_model_dir(model_dir)["hash"].split(":", 1)[1][:16]
     if embedder is not None:
         dim, max_tokens = embedder.dim, embedder.max_length
         n_params = sum(p.numel() for p in embedder.backbone.parameters())
     else:
-        cfg = read_json(model_dir / "config.json")
-        dim = int(cfg.get("hidden_size") or cfg.get("d_model"))
-        settings = (
-            read_json(model_dir / "diffembed.json")
-            if (model_dir / "diffembed.json").exists()
-            else {}
-        )
-        max_tokens = int(settings.get("max_length", 512))
+        dim = model.hidden_size
+        max_tokens = int((model.settings or {}).get("max_length", 512))
         n_params = None
     return ModelMeta(
         loader=_load_encoder,

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffembed.errors import FileFormatError, InputNotFoundError
+
 if TYPE_CHECKING:
     from mteb.abstasks.abstask import AbsTask
 
@@ -75,7 +77,7 @@ def _write_arrow_readme(copy: Path, out: Path) -> None:
     configs: list[dict[str, Any]] = []
     for folder in sorted(p for p in copy.iterdir() if p.is_dir()):
         if not (folder / "dataset_dict.json").is_file():
-            raise ValueError(
+            raise FileFormatError(
                 f"{folder}: not a save_to_disk DatasetDict (no dataset_dict.json); save each "
                 "config as a DatasetDict keyed by split name"
             )
@@ -83,7 +85,7 @@ def _write_arrow_readme(copy: Path, out: Path) -> None:
         for split in sorted(p for p in folder.iterdir() if p.is_dir()):
             arrows = sorted(str(f.resolve()) for f in split.glob("*.arrow"))
             if not arrows:
-                raise ValueError(f"{split}: no .arrow files (not a save_to_disk split)")
+                raise FileFormatError(f"{split}: no .arrow files (not a save_to_disk split)")
             files.append({"split": split.name, "path": arrows})
         configs.append({"config_name": folder.name, "data_files": files})
     out.mkdir(parents=True, exist_ok=True)
@@ -139,14 +141,14 @@ def check_local_splits(task: AbsTask, path: str) -> None:
     splits = list(task.eval_splits)
     for config in ("corpus", "query" if "query" in configs else "queries", qrels):
         if config not in configs:
-            raise ValueError(
+            raise FileFormatError(
                 f"{task.metadata.name}: the local copy {path} has no config {config!r} "
                 f"(configs: {configs}); it needs corpus, queries and default (qrels)"
             )
         have = get_dataset_split_names(path, config_name=config)
         for split in splits:
             if split not in have and not (len(have) == 1 and len(splits) == 1):
-                raise ValueError(
+                raise FileFormatError(
                     f"{task.metadata.name}: the local copy {path} has no split {split!r} in "
                     f"config {config!r} (splits: {have}); the task evaluates {splits}"
                 )
@@ -166,7 +168,7 @@ def _check_loaded(task: AbsTask, where: str) -> None:
                 k for k in ("corpus", "queries", "relevant_docs") if data is None or not data[k]
             ]
             if empty:
-                raise ValueError(
+                raise FileFormatError(
                     f"{task.metadata.name}: {where} has no {', '.join(empty)} for split "
                     f"{split!r}" + (f" of subset {subset!r}" if subset != "default" else "")
                 )
@@ -181,7 +183,7 @@ def load_task_data(task: AbsTask, root: Path | None) -> None:
     if root is not None and not local:
         repo = path
         tried = ", ".join(str(p) for p in (root / name, root / repo, root / repo.split("/")[-1]))
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{name}: no local copy of {repo} under --mteb-data {root} (tried {tried}); "
             + OFFLINE_HELP.format(task=name)
         )
@@ -193,10 +195,10 @@ def load_task_data(task: AbsTask, root: Path | None) -> None:
     except ValueError as e:
         if str(e).startswith(name):
             raise
-        raise ValueError(f"{name}: could not read {where}: {e}") from None
+        raise FileFormatError(f"{name}: could not read {where}: {e}") from None
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds; all mean "not there"
         help_ = "" if local else "; " + OFFLINE_HELP.format(task=name)
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{name}: could not read {where} ({type(e).__name__}: {e}){help_}"
         ) from None
     _check_loaded(task, where)

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffembed.errors import ConfigError, InputNotFoundError
 from diffembed.eval.paper import group_of, paper_table, paper_tasks, query_prompts
 from diffembed.io import atomic_write, write_json
 
@@ -69,7 +70,7 @@ def resolve_tasks(names: Sequence[str]) -> list[AbsTask]:
             close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
             by_case = [k for k in known if k.lower() == name.lower()]
             hint = by_case or close
-            raise ValueError(
+            raise ConfigError(
                 f"--mteb: unknown MTEB task {name!r}"
                 + (f"; did you mean {', '.join(hint)}?" if hint else "")
                 + " (mteb.get_tasks() lists them all; 'paper' selects the paper's set)"
@@ -85,7 +86,7 @@ def check_scorable(task: AbsTask) -> None:
     meta = task.metadata
     modalities = list(meta.modalities or ["text"])
     if meta.type not in SCORABLE_TYPES or modalities != ["text"]:
-        raise ValueError(
+        raise ConfigError(
             f"--mteb: {meta.name} is a {meta.type} task on {'+'.join(modalities)}; diffembed "
             f"scores text-only tasks of types {', '.join(SCORABLE_TYPES)}"
         )
@@ -126,20 +127,15 @@ def _extra_metrics(result: Any) -> dict[str, float]:
 def _load_encoder(model: str | Path, precision: str, device: str, **kwargs: Any) -> Any:
     """The model directory as an MTEB encoder; a clear error for a folder that is not one."""
     from diffembed.eval.mteb import DiffEmbedEncoder
-    from diffembed.model.backbone import CheckpointError
+    from diffembed.model.model_dir import CheckpointError, ModelDir
 
-    path = Path(model)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--model {path}: no such model directory")
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"--model {path}: not an embedding model directory (no config.json); give a "
-            "directory written by diffembed (finetune, Embedder.save) or a checkpoint folder"
-        )
+    path = ModelDir.open(model, "--model", "embedding model directory").path
     try:
         return DiffEmbedEncoder(path, device=device, precision=precision, **kwargs)
     except (CheckpointError, OSError, KeyError, ValueError) as e:
-        raise ValueError(f"--model {path}: cannot be loaded as an embedding model: {e}") from None
+        raise CheckpointError(
+            f"--model {path}: cannot be loaded as an embedding model: {e}"
+        ) from None
 
 
 def run_mteb(
@@ -152,14 +148,16 @@ def run_mteb(
     online: bool = False,
     max_length: int | None = None,
     batch_tokens: int | None = 16384,
-    dtype: str = "auto",
+    precision: str = "auto",
     device: str | None = None,
     seed: int = 0,
     show_progress: bool = False,
     command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model directory on MTEB tasks; writes the files in the module doc and
-    returns the summary written to ``out``."""
+    returns the summary written to ``out``. ``precision``: the compute precision (auto, bf16
+    or fp32), recorded under the result's ``settings.dtype``, the key results have always
+    used."""
     from diffembed.eval.evaluate import _default_device, seed_everything
     from diffembed.eval.mteb_data import force_offline
     from diffembed.provenance import provenance
@@ -167,9 +165,9 @@ def run_mteb(
     start = time.time()
     out = Path(out)
     if out.suffix != ".json":
-        raise ValueError(f"{out}: the output must be a .json file")
+        raise ConfigError(f"{out}: the output must be a .json file")
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"--mteb-data {data_dir}: no such folder")
+        raise InputNotFoundError(f"--mteb-data {data_dir}: no such folder")
     if not online or data_dir is not None:
         force_offline()
     seed_everything(seed)
@@ -184,7 +182,7 @@ def run_mteb(
     settings = {
         "max_length": max_length,
         "batch_tokens": batch_tokens,
-        "dtype": dtype,
+        "dtype": precision,
         "device": _default_device() if device is None else device,
         "seed": seed,
         "mteb_data": str(Path(data_dir).resolve()) if data_dir is not None else None,

@@ -26,13 +26,13 @@ FollowIR queries additionally carry their own per-query instruction, appended by
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from diffembed.formats.texts import InputError
+from diffembed.io import read_json
 
 LONG_DOC = (
     "LEMBNarrativeQARetrieval",
@@ -170,17 +170,7 @@ def group_of(task: str) -> str | None:
 def read_instructions(path: str | Path) -> dict[str, str | None]:
     """A JSON object ``{task name: instruction or null}`` overriding ``INSTRUCTIONS``
     (null or ``""``: embed that task's queries without an instruction)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such instructions file") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not valid UTF-8 ({e.reason})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object {{task name: instruction or null}}")
+    data = read_json(path, InputError)
     for key, value in data.items():
         if value is not None and not isinstance(value, str):
             raise InputError(

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffembed.errors import DiffembedError
 from diffembed.io import atomic_write, iter_jsonl
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _ST_NEGATIVE = re.compile(r"^negative(?:_(\d+))?$")
 Columns = Mapping[str, "str | Sequence[str]"]
 
 
-class PairsError(ValueError):
+class PairsError(DiffembedError):
     """A pairs file is malformed; the message names the file and the line."""
 
 

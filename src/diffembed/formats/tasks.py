@@ -62,15 +62,15 @@ qrels line naming an unknown query or document, a non-integer score, a bad heade
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffembed.errors import ConfigError, DiffembedError
 from diffembed.formats.corpus import Document
-from diffembed.io import iter_jsonl
+from diffembed.io import iter_jsonl, read_json
 
 FORMAT_VERSION = 1
 SUITES: tuple[str, ...] = ("longdoc", "reasoning", "instruct", "traditional")
@@ -110,7 +110,7 @@ TASK_KEYS = (
 Qrels = dict[str, dict[str, int]]
 
 
-class TaskFormatError(ValueError):
+class TaskFormatError(DiffembedError):
     """A task folder is malformed; the message names the file and, if any, the line."""
 
 
@@ -382,14 +382,7 @@ def read_scored_pairs(path: Path) -> list[ScoredPair]:
 
 def read_task_json(path: Path) -> dict[str, Any]:
     """Read and check ``task.json``; returns the object with defaults filled in."""
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise TaskFormatError(f"{path}: not valid UTF-8 ({e.reason})") from None
-    except json.JSONDecodeError as e:
-        raise TaskFormatError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise TaskFormatError(f"{path}: expected a JSON object")
+    data = read_json(path, TaskFormatError)
     version = data.get("format_version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
         raise TaskFormatError(f"{path}: unsupported format_version {version!r}")
@@ -500,7 +493,7 @@ def find_tasks(root: str | Path, suite: str = "all") -> list[Path]:
         raise TaskFormatError(f"{root}: no such tasks root")
     suites = SUITES if suite == "all" else (suite,)
     if suite != "all" and suite not in SUITES:
-        raise ValueError(f"suite must be one of {SUITES} or 'all', got {suite!r}")
+        raise ConfigError(f"suite must be one of {SUITES} or 'all', got {suite!r}")
     found: list[Path] = []
     for s in suites:
         d = root / s

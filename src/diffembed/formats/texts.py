@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffembed.errors import DiffembedError
 from diffembed.io import iter_jsonl
 
 STDIN = "-"
@@ -30,7 +31,7 @@ ACCEPTED = (
 )
 
 
-class InputError(ValueError):
+class InputError(DiffembedError):
     """A user input file is malformed; the message names the file and line."""
 
 
@@ -81,6 +82,14 @@ def _read_file(path: Path, text_field: str) -> TextSource:
         raise InputError(f"{path}: is a directory, not a file; give one of: {ACCEPTED}")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    try:
+        return _read_known_file(path, text_field)
+    except OSError as e:  # a file we may not read: the user's to fix, named
+        raise InputError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
+
+
+def _read_known_file(path: Path, text_field: str) -> TextSource:
+    """``_read_file`` of an existing file, by its extension."""
     suffix = path.suffix.lower()
     source = TextSource()
     if suffix in TEXT_SUFFIXES:

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from diffembed.errors import FileFormatError
 from diffembed.io import atomic_write
 
 FORMAT = "diffembed-tokens/1"
-SUFFIX = ".npz"
 
 
 @dataclass
@@ -47,7 +47,7 @@ class TokenizedSplit:
         try:
             return self.arrays[position].astype(np.int32)
         except KeyError:
-            raise ValueError(
+            raise FileFormatError(
                 f"{self.path}: holds {len(self.arrays)} of the split's {self.documents} "
                 f"documents and not document {position}, which this run needs (a larger token "
                 "budget than the file was written for): write it again for this budget"
@@ -95,10 +95,10 @@ def read_tokens(path: Path) -> TokenizedSplit:
             meta = json.loads(str(data["meta"]))
             ids, offsets, index = data["ids"], data["offsets"], data["index"]
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a tokenized corpus file ({e})") from None
+        raise FileFormatError(f"{path}: not a tokenized corpus file ({e})") from None
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise FileFormatError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if len(offsets) != len(index) + 1 or (len(offsets) and offsets[-1] != len(ids)):
-        raise ValueError(f"{path}: offsets do not match the ids and documents stored")
+        raise FileFormatError(f"{path}: offsets do not match the ids and documents stored")
     arrays = {int(p): ids[offsets[j] : offsets[j + 1]] for j, p in enumerate(index)}
     return TokenizedSplit(path, int(meta["documents"]), str(meta["tokenizer_sha256"]), arrays)

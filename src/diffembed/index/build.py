@@ -1,5 +1,5 @@
 """Writing an index: embed documents (whole, truncated at the model's ``max_length``, or split
-into overlapping token windows, embedded one by one or late-chunked: ``diffembed.index.late``)
+into overlapping token windows, embedded one by one or late-chunked: ``diffembed.model.chunking``)
 and store them, with their BM25 (``diffembed.index.lexical``), as a new generation
 (``build_index`` for a new index, ``add_documents`` to append or upsert with the index's own
 model and settings)."""
@@ -9,54 +9,106 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffembed.errors import ConfigError, DiffembedError, OutputExistsError
 from diffembed.formats.corpus import Document
-from diffembed.index.documents import DocumentsError, chunk_spans
-from diffembed.index.store import (
+from diffembed.index.documents import DocumentsError
+from diffembed.index.generations import (
     CURRENT,
-    FAISS_TYPES,
     FORMAT_VERSION,
     LOCK,
+    is_writer_debris,
+    writer_lock,
+)
+from diffembed.index.store import (
+    FAISS_TYPES,
     EncodedDocuments,
     VectorIndex,
     check_model,
-    is_writer_debris,
     load_embedder_for,
     select_in,
     write_generation,
-    writer_lock,
 )
+from diffembed.model.chunking import Chunking, late_chunk, split_texts
 
 if TYPE_CHECKING:
+    from diffembed.distributed import Dist
     from diffembed.model.embedder import Embedder
     from diffembed.model.sharded import ShardedRun
-    from diffembed.train.runtime import Dist
 
 logger = logging.getLogger(__name__)
 
 
-class DuplicateIdError(ValueError):
+class DuplicateIdError(DiffembedError):
     """A document id is already in the index (or twice in the input) and upsert was not asked."""
+
+
+# ------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class IndexSettings:
+    """What a new index is built with, checked when made (errors name the flags); recorded in
+    its meta.json, and reused by ``add_documents`` and search.
+
+    ``chunking``: whole documents (truncated at the model's ``max_length``) or token windows
+    (:class:`diffembed.model.chunking.Chunking`); ``faiss_type``: ``"flat"`` (exact inner
+    product) or ``"hnsw"`` (approximate, ``hnsw_m`` neighbours per node, ``ef_construction`` /
+    ``ef_search`` build and search depths); ``bm25``: keep a BM25 index of the documents in
+    every generation (hybrid search).
+    """
+
+    chunking: Chunking = field(default_factory=Chunking)
+    faiss_type: str = "flat"
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    bm25: bool = True
+
+    def __post_init__(self) -> None:
+        # faiss aborts the process on some of these, so they are refused before it sees them.
+        if self.faiss_type not in FAISS_TYPES:
+            raise ConfigError(f"faiss type must be one of {FAISS_TYPES}, got {self.faiss_type!r}")
+        for name, least in (("hnsw_m", 2), ("ef_construction", 1), ("ef_search", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{name} ({flag}) must be an integer >= {least}, got {value!r}")
+
+    def faiss_meta(self) -> dict[str, Any]:
+        """meta.json's ``faiss`` entry."""
+        return {
+            "type": self.faiss_type,
+            "metric": "inner_product",
+            "hnsw_m": self.hnsw_m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+        }
+
+
+def recorded_chunking(meta: dict[str, Any]) -> Chunking:
+    """The ``Chunking`` an index's meta.json records (``documents``)."""
+    d = meta["documents"]
+    if d["chunk_tokens"] is None:
+        return Chunking()
+    return Chunking(d["chunk_tokens"], d["chunk_overlap"] or 0, d.get("chunking") or "plain")
 
 
 # ------------------------------------------------------------------------------ encoding
 def _encode_documents(
     embedder: Embedder,
     docs: list[Document],
-    chunk_tokens: int | None,
-    chunk_overlap: int,
+    chunking: Chunking,
     batch_tokens: int | None,
     show_progress: bool,
-    chunking: str = "plain",
 ) -> EncodedDocuments:
-    """Embed ``docs`` whole (``chunk_tokens`` None) or as token windows (``chunking`` plain:
-    each window alone; late: pooled from the whole document), with the document prompt; rows,
-    token counts and truncation per document for the store."""
+    """Embed ``docs`` whole or as token windows (``chunking`` plain: each window alone; late:
+    pooled from the whole document), with the document prompt; rows, token counts and
+    truncation per document for the store."""
     prefix = embedder.instruction_prefix(embedder.prompts.get("document"))
     texts = [d.full_text for d in docs]
     tok = embedder.tokenizer
@@ -66,20 +118,20 @@ def _encode_documents(
             "input_ids"
         ]
     ]
-    if chunk_tokens is not None and chunking == "late":
-        return _encode_late(
-            embedder, docs, texts, lengths, chunk_tokens, chunk_overlap, batch_tokens
-        )
-    if chunk_tokens is None:
+    if chunking.mode == "late":
+        return _encode_late(embedder, docs, texts, lengths, chunking, batch_tokens)
+    if chunking.tokens is None:
         rows = [
             (d.id, 0, 0, len(t), min(n, embedder.max_length))
             for d, t, n in zip(docs, texts, lengths, strict=True)
         ]
         chunk_texts, doc_chunks = texts, [1] * len(docs)
     else:
-        rows, chunk_texts, doc_chunks = chunk_rows(
-            embedder, docs, texts, chunk_tokens, chunk_overlap
+        found, chunk_texts, doc_chunks = split_texts(
+            embedder, texts, chunking.tokens, chunking.overlap
         )
+        _refuse_empty(docs, doc_chunks)
+        rows = [(docs[d].id, c, s, e, n) for d, c, s, e, n in found]
     vectors, stats = embedder.encode_with_stats(
         chunk_texts,
         **embedder.role_prompt("document"),
@@ -88,7 +140,7 @@ def _encode_documents(
         truncate=True,
         warn=False,
     )
-    if chunk_tokens is not None and stats.truncated:
+    if chunking.chunked and stats.truncated:
         logger.warning(
             "%d chunk(s) exceeded max_length=%d with prefix and special tokens and were "
             "truncated; use a smaller --chunk-tokens",
@@ -96,11 +148,18 @@ def _encode_documents(
             embedder.max_length,
         )
     truncated = (
-        [n > embedder.max_length for n in lengths] if chunk_tokens is None else [False] * len(docs)
+        [n > embedder.max_length for n in lengths] if not chunking.chunked else [False] * len(docs)
     )
     return EncodedDocuments(
         docs, np.ascontiguousarray(vectors, np.float32), rows, lengths, truncated, doc_chunks
     )
+
+
+def _refuse_empty(docs: Sequence[Document], doc_chunks: Sequence[int]) -> None:
+    """Refuse the first document that has no chunk with text, naming it."""
+    for d, n in zip(docs, doc_chunks, strict=True):
+        if n == 0:
+            raise DocumentsError(f"{d.source or d.id}: document {d.id!r} has no tokens")
 
 
 def _encode_late(
@@ -108,17 +167,13 @@ def _encode_late(
     docs: list[Document],
     texts: list[str],
     lengths: list[int],
-    chunk_tokens: int,
-    chunk_overlap: int,
+    chunking: Chunking,
     batch_tokens: int | None,
 ) -> EncodedDocuments:
     """``_encode_documents`` with late chunking; says how many documents needed windows."""
-    from diffembed.index.late import late_chunk
-
-    late = late_chunk(embedder, texts, chunk_tokens, chunk_overlap, batch_tokens)
-    for d, n in zip(docs, late.doc_chunks, strict=True):
-        if n == 0:
-            raise DocumentsError(f"{d.source or d.id}: document {d.id!r} has no tokens")
+    assert chunking.tokens is not None  # Chunking refuses late without tokens
+    late = late_chunk(embedder, texts, chunking.tokens, chunking.overlap, batch_tokens)
+    _refuse_empty(docs, late.doc_chunks)
     if late.windowed:
         logger.warning(
             "late chunking: %d of %d document(s) exceed max_length=%d tokens and were encoded "
@@ -137,36 +192,6 @@ def _encode_late(
     return encoded
 
 
-def chunk_rows(
-    embedder: Embedder,
-    docs: list[Document],
-    texts: list[str],
-    chunk_tokens: int,
-    chunk_overlap: int,
-) -> tuple[list[tuple[str, int, int, int, int]], list[str], list[int]]:
-    """Split each text into token windows: ``(rows, window texts, windows per document)``;
-    windows of whitespace only are skipped."""
-    enc = embedder.tokenizer(
-        texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-    )
-    rows: list[tuple[str, int, int, int, int]] = []
-    chunk_texts: list[str] = []
-    doc_chunks: list[int] = []
-    for d, t, offsets in zip(docs, texts, enc["offset_mapping"], strict=True):
-        kept = 0
-        for start, end, n in chunk_spans(offsets, chunk_tokens, chunk_overlap):
-            piece = t[start:end]
-            if not piece.strip():
-                continue
-            rows.append((d.id, kept, start, end, n))
-            chunk_texts.append(piece)
-            kept += 1
-        if kept == 0:
-            raise DocumentsError(f"{d.source or d.id}: document {d.id!r} has no tokens")
-        doc_chunks.append(kept)
-    return rows, chunk_texts, doc_chunks
-
-
 def _check_unique_ids(docs: Sequence[Document]) -> None:
     seen: dict[str, Document] = {}
     for d in docs:
@@ -182,18 +207,12 @@ def build_index(
     docs: Sequence[Document],
     out: str | Path,
     model_dir: str | Path,
+    settings: IndexSettings | None = None,
+    *,
     embedder: Embedder | None = None,
-    chunk_tokens: int | None = None,
-    chunk_overlap: int = 0,
-    faiss_type: str = "flat",
-    hnsw_m: int = 32,
-    ef_construction: int = 200,
-    ef_search: int = 128,
     batch_tokens: int | None = None,
     overwrite: bool = False,
     show_progress: bool = False,
-    chunking: str = "plain",
-    bm25: bool = True,
     ctx: Dist | None = None,
 ) -> VectorIndex | None:
     """Embed ``docs`` with the model in ``model_dir`` and write a new index at ``out``.
@@ -201,14 +220,11 @@ def build_index(
     Args:
         docs: documents with unique ids (``read_documents``).
         model_dir: the embedding model directory; its hash is recorded.
+        settings: chunking, faiss type and BM25 (``IndexSettings``; default: whole documents,
+            flat, with BM25).
         embedder: the already loaded model of ``model_dir`` (loaded when None); its
             ``max_length`` and ``precision`` are recorded and reused by add and search.
-        chunk_tokens: split documents into windows of this many tokens (None: embed whole,
-            truncated at ``max_length``); ``chunk_overlap`` tokens shared by neighbours.
-        faiss_type: ``"flat"`` (exact inner product) or ``"hnsw"`` (approximate).
-        chunking: ``"plain"`` (each chunk embedded alone) or ``"late"`` (chunks pooled from
-            the whole document in context; ``diffembed.index.late``); needs ``chunk_tokens``.
-        bm25: keep a BM25 index of the documents in every generation (hybrid search).
+        batch_tokens: token budget of an encoding batch (default: the model's).
         overwrite: replace an existing index at ``out`` (atomically: the old one stays live
             until the new one is complete).
         ctx: the ``torchrun`` process group (``diffembed.model.sharded.join``): every rank
@@ -220,11 +236,9 @@ def build_index(
     """
     from diffembed.model.embedder import Embedder
 
-    out = Path(out)
-    model_dir = Path(model_dir)
-    _check_settings(faiss_type, hnsw_m, ef_construction, ef_search, chunk_tokens, chunk_overlap)
-    _check_chunking(chunking, chunk_tokens)
-    if bm25:  # refuse before any encoding when bm25s is missing
+    settings = settings or IndexSettings()
+    out, model_dir = Path(out), Path(model_dir)
+    if settings.bm25:  # refuse before any encoding when bm25s is missing
         from diffembed.eval.bm25 import Bm25
         from diffembed.index.lexical import MISSING
 
@@ -233,57 +247,58 @@ def build_index(
     _check_unique_ids(docs)
     if embedder is None:
         embedder = Embedder.load(model_dir)
-    if chunk_tokens is not None and chunk_tokens > embedder.max_length:
-        raise ValueError(
-            f"chunk_tokens={chunk_tokens} exceeds the model's max_length={embedder.max_length}"
+    tokens = settings.chunking.tokens
+    if tokens is not None and tokens > embedder.max_length:
+        raise ConfigError(
+            f"chunk_tokens={tokens} exceeds the model's max_length={embedder.max_length}"
         )
-    meta = _new_meta(model_dir, embedder, chunk_tokens, chunk_overlap)
-    meta["documents"]["chunking"] = chunking if chunk_tokens is not None else None
-    if bm25:
-        meta["bm25"] = {}  # write_generation records the settings and the document count
-    meta["faiss"] = {
-        "type": faiss_type,
-        "metric": "inner_product",
-        "hnsw_m": hnsw_m,
-        "ef_construction": ef_construction,
-        "ef_search": ef_search,
-    }
+    meta = _new_meta(model_dir, embedder, settings)
 
     def encode(part: list[Document], progress: bool = show_progress) -> EncodedDocuments:
-        return _encode_documents(
-            embedder, part, chunk_tokens, chunk_overlap, batch_tokens, progress, chunking
-        )
+        return _encode_documents(embedder, part, settings.chunking, batch_tokens, progress)
 
     run = _sharded_run(out, docs, meta, ctx) if ctx is not None and ctx.world > 1 else None
+    if run is None:
+        _write_first_generation(out, docs, meta, overwrite, lambda: encode(list(docs)))
+        return VectorIndex.open(out)
 
     def encode_piece(start: int, stop: int) -> dict[str, np.ndarray]:
-        main = run is not None and run.ctx.main
-        return _encoded_arrays(encode(list(docs[start:stop]), show_progress and main))
+        return _encoded_arrays(encode(list(docs[start:stop]), show_progress and run.ctx.main))
 
-    if run is not None and not run.ctx.main:  # rank 0 holds the lock, merges and writes
+    if not run.ctx.main:  # rank 0 holds the lock, merges and writes
         run.run(encode_piece)
         return None
+
+    def merged() -> EncodedDocuments:
+        return _merge_encoded(docs, run.run(encode_piece) or [], meta["embedding"]["dim"])
+
+    _write_first_generation(out, docs, meta, overwrite, merged)
+    run.finish()
+    return VectorIndex.open(out)
+
+
+def _write_first_generation(
+    out: Path,
+    docs: Sequence[Document],
+    meta: dict[str, Any],
+    overwrite: bool,
+    encode: Callable[[], EncodedDocuments],
+) -> None:
+    """Under the writer lock, check ``out`` again, ``encode`` the documents and write them as
+    the index's first generation; a failed first build leaves nothing behind."""
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     created, had_lock = not out.exists(), (out / LOCK).exists()
     with writer_lock(out):
         try:
             _check_target(out, overwrite)  # again: now no other writer can change it
-            if run is None:
-                encoded = encode(list(docs))
-            else:
-                pieces = run.run(encode_piece)
-                encoded = _merge_encoded(docs, pieces or [], meta["embedding"]["dim"])
-            write_generation(out, None, meta, encoded, set(), "build")
+            write_generation(out, None, meta, encode(), set(), "build")
         except BaseException:
-            if not (out / CURRENT).exists():  # a failed first build leaves nothing behind
+            if not (out / CURRENT).exists():
                 if created:
                     shutil.rmtree(out, ignore_errors=True)
                 elif not had_lock:
                     (out / LOCK).unlink(missing_ok=True)
             raise
-    if run is not None:
-        run.finish()
-    return VectorIndex.open(out)
 
 
 # ------------------------------------------------------------------------------ torchrun
@@ -344,91 +359,55 @@ def _merge_encoded(
     return merged
 
 
-def _check_settings(
-    faiss_type: str,
-    hnsw_m: int,
-    ef_construction: int,
-    ef_search: int,
-    chunk_tokens: int | None,
-    chunk_overlap: int,
-) -> None:
-    """Refuse settings faiss or chunking cannot use (faiss aborts the process on some)."""
-    if faiss_type not in FAISS_TYPES:
-        raise ValueError(f"faiss type must be one of {FAISS_TYPES}, got {faiss_type!r}")
-    for name, value, least in (
-        ("hnsw_m", hnsw_m, 2),
-        ("ef_construction", ef_construction, 1),
-        ("ef_search", ef_search, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{name} ({flag}) must be an integer >= {least}, got {value!r}")
-    if chunk_tokens is None:
-        if chunk_overlap:
-            raise ValueError("chunk_overlap (--chunk-overlap) needs chunk_tokens (--chunk-tokens)")
-        return
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens (--chunk-tokens) must be >= 1, got {chunk_tokens}")
-    if not 0 <= chunk_overlap < chunk_tokens:
-        raise ValueError(
-            f"chunk_overlap (--chunk-overlap) must be >= 0 and below chunk_tokens={chunk_tokens}"
-            f", got {chunk_overlap}"
-        )
-
-
-def _check_chunking(chunking: str, chunk_tokens: int | None) -> None:
-    from diffembed.index.late import CHUNKINGS
-
-    if chunking not in CHUNKINGS:
-        raise ValueError(f"chunking (--chunking) must be one of {CHUNKINGS}, got {chunking!r}")
-    if chunking == "late" and chunk_tokens is None:
-        raise ValueError("--chunking late needs --chunk-tokens (the size of each chunk)")
-
-
 def _check_target(out: Path, overwrite: bool) -> None:
     """Refuse to build over a file, a non-empty non-index folder, or an index (unless asked).
     What a killed writer left (``is_writer_debris``) does not count: the build replaces it."""
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a directory")
+        raise OutputExistsError(f"{out}: exists and is not a directory")
     if (out / CURRENT).exists():
         if not overwrite:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{out}: an index exists; use `diffembed index add` or --overwrite"
             )
     elif out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if not is_writer_debris(p.name))
         if foreign:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{out}: exists, is not empty and is not an index (it holds {foreign[0]!r}"
                 f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); "
                 "choose another --out or empty it"
             )
 
 
-def _new_meta(
-    model_dir: Path, embedder: Embedder, chunk_tokens: int | None, chunk_overlap: int
-) -> dict[str, Any]:
-    """The meta of a new index: format, model hash and path, embedding settings, chunking."""
+def _new_meta(model_dir: Path, embedder: Embedder, settings: IndexSettings) -> dict[str, Any]:
+    """The meta of a new index: format, model hash and path, embedding settings, chunking,
+    BM25 (filled in by ``write_generation``) and faiss."""
     from diffembed.model.model_dir import hash_model_dir
 
-    settings = embedder.settings()
-    settings.pop("format_version", None)
-    return {
+    embedding = embedder.settings()
+    embedding.pop("format_version", None)
+    chunking = settings.chunking
+    meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model": {"path": str(model_dir.resolve()), **hash_model_dir(model_dir)},
         "embedding": {
-            **settings,
+            **embedding,
             "precision": embedder.precision,
             "dim": embedder.dim,
             "document_prompt": embedder.prompts.get("document"),
         },
         "documents": {
-            "mode": "whole" if chunk_tokens is None else "chunked",
-            "chunk_tokens": chunk_tokens,
-            "chunk_overlap": chunk_overlap if chunk_tokens is not None else None,
+            "mode": "chunked" if chunking.chunked else "whole",
+            "chunk_tokens": chunking.tokens,
+            "chunk_overlap": chunking.overlap if chunking.chunked else None,
             "truncated": 0,
+            "chunking": chunking.mode if chunking.chunked else None,
         },
     }
+    if settings.bm25:
+        meta["bm25"] = {}  # write_generation records the settings and the document count
+    meta["faiss"] = settings.faiss_meta()
+    return meta
 
 
 def add_documents(
@@ -470,15 +449,8 @@ def add_documents(
             embedder = load_embedder_for(meta, model_dir)
         else:
             check_model(meta, model_dir if model_dir is not None else meta["model"]["path"])
-        d = meta["documents"]
         encoded = _encode_documents(
-            embedder,
-            list(docs),
-            d["chunk_tokens"],
-            d["chunk_overlap"] or 0,
-            batch_tokens,
-            show_progress,
-            d.get("chunking") or "plain",
+            embedder, list(docs), recorded_chunking(meta), batch_tokens, show_progress
         )
         write_generation(index_dir, base, meta, encoded, existing, "upsert" if upsert else "add")
     return VectorIndex.open(index_dir)

@@ -1,21 +1,21 @@
 """What an index is built from: user documents (a JSONL file or a folder of text files) read into
-``formats.corpus.Document`` records, and the token windows (``chunk_spans``) long documents are
-split into."""
+``formats.corpus.Document`` records (the token windows long documents are split into are
+``diffembed.model.chunking``)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from diffembed.errors import DiffembedError
 from diffembed.formats.corpus import Document
 from diffembed.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
 
-class DocumentsError(ValueError):
+class DocumentsError(DiffembedError):
     """A documents file or folder is malformed; the message names the file and line."""
 
 
@@ -102,6 +102,10 @@ def _read_text_folder(root: Path, strict: bool, empty: list[str]) -> list[Docume
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise DocumentsError(f"{p}: not valid UTF-8 ({e.reason})") from None
+        except OSError as e:
+            raise DocumentsError(
+                f"{p}: cannot be read ({e.strerror or type(e).__name__})"
+            ) from None
         if not text.strip():
             if strict:
                 raise DocumentsError(f"{p}: empty document (without --strict it is left out)")
@@ -111,38 +115,3 @@ def _read_text_folder(root: Path, strict: bool, empty: list[str]) -> list[Docume
     if not docs and not empty:
         raise DocumentsError(f"{root}: no text files")
     return docs
-
-
-def chunk_token_spans(n: int, chunk_tokens: int, overlap: int) -> list[tuple[int, int]]:
-    """Token windows over ``n`` tokens: ``[(start, end)]`` token indices, ``chunk_tokens`` long
-    (the last may be shorter and ends at ``n``), neighbours sharing ``overlap`` tokens
-    (0 <= overlap < chunk_tokens); none for ``n == 0``."""
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-    if not 0 <= overlap < chunk_tokens:
-        raise ValueError(f"chunk_overlap must be in [0, chunk_tokens), got {overlap}")
-    spans: list[tuple[int, int]] = []
-    start = 0
-    while start < n:
-        end = min(start + chunk_tokens, n)
-        spans.append((start, end))
-        if end == n:
-            break
-        start = end - overlap
-    return spans
-
-
-def chunk_spans(
-    offsets: Sequence[tuple[int, int]], chunk_tokens: int, overlap: int
-) -> list[tuple[int, int, int]]:
-    """Token windows over a text: ``[(char_start, char_end, n_tokens)]``.
-
-    Args:
-        offsets: character offsets ``(start, end)`` of each token of the text.
-        chunk_tokens: tokens per window (>= 1); ``overlap``: tokens shared by neighbours
-            (0 <= overlap < chunk_tokens). The last window ends at the last token.
-    """
-    return [
-        (offsets[start][0], offsets[end - 1][1], end - start)
-        for start, end in chunk_token_spans(len(offsets), chunk_tokens, overlap)
-    ]

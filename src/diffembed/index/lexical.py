@@ -21,7 +21,7 @@ import numpy as np
 
 from diffembed.eval.bm25 import Bm25, Bm25Index
 from diffembed.formats.corpus import Document
-from diffembed.index.store import IndexFormatError, corrupt_file
+from diffembed.index.generations import IndexFormatError, corrupt_file
 from diffembed.io import write_json
 
 BM25_DIR = "bm25"
@@ -76,16 +76,16 @@ class LexicalIndex:
     @classmethod
     def open(cls, generation: Path, meta: dict[str, Any], n_documents: int) -> LexicalIndex:
         """The BM25 of ``generation`` (whose meta has a ``bm25`` entry) over ``n_documents``;
-        raises ValueError naming the file when it is missing or does not match."""
+        raises ``IndexFormatError`` naming the file when it is missing or does not match."""
         folder = generation / BM25_DIR
         try:
-            ids = json.loads((folder / IDS).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{folder / IDS}: unreadable ({e})") from None
+            ids = json.loads((folder / IDS).read_text(encoding="utf-8"))  # a JSON list
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IndexFormatError(f"{folder / IDS}: unreadable ({e})") from None
         want = meta["bm25"]["documents"]
         if not (isinstance(ids, list) and len(ids) == want == n_documents):
             got = len(ids) if isinstance(ids, list) else "?"
-            raise ValueError(
+            raise IndexFormatError(
                 f"{folder}: inconsistent: BM25 of {got} documents, meta.json says {want}, "
                 f"the index holds {n_documents}"
             )
@@ -97,7 +97,7 @@ class LexicalIndex:
             now = bm25.settings()
             changed = [k for k in _MATCHED if now[k] != self.recorded.get(k)]
             if changed:
-                raise ValueError(
+                raise IndexFormatError(
                     f"{self.folder}: built with BM25 {changed[0]}={self.recorded.get(changed[0])!r}"
                     f" but this installation has {now[changed[0]]!r} (PyStemmer missing?); "
                     "install the same packages or rebuild the index"

@@ -13,16 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffembed.errors import ConfigError
 from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.formats.corpus import Document
-from diffembed.index.store import (
-    VECTORS,
-    ModelMismatchError,
-    VectorIndex,
-    corrupt_file,
-    load_embedder_for,
-    select_in,
-)
+from diffembed.index.generations import VECTORS, corrupt_file
+from diffembed.index.store import ModelMismatchError, VectorIndex, load_embedder_for, select_in
 
 if TYPE_CHECKING:
     from diffembed.model.embedder import Embedder
@@ -61,7 +56,7 @@ def rank_documents(index: VectorIndex, queries: np.ndarray, k: int = 10) -> list
     the fetch until ``k`` distinct documents are found or every row was seen.
     """
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     if queries.shape[1] != index.dim:
         raise ValueError(f"query vectors have dimension {queries.shape[1]}, index {index.dim}")
@@ -100,9 +95,9 @@ def resolve_mode(index: VectorIndex, mode: str | None) -> str:
     if mode is None:
         return "hybrid" if index.lexical is not None else "dense"
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode != "dense" and index.lexical is None:
-        raise ValueError(
+        raise ConfigError(
             f"{index.path}: built without BM25, so mode {mode!r} is not available; use mode "
             "dense, or rebuild the index without --no-bm25"
         )
@@ -147,7 +142,7 @@ def retrieve(
     from diffembed.eval.ranking import sort_run
 
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     mode = resolve_mode(index, mode)
     alpha = check_alpha(alpha, "alpha")
     if mode == "dense":

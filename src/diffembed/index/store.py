@@ -29,133 +29,48 @@ directory's hash with the recorded one.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
-import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffembed.errors import DiffembedError, InputNotFoundError
 from diffembed.formats.corpus import Document
-from diffembed.io import atomic_dir, atomic_write, write_json
+
+# CURRENT stays importable from here for diffembed.serve.live_index.
+from diffembed.index.generations import CURRENT as CURRENT
+from diffembed.index.generations import (
+    DOCS,
+    FILES,
+    FORMAT_VERSION,
+    META,
+    VECTORS,
+    IndexFormatError,
+    clean_leftovers,
+    corrupt_from_error,
+    current_generation,
+    file_checksums,
+    fsync_path,
+    generation_number,
+    swap_current,
+    verify_files,
+)
+from diffembed.io import atomic_dir, read_json, write_json
 
 if TYPE_CHECKING:
     from diffembed.index.lexical import LexicalIndex
-    from diffembed.index.search import Hit
     from diffembed.model.embedder import Embedder
 
-FORMAT_VERSION = 1
-CURRENT = "CURRENT"
-META = "meta.json"
-VECTORS = "vectors.faiss"
-DOCS = "docs.sqlite"
-FILES = "files"  # meta.json's {relative path: {"bytes", "sha256"}} of the generation's files
 FAISS_TYPES = ("flat", "hnsw")
-REBUILD = "rebuild the index with `diffembed index build --overwrite`"
-_GEN_RE = re.compile(r"^gen-(\d{6,})$")
-# atomic_dir's temporary folder of a generation, and the old one it moves aside.
-_TMP_RE = re.compile(r"^\.gen-\d{6,}\.(.+\.tmp|old-\d+)$")
-LOCK = ".lock"
 
 
-class IndexFormatError(ValueError):
-    """An index directory is missing, malformed or inconsistent; the message names the path."""
-
-
-class ModelMismatchError(ValueError):
+class ModelMismatchError(DiffembedError):
     """The model given is not the one the index was built with."""
-
-
-# ------------------------------------------------------------------------------ generations
-def _gen_number(name: str) -> int | None:
-    m = _GEN_RE.match(name)
-    return int(m.group(1)) if m else None
-
-
-def current_generation(index_dir: str | Path) -> Path:
-    """The live generation folder named by ``INDEX_DIR/CURRENT``."""
-    index_dir = Path(index_dir)
-    pointer = index_dir / CURRENT
-    if not pointer.is_file():
-        hint = ""
-        if index_dir.is_dir() and any(
-            p.name != LOCK and is_writer_debris(p.name) for p in index_dir.iterdir()
-        ):
-            hint = "; a build was interrupted: run `diffembed index build` again"
-        raise IndexFormatError(f"{index_dir}: not an index (no {CURRENT} file){hint}")
-    name = pointer.read_text(encoding="utf-8").strip()
-    if _gen_number(name) is None:
-        raise IndexFormatError(f"{pointer}: malformed generation name {name!r}")
-    gen = index_dir / name
-    if not gen.is_dir():
-        raise IndexFormatError(f"{pointer}: names {name}, which does not exist")
-    return gen
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def writer_lock(index_dir: Path) -> Iterator[None]:
-    """Hold ``INDEX_DIR/.lock`` (flock, non-blocking): one writer at a time, else an error."""
-    import fcntl
-
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / LOCK, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise IndexFormatError(
-                f"{index_dir}: another process is writing this index (.lock is held)"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def is_writer_debris(name: str) -> bool:
-    """Whether ``name`` (an entry of an index folder) is the lock or what a writer killed
-    midway leaves: a temporary generation (``.gen-*.tmp``), a generation never made live, or
-    the temporary file of ``CURRENT``."""
-    return (
-        name == LOCK
-        or _gen_number(name) is not None
-        or bool(_TMP_RE.match(name))
-        or (name.startswith(f".{CURRENT}.") and name.endswith(".tmp"))
-    )
-
-
-def _clean_leftovers(index_dir: Path, keep: str | None) -> None:
-    """Remove what killed writers left (temporary generations, a temporary ``CURRENT``) and
-    generations other than ``keep``. Call it holding ``writer_lock``."""
-    for p in index_dir.iterdir():
-        if p.name in (LOCK, keep) or not is_writer_debris(p.name):
-            continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
-def _swap_current(index_dir: Path, name: str) -> None:
-    """Point ``CURRENT`` at generation ``name`` (atomic rename of a fsynced file)."""
-    with atomic_write(index_dir / CURRENT) as f:
-        f.write(name + "\n")
-    _fsync_path(index_dir)
 
 
 # ------------------------------------------------------------------------------ faiss / sqlite
@@ -205,68 +120,6 @@ def select_in(db: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list[t
     return out
 
 
-# ------------------------------------------------------------------------------ reading
-def corrupt_file(path: Path, what: str, reason: str | None = None) -> IndexFormatError:
-    """The error for an index file that is damaged: ``"{path}: {what} ({reason}); the file is
-    truncated or corrupt: rebuild the index ..."``, naming the file and the way out."""
-    detail = f" ({reason})" if reason else ""
-    return IndexFormatError(f"{path}: {what}{detail}; the file is truncated or corrupt: {REBUILD}")
-
-
-def _corrupt(path: Path, what: str, error: Exception) -> IndexFormatError:
-    """``corrupt_file`` with the first line of a library's ``error`` as the reason."""
-    reason = str(error).split("failed: ")[-1].strip().splitlines()[0][:200]
-    return corrupt_file(path, what, reason)
-
-
-def file_checksums(generation: Path) -> dict[str, dict[str, Any]]:
-    """``{relative path: {"bytes": size, "sha256": "sha256:HEX"}}`` of every file of a
-    generation folder but ``meta.json`` (which records them), sorted by path."""
-    return {
-        p.relative_to(generation).as_posix(): {
-            "bytes": p.stat().st_size,
-            "sha256": f"sha256:{_sha256(p)}",
-        }
-        for p in sorted(generation.rglob("*"))
-        if p.is_file() and p.relative_to(generation).as_posix() != META
-    }
-
-
-def verify_files(generation: Path, meta: dict[str, Any]) -> None:
-    """Raise ``IndexFormatError`` naming the first file of ``generation`` that is missing or
-    whose size or sha256 differs from what ``meta["files"]`` recorded when it was written.
-    Generations written before checksums were recorded (no ``"files"``) are not checked."""
-    recorded = meta.get(FILES)
-    if recorded is None:
-        return
-    if not isinstance(recorded, dict):
-        raise IndexFormatError(f"{generation / META}: {FILES!r} is not an object")
-    for name, want in sorted(recorded.items()):
-        path = generation / name
-        want = want if isinstance(want, dict) else {}
-        if not path.is_file():
-            raise IndexFormatError(f"{path}: missing (meta.json lists it); {REBUILD}")
-        size = path.stat().st_size
-        if size != want.get("bytes"):
-            raise corrupt_file(
-                path, f"{size} bytes, but {want.get('bytes')} when the generation was written"
-            )
-        got = f"sha256:{_sha256(path)}"
-        if got != want.get("sha256"):
-            raise corrupt_file(
-                path,
-                f"its sha256 {got[7:19]}... differs from the {str(want.get('sha256'))[7:19]}... "
-                "recorded when the generation was written",
-            )
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file (``provenance.file_sha256``, imported when first needed)."""
-    from diffembed.provenance import file_sha256
-
-    return file_sha256(path)
-
-
 class VectorIndex:
     """A read-only view of one generation of an index (what ``CURRENT`` named when opened).
 
@@ -290,10 +143,7 @@ class VectorIndex:
         index_dir = Path(index_dir)
         gen = current_generation(index_dir)
         meta_path = gen / META
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise IndexFormatError(f"{meta_path}: unreadable ({e})") from None
+        meta = read_json(meta_path, IndexFormatError)
         if meta.get("format_version") != FORMAT_VERSION:
             raise IndexFormatError(
                 f"{meta_path}: unsupported format_version {meta.get('format_version')!r}"
@@ -304,14 +154,16 @@ class VectorIndex:
         try:
             faiss_index = _faiss().read_index(str(gen / VECTORS))
         except RuntimeError as e:  # faiss reports a short or garbled file this way
-            raise _corrupt(gen / VECTORS, "not a readable faiss index", e) from None
+            raise corrupt_from_error(gen / VECTORS, "not a readable faiss index", e) from None
         index = cls(index_dir, gen, meta, faiss_index)
         try:
             rows = index.db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
             docs = index.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
         except sqlite3.DatabaseError as e:
             index.close()
-            raise _corrupt(gen / DOCS, "not a readable SQLite database of documents", e) from None
+            raise corrupt_from_error(
+                gen / DOCS, "not a readable SQLite database of documents", e
+            ) from None
         want = meta["count"]
         if not (faiss_index.ntotal == rows == want["vectors"] and docs == want["documents"]):
             index.close()
@@ -324,9 +176,9 @@ class VectorIndex:
 
             try:
                 index.lexical = LexicalIndex.open(gen, meta, docs)
-            except ValueError as e:
+            except IndexFormatError:
                 index.close()
-                raise IndexFormatError(str(e)) from None
+                raise
         return index
 
     def close(self) -> None:
@@ -396,22 +248,6 @@ class VectorIndex:
             return np.zeros((0, self.dim), np.float32)
         return self.faiss_index.reconstruct_n(0, self.ntotal)
 
-    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Rank documents for each query vector (``diffembed.index.search.rank_documents``).
-
-        Args:
-            queries: ``float32 [Q, H]`` (L2-normalised like the documents).
-            k: documents per query (fewer when the index holds fewer).
-
-        Returns:
-            ``Q`` lists of ``Hit``, best first; a chunked document appears once, scored by its
-            best chunk.
-        """
-        # Imported here: diffembed.index.search imports this module.
-        from diffembed.index.search import rank_documents
-
-        return rank_documents(self, queries, k)
-
 
 # ------------------------------------------------------------------------------ the model
 def check_model(meta: dict[str, Any], model_dir: str | Path) -> dict[str, str]:
@@ -443,7 +279,7 @@ def load_embedder_for(
 
     model_dir = Path(model_dir) if model_dir is not None else Path(meta["model"]["path"])
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"{model_dir}: model directory not found (pass --model)")
+        raise InputNotFoundError(f"{model_dir}: model directory not found (pass --model)")
     check_model(meta, model_dir)
     emb = meta["embedding"]
     return Embedder.load(
@@ -478,7 +314,7 @@ def write_generation(
     The documents in ``replace_ids`` and their vectors are dropped first (upsert); ``op`` is
     recorded in the meta's history. Call it holding ``writer_lock``.
     """
-    numbers = [n for p in index_dir.iterdir() if (n := _gen_number(p.name)) is not None]
+    numbers = [n for p in index_dir.iterdir() if (n := generation_number(p.name)) is not None]
     name = f"gen-{max(numbers, default=0) + 1:06d}"
     with atomic_dir(index_dir / name) as tmp:
         counts = _write_tables(tmp, base, meta, encoded, replace_ids)
@@ -490,11 +326,11 @@ def write_generation(
         meta[FILES] = file_checksums(tmp)  # checked by every open (verify_files)
         write_json(tmp / META, meta)
         for p in (tmp / DOCS, tmp / VECTORS):
-            _fsync_path(p)
-        _fsync_path(tmp)
-    _fsync_path(index_dir)
-    _swap_current(index_dir, name)
-    _clean_leftovers(index_dir, keep=name)
+            fsync_path(p)
+        fsync_path(tmp)
+    fsync_path(index_dir)
+    swap_current(index_dir, name)
+    clean_leftovers(index_dir, keep=name)
     return index_dir / name
 
 
@@ -596,7 +432,7 @@ def _next_meta(
     """``meta`` for generation ``name``: its number, counts, time and one more history entry."""
     n_docs, n_rows, n_trunc = counts
     meta = dict(meta)
-    meta["generation"] = _gen_number(name)
+    meta["generation"] = generation_number(name)
     meta["count"] = {"documents": n_docs, "vectors": n_rows}
     meta["documents"] = dict(meta["documents"], truncated=int(n_trunc))
     meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -42,10 +42,12 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from diffembed.errors import ConfigError
+from diffembed.model.model_dir import ATTENTIONS, CheckpointError, ModelDir
+
 logger = logging.getLogger(__name__)
 
 Attention = Literal["bidirectional", "causal"]
-ATTENTIONS: tuple[str, ...] = ("bidirectional", "causal")
 
 # Native transformers families: model_type -> (config class, base model class).
 _NATIVE: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
@@ -79,10 +81,6 @@ _FOREIGN_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-class CheckpointError(ValueError):
-    """A model directory cannot be loaded; the message names the file and the problem."""
-
-
 @dataclass(frozen=True)
 class BackboneInfo:
     """What a model directory is, read from its config without loading weights.
@@ -102,29 +100,6 @@ class BackboneInfo:
     default_attention: Attention
     objective: str | None
     mask_token_id: int | None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object from ``path``; errors name the file and the position."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
-        ) from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
-
-
-def _config_path(path: Path) -> Path:
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory (a model is loaded from a local directory)")
-    return path / "config.json"
 
 
 def _llada_to_llama_config(raw: dict[str, Any], cfg_file: Path) -> LlamaConfig:
@@ -177,8 +152,8 @@ def _llada_to_llama_config(raw: dict[str, Any], cfg_file: Path) -> LlamaConfig:
 def build_config(path: Path) -> tuple[PretrainedConfig, BackboneInfo, dict[str, str] | None]:
     """Read ``path/config.json`` into a native transformers config, a ``BackboneInfo`` and the
     checkpoint's tensor-name mapping (None when names are already native)."""
-    cfg_file = _config_path(path)
-    raw = read_json(cfg_file)
+    cfg_file = path / "config.json"
+    raw = ModelDir.open(path).config
     model_type = raw.get("model_type")
     if model_type is None:
         raise CheckpointError(f"{cfg_file}: no 'model_type' field")
@@ -251,7 +226,7 @@ def checkpoint_tensors(path: str | Path) -> dict[str, tuple[tuple[int, ...], Pat
     path = Path(path)
     index_file = path / "model.safetensors.index.json"
     if index_file.exists():
-        weight_map = read_json(index_file).get("weight_map")
+        weight_map = ModelDir(path).json(index_file.name).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{index_file}: no 'weight_map' object")
         files = sorted({path / f for f in weight_map.values()})
@@ -371,7 +346,7 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
         "float16": torch.float16,
     }
     if dtype not in names:
-        raise ValueError(f"dtype {dtype!r} not one of {sorted(names)}")
+        raise ConfigError(f"dtype {dtype!r} not one of {sorted(names)}")
     return names[dtype]
 
 
@@ -400,7 +375,7 @@ def load_backbone(
     config, info, key_mapping = build_config(path)
     attention = attention or info.default_attention
     if attention not in ATTENTIONS:
-        raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        raise ConfigError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
     config.is_causal = attention == "causal"
     if info.objective is not None:
         config.diffembed_objective = info.objective

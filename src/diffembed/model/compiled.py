@@ -19,11 +19,13 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from diffembed.errors import DiffembedError
+
 # The attention child of a transformers decoder layer (Llama, Qwen2, Mistral): left eager.
 ATTENTION_CHILD = "self_attn"
 
 
-class CompileError(RuntimeError):
+class CompileError(DiffembedError, RuntimeError):
     """``torch.compile`` could not compile or run the backbone; the message says why."""
 
 

@@ -34,8 +34,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from diffembed.io import atomic_dir, check_output_dir, write_json
-from diffembed.model.backbone import CheckpointError, attention_of, load_backbone, read_json
+from diffembed.errors import ConfigError, DiffembedError
+from diffembed.io import atomic_dir, check_output_dir
+from diffembed.model.backbone import CheckpointError, attention_of, load_backbone
 from diffembed.model.compiled import CompileError, compile_position_wise, uncompile
 from diffembed.model.inputs import (
     Encoded,
@@ -48,13 +49,13 @@ from diffembed.model.inputs import (
 )
 from diffembed.model.model_dir import (
     FORMAT_VERSION,
-    check_st_prompts,
+    ModelDir,
     is_model_dir,
     read_settings,
     resolve_max_length,
     st_prompt_length,
     whitespace_free_template,
-    write_st_files,
+    write_settings,
 )
 from diffembed.model.packing import PACKED_ATTENTION, PackedLayout, attention_implementation
 from diffembed.model.pooling import POOLINGS, pool
@@ -69,7 +70,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_TEMPLATE = "{instruction}:\n{text}"
 
 
-class NonFiniteEmbeddingError(FloatingPointError):
+class UnknownPromptError(ConfigError, KeyError):
+    """A ``prompt_name`` the model has no prompt for (a ``KeyError`` as well)."""
+
+
+class NonFiniteEmbeddingError(DiffembedError, FloatingPointError):
     """Embeddings came out NaN, infinite or zero: ``rows`` are the texts' 0-based positions;
     ``bad_weights`` names the model's weight tensors holding NaN/inf (empty when all finite)."""
 
@@ -119,19 +124,19 @@ class Embedder:
         compile: bool = False,
     ) -> None:
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+            raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if "{instruction}" not in prompt_template or not prompt_template.endswith("{text}"):
-            raise ValueError(
+            raise ConfigError(
                 f"prompt_template must contain '{{instruction}}' and end with '{{text}}', "
                 f"got {prompt_template!r}"
             )
         fixed = whitespace_free_template(prompt_template)
         if not include_instruction and fixed != prompt_template:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt_template {prompt_template!r} ends with whitespace before '{{text}}': with "
                 "include_instruction=False the instruction's tokens are counted alone, where the "
                 "whitespace is a token of its own, although in context it merges into the text's "
@@ -190,14 +195,11 @@ class Embedder:
 
     def _resolve_instruction(self, prompt: str | None, prompt_name: str | None) -> str | None:
         if prompt is not None and prompt_name is not None:
-            raise ValueError("give either prompt or prompt_name, not both")
-        if prompt_name is not None:
-            if prompt_name not in self.prompts:
-                raise KeyError(
-                    f"unknown prompt_name {prompt_name!r}; known: {sorted(self.prompts)}"
-                )
-            return self.prompts[prompt_name]
-        return prompt
+            raise ConfigError("give either prompt or prompt_name, not both")
+        if prompt_name is not None and prompt_name not in self.prompts:
+            known = sorted(self.prompts)
+            raise UnknownPromptError(f"unknown prompt_name {prompt_name!r}; known: {known}")
+        return self.prompts[prompt_name] if prompt_name is not None else prompt
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         weights = next(self.backbone.parameters()).dtype
@@ -274,9 +276,9 @@ class Embedder:
         masks: list[list[int]] = []
         for i, row in enumerate(ids):
             if not row:
-                raise ValueError(f"texts[{i}] tokenizes to no tokens")
+                raise DiffembedError(f"texts[{i}] tokenizes to no tokens")
             if len(row) <= exclude:
-                raise ValueError(
+                raise DiffembedError(
                     f"texts[{i}]: no text token left to pool after the instruction's {exclude} "
                     f"tokens (max_length={max_length})"
                 )
@@ -546,8 +548,7 @@ class Embedder:
             self.backbone.config.is_causal = self.attention == "causal"
             self.backbone.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
-            cfg = read_json(tmp / "config.json")
-            if cfg.get("is_causal") != (self.attention == "causal"):
+            if ModelDir(tmp).config.get("is_causal") != (self.attention == "causal"):
                 raise CheckpointError(f"{tmp / 'config.json'}: is_causal was not saved")
             verify_saved_tokenizer(self.tokenizer, tmp, list(self.prompts.values()))
             self._write_settings(tmp)
@@ -558,9 +559,7 @@ class Embedder:
         directory from this embedder's settings, after ``save``'s prompt check; weights,
         tokenizer and other files (model card, ``training/``) stay. For a directory saved by an
         older diffembed whose prompts sentence-transformers splits: load it, then rewrite it."""
-        directory = Path(directory)
-        if not (directory / "config.json").is_file():
-            raise CheckpointError(f"{directory}: not a model directory (no config.json)")
+        directory = ModelDir.open(directory).path
         self._write_settings(directory)
         return directory
 
@@ -568,19 +567,9 @@ class Embedder:
         """Check the prompts against the directory's tokenizer, then write diffembed.json and the
         sentence-transformers files (prompts as the literal prefixes)."""
         prompts = {k: self.instruction_prefix(v) for k, v in self.prompts.items()}
-        if not self.include_instruction:
-            # Raises unless sentence-transformers excludes exactly the prompt's tokens.
-            check_st_prompts(load_tokenizer(directory), prompts)
-        write_json(directory / "diffembed.json", self.settings())
-        write_st_files(
-            directory,
-            max_length=self.max_length,
-            dim=self.dim,
-            pooling=self.pooling,
-            normalize=self.normalize,
-            include_prompt=self.include_instruction,
-            prompts=prompts,
-        )
+        # The saved tokenizer, to check the prompts against when they are excluded from pooling.
+        tokenizer = None if self.include_instruction else load_tokenizer(directory)
+        write_settings(directory, self.settings(), self.dim, prompts, tokenizer)
 
     @classmethod
     def load(

@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from diffembed.errors import ConfigError
 from diffembed.model.backbone import (
     CheckpointError,
     _quiet_transformers,
     checkpoint_tensors,
     inspect_backbone,
-    read_json,
 )
+from diffembed.model.model_dir import ModelDir, max_positions
 from diffembed.model.tokenizer import load_tokenizer
 
 
@@ -46,9 +47,9 @@ def diffusion_sample(
     needs at least one token).
     """
     if steps < 1 or length < 1:
-        raise ValueError("steps and length must be >= 1")
+        raise ConfigError("steps and length must be >= 1")
     if shift and len(prompt_ids) == 0:
-        raise ValueError("a shifted model predicts from the previous position: give a prompt")
+        raise ConfigError("a shifted model predicts from the previous position: give a prompt")
     device = next(model.parameters()).device
     x = torch.cat([prompt_ids.to(device), torch.full((length,), mask_id, device=device)]).unsqueeze(
         0
@@ -85,13 +86,13 @@ _LM_ARCHITECTURES = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ModelLM")
 def check_lm_head(model_dir: str | Path) -> None:
     """Refuse a directory without a language-model head: an embedding model (``Embedder.save``
     writes the bare backbone), whose "generations" would be noise from a head it never had."""
-    model_dir = Path(model_dir)
-    architectures = read_json(model_dir / "config.json").get("architectures") or []
-    if any(str(a).endswith(_LM_ARCHITECTURES) for a in architectures):
+    model = ModelDir.open(model_dir)
+    architectures = model.architectures
+    if any(a.endswith(_LM_ARCHITECTURES) for a in architectures):
         return
-    if any(name.startswith("lm_head.") for name in checkpoint_tensors(model_dir)):
+    if any(name.startswith("lm_head.") for name in checkpoint_tensors(model.path)):
         return
-    kind = "an embedding model" if (model_dir / "diffembed.json").exists() else "a bare backbone"
+    kind = "an embedding model" if model.is_ours else "a bare backbone"
     raise CheckpointError(
         f"{model_dir}: no language-model head ({kind}; architectures: "
         f"{', '.join(map(str, architectures)) or 'none'}), so it cannot generate text; "
@@ -104,17 +105,15 @@ def check_positions(model_dir: str | Path, prompt_tokens: int, length: int) -> N
     ``prompt_tokens`` plus ``length`` new tokens must fit, as ``--max-length`` must for
     embedding; positions beyond were never trained (and a long run would only waste time).
     The ``ValueError`` names the model, ``--length`` or ``--prompt``, and the limit."""
-    from diffembed.model.model_dir import max_positions
-
-    positions = max_positions(read_json(Path(model_dir) / "config.json"))
+    positions = max_positions(ModelDir.open(model_dir).config)
     if positions is None or prompt_tokens + length <= positions:
         return
     if prompt_tokens >= positions:
-        raise ValueError(
+        raise ConfigError(
             f"{model_dir}: the prompt (--prompt) is {prompt_tokens} tokens, which leaves no room "
             f"in the model's {positions} positions (max_position_embeddings); shorten --prompt"
         )
-    raise ValueError(
+    raise ConfigError(
         f"{model_dir}: --length {length} after the prompt's {prompt_tokens} tokens needs "
         f"{prompt_tokens + length} positions, but the model has {positions} "
         f"(max_position_embeddings); set --length to at most {positions - prompt_tokens}"
@@ -131,7 +130,7 @@ def generate_text(
 ) -> str:
     """Sample a continuation of ``prompt`` from one of our pretrained LM directories."""
     if length < 1 or (steps is not None and steps < 1) or temperature < 0:
-        raise ValueError("length and steps must be >= 1 and temperature >= 0")
+        raise ConfigError("length and steps must be >= 1 and temperature >= 0")
     info = inspect_backbone(model_dir)
     check_lm_head(model_dir)
     tokenizer: PreTrainedTokenizerBase = load_tokenizer(model_dir)
@@ -142,14 +141,16 @@ def generate_text(
     torch.manual_seed(seed)
     if info.objective == "diffusion":
         if info.mask_token_id is None:
-            raise ValueError(f"{model_dir}: a diffusion model without mask_token_id in config.json")
+            raise CheckpointError(
+                f"{model_dir}: a diffusion model without mask_token_id in config.json"
+            )
         banned = tuple(
             i
             for i in (info.mask_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id)
             if i is not None
         )
         gen = torch.Generator().manual_seed(seed)
-        shift = bool(read_json(Path(model_dir) / "config.json").get("diffembed_shift", False))
+        shift = ModelDir(model_dir).shift
         out = diffusion_sample(
             model,
             prompt_ids,
@@ -172,7 +173,7 @@ def generate_text(
             pad_token_id=tokenizer.pad_token_id,
         )[0]
     else:
-        raise ValueError(
+        raise ConfigError(
             f"{model_dir}: a bidirectional {info.objective or 'unknown'}-objective model samples "
             "neither left to right nor by unmasking"
         )

@@ -9,12 +9,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from diffembed.errors import ConfigError, DiffembedError
+
 
 class TruncationWarning(UserWarning):
     """Some inputs were longer than ``max_length`` tokens and were truncated."""
 
 
-class TextTooLongError(ValueError):
+class TextTooLongError(DiffembedError):
     """Texts exceed ``max_length`` tokens and truncation was refused (``truncate=False``):
     ``indices`` are their 0-based positions in the texts, ``lengths`` their token counts."""
 
@@ -80,10 +82,10 @@ def validate_texts(texts: Sequence[Any]) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
         if not t.strip():
-            raise ValueError(f"texts[{i}] is empty or whitespace only")
+            raise DiffembedError(f"texts[{i}] is empty or whitespace only")
         at = lone_surrogate(t)
         if at is not None:
-            raise ValueError(
+            raise DiffembedError(
                 f"texts[{i}] is not valid Unicode: a lone surrogate U+{ord(t[at]):04X} at "
                 f"character {at}, which no tokenizer takes (it comes from bytes decoded with "
                 "errors='surrogateescape', or broken UTF-16); decode the bytes as UTF-8 "
@@ -102,7 +104,7 @@ def token_budget_batches(
     than the budget gets a batch of its own. Returns lists of indices into ``lengths``.
     """
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []

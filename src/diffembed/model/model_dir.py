@@ -1,6 +1,8 @@
-"""A model directory on disk: the sentence-transformers files plus ``diffembed.json`` (the
-settings sentence-transformers has no field for), read back into ``Embedder`` settings, and the
-content hash that indexes and results record to know which model made them."""
+"""A model directory on disk, read in one place: ``ModelDir`` (its JSON files, what kind of
+directory it is, the checks a verb needs before loading it), the sentence-transformers files
+plus ``diffembed.json`` (the settings sentence-transformers has no field for) read back into
+``Embedder`` settings, and the content hash that indexes and results record to know which model
+made them. Below ``backbone``, which translates the config this reads into a transformers one."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from typing import Any
 import torch
 import transformers
 
-from diffembed.io import write_json
-from diffembed.model.backbone import CheckpointError, read_json
+from diffembed.errors import ConfigError, DiffembedError
+from diffembed.io import read_json, write_json
+from diffembed.model.pooling import POOLINGS
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+ATTENTIONS: tuple[str, ...] = ("bidirectional", "causal")
 DEFAULT_MAX_LENGTH = 512  # when neither the settings nor the caller give one (capped by the model)
 HASH_FULL_LIMIT = 64 << 20  # files up to 64 MiB are hashed whole
 HASH_SAMPLES = 16
@@ -55,10 +59,114 @@ HASHED_SUFFIXES = (".safetensors", ".bin", ".index.json", ".model", ".tiktoken")
 HASH_IGNORED_KEYS = frozenset({"transformers_version", "__version__", "_name_or_path"})
 
 
+class CheckpointError(DiffembedError):
+    """A model directory cannot be loaded; the message names the file and the problem."""
+
+
+class ModelDirNotFoundError(CheckpointError, FileNotFoundError):
+    """A model directory that does not exist (or is a file)."""
+
+
+# ----------------------------------------------------------------------------- the reader
+class ModelDir:
+    """A model directory, its JSON files read when first asked for (every error a
+    ``CheckpointError`` naming the file): ``config`` (config.json), ``settings``
+    (diffembed.json, None without one), and what kind of directory it is.
+
+    ``ModelDir.open`` refuses a path that is not a directory with a config.json; the checks
+    ``require_embedding_model`` and ``is_ours`` say whether ``Embedder.load`` and
+    ``Embedder.save`` may take it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._read: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, flag: str = "", what: str = "model directory") -> ModelDir:
+        """The model directory at ``path``, refused unless it is a directory with a
+        config.json; ``flag`` (e.g. ``"--model"``) starts the message when given, ``what``
+        names what was expected."""
+        path = Path(path)
+        named = f"{flag} {path}" if flag else str(path)
+        if not path.is_dir():
+            raise ModelDirNotFoundError(
+                f"{named}: no such {what} (a model is loaded from a local directory, and this "
+                "is not a directory)"
+            )
+        if not (path / "config.json").is_file():
+            article = "an" if what[:1] in "aeiou" else "a"
+            raise CheckpointError(
+                f"{named}: not {article} {what} (no config.json); give a directory written by "
+                "diffembed (pretrain, finetune, Embedder.save) or a checkpoint folder"
+            )
+        return cls(path)
+
+    def json(self, name: str) -> dict[str, Any]:
+        """The JSON object in ``name`` (a path relative to the directory), read once."""
+        if name not in self._read:
+            self._read[name] = read_json(self.path / name, CheckpointError)
+        return self._read[name]
+
+    def has(self, name: str) -> bool:
+        """Whether the directory holds the file ``name``."""
+        return (self.path / name).is_file()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """config.json."""
+        return self.json("config.json")
+
+    @property
+    def settings(self) -> dict[str, Any] | None:
+        """diffembed.json as written (None when the directory has none); ``read_settings``
+        gives the checked Embedder settings."""
+        return self.json("diffembed.json") if self.is_ours else None
+
+    @property
+    def is_ours(self) -> bool:
+        """Whether ``Embedder.save`` wrote it (it holds diffembed.json)."""
+        return self.has("diffembed.json")
+
+    @property
+    def is_embedding_model(self) -> bool:
+        """Whether it is an embedding model in the sentence-transformers layout (modules.json),
+        ours or another library's."""
+        return self.has("modules.json")
+
+    def require_embedding_model(self, flag: str = "") -> None:
+        """Refuse a directory that is not an embedding model (no modules.json), e.g. a bare
+        LM; ``flag`` starts the message when given."""
+        if not self.is_embedding_model:
+            named = f"{flag} {self.path}" if flag else str(self.path)
+            raise CheckpointError(
+                f"{named}: not an embedding model directory (no modules.json); give one "
+                "written by `diffembed finetune` or Embedder.save"
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of the final hidden states (LLaDA: ``d_model``)."""
+        size = self.config.get("hidden_size") or self.config.get("d_model")
+        if not isinstance(size, int) or size < 1:
+            raise CheckpointError(f"{self.path / 'config.json'}: no hidden_size (or d_model)")
+        return size
+
+    @property
+    def architectures(self) -> list[str]:
+        """config.json's ``architectures`` (empty when it has none)."""
+        return [str(a) for a in self.config.get("architectures") or []]
+
+    @property
+    def shift(self) -> bool:
+        """Whether our pretraining recorded the AR shift (position i predicts token i+1)."""
+        return bool(self.config.get("diffembed_shift", False))
+
+
 def is_model_dir(directory: str | Path) -> bool:
     """Whether ``directory`` is a model directory of ours (``Embedder.save`` wrote it: it holds
     ``diffembed.json``), which saving again may replace."""
-    return (Path(directory) / "diffembed.json").is_file()
+    return ModelDir(directory).is_ours
 
 
 def hash_model_dir(directory: str | Path, *, all_files: bool = False) -> dict[str, str]:
@@ -147,9 +255,6 @@ def whitespace_free_template(template: str) -> str:
 
 def _check_choices(settings: dict[str, Any], path: Path) -> None:
     """Refuse a saved setting outside its choices, naming the file (not an Embedder argument)."""
-    from diffembed.model.backbone import ATTENTIONS
-    from diffembed.model.pooling import POOLINGS
-
     choices = {"pooling": POOLINGS, "padding_side": ("left", "right"), "attention": ATTENTIONS}
     for key, allowed in choices.items():
         value = settings.get(key)
@@ -162,15 +267,17 @@ def _check_choices(settings: dict[str, Any], path: Path) -> None:
         raise CheckpointError(f"{path}: max_length {length!r} is not a positive integer")
 
 
-def read_settings(directory: Path) -> dict[str, Any]:
+def read_settings(directory: str | Path) -> dict[str, Any]:
     """Embedder settings from diffembed.json, else from the sentence-transformers files.
 
     A template saved by older diffembed versions with instruction exclusion and a prefix
     ending in whitespace (``"{instruction}: {text}"``) is read with a newline instead (logged):
     sentence-transformers cannot exclude such a prefix exactly.
     ``Embedder.load(dir).rewrite_settings(dir)`` updates the directory."""
-    if (directory / "diffembed.json").exists():
-        settings = read_json(directory / "diffembed.json")
+    model = ModelDir(directory)
+    directory = model.path
+    if model.is_ours:
+        settings = dict(model.json("diffembed.json"))
         version = settings.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(
@@ -192,12 +299,12 @@ def read_settings(directory: Path) -> dict[str, Any]:
                 settings["prompt_template"] = fixed
         return settings
     settings: dict[str, Any] = {}
-    if (directory / "modules.json").exists():
-        modules = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
+    if model.is_embedding_model:
+        modules = _modules(directory / "modules.json")
         types = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
         settings["normalize"] = "Normalize" in types
         if "Pooling" in types:
-            pcfg = read_json(directory / types["Pooling"]["path"] / "config.json")
+            pcfg = model.json(f"{types['Pooling']['path']}/config.json")
             chosen = [name for name, flag in ST_POOLING_FLAGS.items() if pcfg.get(flag)]
             if len(chosen) != 1:
                 raise CheckpointError(
@@ -206,16 +313,27 @@ def read_settings(directory: Path) -> dict[str, Any]:
                 )
             settings["pooling"] = chosen[0]
             settings["include_instruction"] = bool(pcfg.get("include_prompt", True))
-    if (directory / "sentence_bert_config.json").exists():
-        max_len = read_json(directory / "sentence_bert_config.json").get("max_seq_length")
+    if model.has("sentence_bert_config.json"):
+        max_len = model.json("sentence_bert_config.json").get("max_seq_length")
         if max_len:
             settings["max_length"] = int(max_len)
-    if (directory / "config_sentence_transformers.json").exists():
-        prompts = read_json(directory / "config_sentence_transformers.json").get("prompts") or {}
+    if model.has("config_sentence_transformers.json"):
+        prompts = model.json("config_sentence_transformers.json").get("prompts") or {}
         # sentence-transformers prompts are literal prefixes: keep them literal.
         settings["prompts"] = {k: v for k, v in prompts.items() if v}
         settings["prompt_template"] = "{instruction}{text}"
     return settings
+
+
+def _modules(path: Path) -> list[dict[str, Any]]:
+    """modules.json: a JSON list of module objects (sentence-transformers)."""
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise CheckpointError(f"{path}: expected a JSON list of module objects")
+    return modules
 
 
 def write_st_files(
@@ -269,6 +387,34 @@ def write_st_files(
             "similarity_fn_name": "cosine",
             "__version__": {"transformers": transformers.__version__, "pytorch": torch.__version__},
         },
+    )
+
+
+def write_settings(
+    directory: Path,
+    settings: dict[str, Any],
+    dim: int,
+    prompts: dict[str, str],
+    tokenizer: Any | None,
+) -> None:
+    """Write an embedder's ``settings`` as diffembed.json and the sentence-transformers files
+    (``prompts``: the literal prefixes; ``dim``: the vectors' width) into ``directory``; with
+    instruction exclusion (``include_instruction`` false) the prompts are first checked against
+    the directory's ``tokenizer`` (``check_st_prompts``), so that sentence-transformers excludes
+    exactly their tokens."""
+    if not settings["include_instruction"]:
+        if tokenizer is None:
+            raise ValueError("excluded prompts are checked against the saved tokenizer: give it")
+        check_st_prompts(tokenizer, prompts)
+    write_json(directory / "diffembed.json", settings)
+    write_st_files(
+        directory,
+        max_length=settings["max_length"],
+        dim=dim,
+        pooling=settings["pooling"],
+        normalize=settings["normalize"],
+        include_prompt=settings["include_instruction"],
+        prompts=prompts,
     )
 
 
@@ -347,7 +493,7 @@ def resolve_max_length(
     if max_length is None:
         max_length = min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
     if max_length < 1:
-        raise ValueError(f"{flag} must be >= 1, got {max_length}")
+        raise ConfigError(f"{flag} must be >= 1, got {max_length}")
     if positions is not None and max_length > positions:
         problem = (
             f"{where}max_length {max_length} exceeds the model's max_position_embeddings "
@@ -355,7 +501,7 @@ def resolve_max_length(
             f"most {positions}"
         )
         if strict:
-            raise ValueError(problem)
+            raise ConfigError(problem)
         logger.warning("%s", problem)
     return max_length
 
@@ -366,22 +512,21 @@ def write_max_length(directory: str | Path, max_length: int) -> None:
     only if present). An exported model saves the length its scores were measured at."""
     directory = Path(directory)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        raise ConfigError(f"max_length must be a positive integer, got {max_length!r}")
     for name, key in (
         ("diffembed.json", "max_length"),
         ("sentence_bert_config.json", "max_seq_length"),
     ):
         path = directory / name
         if path.is_file():
-            write_json(path, {**read_json(path), key: max_length})
+            write_json(path, {**read_json(path, CheckpointError), key: max_length})
 
 
 def check_max_length(directory: str | Path, max_length: int | None, strict: bool = False) -> int:
     """The ``max_length`` a directory's model runs with (``max_length``, else the saved one),
     checked by ``resolve_max_length`` naming ``--max-length``; for CLI commands that check
     before loading."""
-    directory = Path(directory)
+    model = ModelDir(directory)
     if max_length is None:
-        max_length = read_settings(directory).get("max_length")
-    config = read_json(directory / "config.json")
-    return resolve_max_length(max_length, config, strict, "--max-length", f"{directory}: ")
+        max_length = read_settings(model.path).get("max_length")
+    return resolve_max_length(max_length, model.config, strict, "--max-length", f"{model.path}: ")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from diffembed.errors import ConfigError
+
 POOLINGS: tuple[str, ...] = ("mean", "last", "weighted_mean")
 
 
@@ -65,7 +67,7 @@ def pool(
         return weighted_mean_pool(hidden, mask, attention)
     if mode == "last":
         return last_token_pool(hidden, mask)
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+    raise ConfigError(f"pooling must be one of {POOLINGS}, got {mode!r}")
 
 
 def span_mean_pool(hidden: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:

@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from diffembed.distributed import Dist, all_sum, init_distributed
+from diffembed.errors import DiffembedError
 from diffembed.io import atomic_write
-from diffembed.train.runtime import Dist, all_sum, init_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ COLLECTIVE_TIMEOUT = timedelta(hours=24)
 Arrays = dict[str, np.ndarray]
 
 
-class ShardFailure(RuntimeError):
+class ShardFailure(DiffembedError, RuntimeError):
     """A rank failed or a shard is missing; no merged output was written."""
 
 
@@ -64,7 +65,7 @@ def launched_ranks() -> int:
 
 
 def join(device: str | None) -> Dist:
-    """Join the ``torchrun`` process group (``train.runtime.init_distributed``: gloo on CPU,
+    """Join the ``torchrun`` process group (``diffembed.distributed.init_distributed``: gloo on CPU,
     NCCL on CUDA with ``cuda:LOCAL_RANK``), with a wait long enough for the slowest rank."""
     return init_distributed(device, timeout=COLLECTIVE_TIMEOUT)
 

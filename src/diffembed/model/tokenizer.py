@@ -26,6 +26,7 @@ from tokenizers import (
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from diffembed.errors import ConfigError
 from diffembed.io import atomic_dir, check_output_dir
 from diffembed.model.backbone import CheckpointError
 
@@ -107,7 +108,7 @@ def train_bpe_tokenizer(
     Byte-level, so every string is representable and no text is ever mapped to an unknown token.
     """
     if vocab_size < len(SPECIAL_TOKENS) + 256:
-        raise ValueError(
+        raise ConfigError(
             f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256}, got {vocab_size}"
         )
     tok = Tokenizer(models.BPE())

@@ -2,12 +2,14 @@
 
 Endpoints: ``POST /v1/embeddings`` (OpenAI schema, plus ``prompt_name``/``instruction`` and
 ``truncate``), ``POST /v1/search`` (when an index is loaded), ``GET /v1/models``,
-``GET /health``, ``GET /metrics``. Handlers validate their input and queue the texts for the
-worker (``serve.batcher``); a full queue is answered with 503 and ``Retry-After``. Errors are
-OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` objects; bad input never
-crashes the server. The ``Guard`` middleware checks the API key (every endpoint but ``/health``
-needs ``Authorization: Bearer KEY`` when one is set), limits body sizes and counts requests. On
-SIGTERM/SIGINT in-flight requests finish, then the worker drains its queue and stops.
+``GET /health``, ``GET /metrics``, and the search page ``GET /`` (``serve.page``). Handlers
+validate their input and queue the texts for the worker (``serve.batcher``); a full queue is
+answered with 503 and ``Retry-After``. Errors are OpenAI-style ``{"error": {"message", "type",
+"param", "code"}}`` objects (the page answers pages); bad input never crashes the server. The
+``Guard`` middleware checks the API key (every endpoint but ``/health`` and the page's needs
+``Authorization: Bearer KEY`` when one is set; the page asks a browser for the key once and
+keeps a cookie), limits body sizes and counts requests. On SIGTERM/SIGINT in-flight requests
+finish, then the worker drains its queue and stops.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
@@ -16,15 +18,15 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import socket
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from diffembed.serve.batcher import Batcher, EmbedResult, QueueFull, RejectedInput
+from diffembed.serve.config import API_KEY_ENV as API_KEY_ENV  # re-exported for the CLI
+from diffembed.serve.config import ServeConfig
 from diffembed.serve.guard import APIError, Guard, unicode_error
 from diffembed.serve.live_index import LiveIndex
 from diffembed.serve.metrics import Metrics
@@ -37,66 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-API_KEY_ENV = "DIFFEMBED_API_KEY"
 
-
-@dataclass
-class ServeConfig:
-    """Server limits and options.
-
-    Attributes:
-        model_name: the id clients send as ``model`` and ``/v1/models`` lists.
-        max_batch_tokens: token budget of one forward pass (rows x longest row).
-        max_step_texts: most texts the worker takes from the queue for one step.
-        max_queue_texts: texts waiting or in progress before new requests get 503.
-        max_inputs: most inputs in one request.
-        max_body_bytes: largest request body (413 above).
-        batch_wait_ms: the most the worker waits for more requests before a step (0: never).
-            The wait is adaptive (``Batcher._wait_for_returning``): only for the clients the
-            last step answered, at most half that step's time; requests that arrive during a
-            step are batched together anyway.
-        api_key: required bearer token (None: open).
-        max_k: largest ``k`` for search.
-        retry_after_s: the ``Retry-After`` of a 503.
-        threads: torch intra-op threads of the worker (None: ``worker_threads``' choice from
-            the machine).
-    """
-
-    model_name: str = "diffembed"
-    max_batch_tokens: int = 16384
-    max_step_texts: int = 1024
-    max_queue_texts: int = 8192
-    max_inputs: int = 2048
-    max_body_bytes: int = 8 << 20
-    batch_wait_ms: float = 50.0
-    api_key: str | None = None
-    max_k: int = 1000
-    retry_after_s: int = 1
-    threads: int | None = None
-
-    def worker_threads(self) -> int:
-        """``threads``, or the CPUs this process may run on (its affinity): the worker's
-        forward passes are most of the server's work. On 2 cores, keeping one from the worker
-        for the event loop halved throughput at 16 clients (``results/perf/serve_load.md``;
-        README "Encoding speed, long documents and serving")."""
-        if self.threads:
-            return self.threads
-        if hasattr(os, "sched_getaffinity"):
-            return max(1, len(os.sched_getaffinity(0)))
-        return max(1, os.cpu_count() or 1)
-
-    def validate(self) -> None:
-        for name in ("max_batch_tokens", "max_step_texts", "max_queue_texts", "max_inputs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_inputs > self.max_queue_texts:
-            raise ValueError(
-                f"max_inputs ({self.max_inputs}) must not exceed max_queue_texts "
-                f"({self.max_queue_texts})"
-            )
-
-
-# ------------------------------------------------------------------------------ errors
 # ------------------------------------------------------------------------------ the app
 def create_app(
     embedder: "Embedder", config: ServeConfig | None = None, index: "VectorIndex | None" = None
@@ -125,6 +68,9 @@ def create_app(
     app.state.index = live
     _add_error_handlers(app)
     _add_routes(app, routes)
+    from diffembed.serve.page import add_page_routes
+
+    add_page_routes(app, routes)
     return Guard(app, config, metrics)  # type: ignore[return-value]
 
 
@@ -182,6 +128,7 @@ def _request_models() -> tuple[type, type]:
     return EmbeddingRequest, SearchRequest
 
 
+# ------------------------------------------------------------------------------ errors
 def _error_response(err: APIError) -> Any:
     from fastapi.responses import JSONResponse
 
@@ -271,6 +218,7 @@ def _add_error_handlers(app: "FastAPI") -> None:
         )
 
 
+# ------------------------------------------------------------------------------ endpoints
 def _add_routes(app: "FastAPI", routes: "_Routes") -> None:
     """The endpoints (their names, annotations and docstrings make the OpenAPI spec)."""
     from fastapi.responses import PlainTextResponse, Response

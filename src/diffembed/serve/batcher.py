@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from diffembed.serve.config import ServeConfig
 from diffembed.serve.metrics import Metrics
 
 if TYPE_CHECKING:
     from diffembed.model.embedder import Embedder
-    from diffembed.serve.app import ServeConfig
 
 logger = logging.getLogger(__name__)
 

@@ -2,22 +2,26 @@
 
 ``APIError`` is answered as an OpenAI-style ``{"error": {"message", "type", "param", "code"}}``
 object; ``Guard`` wraps the FastAPI app (``serve.app``) and answers its own errors the same way.
+The search page's paths (``PAGE_PATHS``) check the key themselves (``page_authorized``): a
+browser sends it in a cookie, and is answered with pages, not JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from diffembed.model.inputs import lone_surrogate
+from diffembed.serve.config import ServeConfig
 from diffembed.serve.metrics import Metrics
 
-if TYPE_CHECKING:
-    from diffembed.serve.app import ServeConfig
-
-KNOWN_PATHS = ("/v1/embeddings", "/v1/search", "/v1/models", "/health", "/metrics")
+# The search page (``serve.page``): the page, its key form, and its stylesheet and script.
+PAGE_PATHS = ("/", "/key", "/key/forget", "/page.css", "/page.js")
+KNOWN_PATHS = ("/v1/embeddings", "/v1/search", "/v1/models", "/health", "/metrics", *PAGE_PATHS)
+PAGE_COOKIE = "diffembed_page"
 
 
 class APIError(Exception):
@@ -82,13 +86,9 @@ class Guard:
 
     def _check_key(self, scope: dict, path: str) -> APIError | None:
         key = self.config.api_key
-        if not key or path == "/health":
+        if not key or path == "/health" or path in PAGE_PATHS:
             return None
-        headers = dict(scope.get("headers") or [])
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        token = token or headers.get(b"x-api-key", b"").decode("latin-1")
-        if token and hmac.compare_digest(token.encode(), key.encode()):
+        if key_matches(bearer_token(dict(scope.get("headers") or [])), key):
             return None
         return APIError(
             401,
@@ -140,6 +140,37 @@ class Guard:
             return await receive()
 
         return replay, None
+
+
+# ------------------------------------------------------------------------------ API key
+def bearer_token(headers: dict[bytes, bytes]) -> str:
+    """The key a request sends (``Authorization: Bearer KEY``, else ``X-API-Key``; "" for
+    none), from its raw ASGI headers."""
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    return token or headers.get(b"x-api-key", b"").decode("latin-1")
+
+
+def key_matches(given: str, key: str) -> bool:
+    """Whether ``given`` is ``key`` (compared in constant time; "" never matches)."""
+    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
+
+
+def page_cookie_value(key: str) -> str:
+    """The search page's cookie for ``key``: an HMAC-SHA256 of a fixed label under the key, so
+    the cookie never holds the key itself (it opens the page, not the JSON API) and changing
+    the server's key ends every browser's access."""
+    return hmac.new(key.encode(), b"diffembed search page v1", hashlib.sha256).hexdigest()
+
+
+def page_authorized(headers: dict[bytes, bytes], cookies: dict[str, str], key: str | None) -> bool:
+    """Whether a request may see the search page's hits: no key is set, or it sends the key
+    (bearer, as the JSON API) or the page's cookie (``page_cookie_value``)."""
+    if not key:
+        return True
+    if key_matches(bearer_token(headers), key):
+        return True
+    return key_matches(cookies.get(PAGE_COOKIE, ""), page_cookie_value(key))
 
 
 def unicode_error(text: str, param: str) -> APIError | None:

@@ -133,6 +133,28 @@ class LiveIndex:
             hits = retrieve(index, vectors, [query], k, mode, alpha)[0]
             return hits, index, bm25_note(index, query, mode)
 
+    def passages(self, hits: list[dict[str, Any]]) -> dict[str, str]:
+        """The text each of ``hits`` (``Hit.to_dict`` records) was ranked by: the span of its
+        best chunk (``char_start:char_end``) in the document as embedded (title and text),
+        read from the live generation. A document no longer there is left out; one replaced
+        since the search (``index add --upsert``) gives its new text."""
+        from diffembed.formats.corpus import Document
+        from diffembed.index.store import select_in
+
+        if not hits:
+            return {}
+        self.current()
+        with self._search_lock:
+            rows = select_in(
+                self._index.db,
+                "SELECT doc_id, title, text FROM documents WHERE doc_id IN ({marks})",
+                [h["id"] for h in hits],
+            )
+        full = {d: Document(id=d, text=text, title=title).full_text for d, title, text in rows}
+        return {
+            h["id"]: full[h["id"]][h["char_start"] : h["char_end"]] for h in hits if h["id"] in full
+        }
+
     def resolve_mode(self, mode: str | None) -> str:
         """``mode``, or the live generation's default (hybrid with BM25, else dense)."""
         from diffembed.index.search import resolve_mode

@@ -8,18 +8,80 @@ and ``diffembed eval --retriever/--fusion/--alpha`` mean: all resolve through
 fuses with ``diffembed.eval.fusion.fuse``. The response's ``search`` says the mode, fusion and
 alpha used; ``note`` says why BM25 matched no document when it did not (the query is only stop
 words, or none of its terms is in the index), else it is null. A bm25 search embeds nothing.
+
+The search page (``serve.page``) calls ``search_route`` too, so the page and the JSON API rank
+with one code path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from diffembed.eval.fusion import describe_search
 from diffembed.index.store import IndexFormatError
 from diffembed.serve.live_index import IndexChanged
 
+if TYPE_CHECKING:
+    from diffembed.index.store import VectorIndex
+    from diffembed.model.embedder import Embedder
+    from diffembed.serve.batcher import EmbedResult
+    from diffembed.serve.config import ServeConfig
+    from diffembed.serve.live_index import LiveIndex
 
-def _fusion_alpha(req: Any, mode: str) -> float | None:
+
+class SearchParams(Protocol):
+    """One search's choices: the fields of ``/v1/search``'s body (its ``SearchRequest``), which
+    the page's query (``serve.page.PageQuery``) has too."""
+
+    @property
+    def query(self) -> str: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def prompt_name(self) -> str | None: ...
+    @property
+    def instruction(self) -> str | None: ...
+    @property
+    def truncate(self) -> bool: ...
+    @property
+    def mode(self) -> str | None: ...
+    @property
+    def fusion(self) -> str | None: ...
+    @property
+    def alpha(self) -> float | None: ...
+
+
+class SearchContext(Protocol):
+    """What a search needs of the server (``serve.app._Routes`` provides it): the live index,
+    the limits, the model and its worker."""
+
+    index: LiveIndex | None
+    config: ServeConfig
+    embedder: Embedder
+
+    def resolve_prefix(
+        self, prompt_name: str | None, instruction: str | None, default: str | None
+    ) -> str: ...
+
+    async def embed(
+        self, texts: list[str], prefix: str, truncate: bool, field: str = "input"
+    ) -> EmbedResult: ...
+
+
+def index_facts(index: VectorIndex) -> dict[str, Any]:
+    """What a search response says of the generation it searched: documents, vectors, how
+    documents were embedded (``VectorIndex.mode``), BM25 or not, a sentence, the generation."""
+    return {
+        "documents": index.n_documents,
+        "vectors": index.ntotal,
+        **index.mode,
+        "bm25": index.lexical is not None,
+        "description": index.describe_mode(),
+        "generation": index.generation.name,
+    }
+
+
+def _fusion_alpha(req: SearchParams, mode: str) -> float | None:
     """The internal alpha (None: RRF) for the request's ``fusion``/``alpha`` in ``mode``;
     an ``APIError`` 400 naming the field for a choice that does not apply."""
     from diffembed.eval.fusion import resolve_fusion
@@ -40,8 +102,10 @@ def _fusion_alpha(req: Any, mode: str) -> float | None:
         raise APIError(400, str(e), param="alpha" if req.alpha is not None else "fusion") from None
 
 
-async def search_route(routes: Any, req: Any) -> dict[str, Any]:
-    """The body of ``/v1/search`` for ``routes`` (the app's ``_Routes``) and a ``SearchRequest``."""
+async def search_route(routes: SearchContext, req: SearchParams) -> dict[str, Any]:
+    """The body of ``/v1/search`` for ``req`` (an ``APIError`` for a request that cannot be
+    answered): ``data`` (the hits, ``Hit.to_dict``), ``model``, ``search`` (mode, fusion,
+    alpha used), ``note``, ``index`` (``index_facts``) and ``usage`` (query tokens)."""
     from starlette.concurrency import run_in_threadpool
 
     from diffembed.serve.guard import APIError, unicode_error
@@ -86,12 +150,6 @@ async def search_route(routes: Any, req: Any) -> dict[str, Any]:
         "model": routes.config.model_name,
         "search": describe_search(mode, alpha),
         "note": note,
-        "index": {
-            "documents": index.n_documents,
-            "vectors": index.ntotal,
-            **index.mode,
-            "bm25": index.lexical is not None,
-            "description": index.describe_mode(),
-        },
+        "index": index_facts(index),
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

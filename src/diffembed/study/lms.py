@@ -75,8 +75,8 @@ def base_config(base: Path) -> dict[str, Any]:
 def pretrain_config(study: Study, objective: str, extra: PretrainOverrides) -> Any:
     """The :class:`~diffembed.train.pretrain.PretrainConfig` of one LM: the LM size preset, the
     study's overrides, ``extra``, then the base's shared fields (:data:`BASE_FIELDS`)."""
-    from diffembed.train.pretrain import PRESETS as PT_PRESETS
-    from diffembed.train.pretrain import PretrainConfig
+    from diffembed.train.pretrain_config import PRESETS as PT_PRESETS
+    from diffembed.train.pretrain_config import PretrainConfig
 
     values = {
         **PT_PRESETS[study.preset.pretrain_preset],

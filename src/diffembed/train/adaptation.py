@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffembed.errors import ConfigError
+
 # The third key of the annealing generator's seed; sequence generators use indices in a batch
 # (``pretrain_data.sample_generators``), which never reach it.
 _ANNEAL_STREAM = 2**32 - 1
@@ -70,7 +72,7 @@ def anneal_mask(
     if attn_implementation == "eager":
         zero = torch.zeros((), device=allowed.device)
         return torch.where(allowed, zero, torch.finfo(torch.float32).min)
-    raise ValueError(
+    raise ConfigError(
         f"attention-mask annealing needs the sdpa or eager attention kernel, not "
         f"{attn_implementation!r}; set anneal_steps to 0"
     )
@@ -91,10 +93,11 @@ def resolve_shift(config: Any, init: Path | None) -> Any:
         return config
     attention, init_shift = None, False
     if init is not None:
-        from diffembed.model.backbone import inspect_backbone, read_json
+        from diffembed.model.backbone import inspect_backbone
+        from diffembed.model.model_dir import ModelDir
 
         attention = inspect_backbone(init).default_attention  # checks the directory
-        init_shift = bool(read_json(Path(init) / "config.json").get("diffembed_shift", False))
+        init_shift = ModelDir(init).shift
     return dataclasses.replace(config, shift=default_shift(config.objective, attention, init_shift))
 
 
@@ -113,14 +116,14 @@ def check_adaptation(config: Any) -> None:
     """Refuse annealing or shift outside the diffusion objective, and an annealing that does not
     end before the run does. Messages name the config field and the CLI flag."""
     if config.anneal_steps < 0:
-        raise ValueError(f"anneal_steps (--anneal-steps) must be >= 0, got {config.anneal_steps}")
+        raise ConfigError(f"anneal_steps (--anneal-steps) must be >= 0, got {config.anneal_steps}")
     if config.objective != "diffusion" and (config.anneal_steps or config.shift):
-        raise ValueError(
+        raise ConfigError(
             "anneal_steps (--anneal-steps) and shift (--shift) adapt a model to the diffusion "
             f"objective; the objective is {config.objective!r}: drop them"
         )
     if config.anneal_steps and config.anneal_steps >= config.steps:
-        raise ValueError(
+        raise ConfigError(
             f"anneal_steps (--anneal-steps) {config.anneal_steps} must be < steps (--steps) "
             f"{config.steps}, so that the run ends with full attention, as the model is saved"
         )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from diffembed.errors import ConfigError, DiffembedError
 from diffembed.formats.pairs import Pair
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class BatchPlan:
 
     def __init__(self, tasks: Sequence[str], global_batch_size: int, seed: int) -> None:
         if global_batch_size < 1:
-            raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+            raise ConfigError(f"global_batch_size must be >= 1, got {global_batch_size}")
         self.global_batch_size = global_batch_size
         self.seed = seed
         members: dict[str, list[int]] = defaultdict(list)
@@ -64,7 +65,7 @@ class BatchPlan:
             len(m) // global_batch_size for m in self.task_members.values()
         )
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise DiffembedError(
                 f"no task has {global_batch_size} pairs: nothing to train on "
                 f"(tasks: {', '.join(f'{t}={len(m)}' for t, m in self.task_members.items())})"
             )
@@ -129,7 +130,7 @@ def choose_negatives(
             out.append(other)
             if len(out) == k:
                 return out
-    raise ValueError(
+    raise DiffembedError(
         f"pair {index} (task {pair.task!r}) has no negatives and its task has fewer than {k} "
         "other distinct positives to draw random negatives from"
     )
@@ -306,7 +307,7 @@ def task_prompts(pairs: Sequence[Pair]) -> dict[str, str]:
             )
         prompts[task] = instruction
     if "document" in prompts:
-        raise ValueError(
+        raise DiffembedError(
             "task name 'document' is reserved: a saved prompt of that name would be applied to "
             "documents by Embedder.encode_documents; rename the task"
         )

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from diffembed.train.runtime import rng_state, set_rng_state
+from diffembed.train.rng import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 

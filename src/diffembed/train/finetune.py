@@ -12,7 +12,8 @@ Read top to bottom: ``Trainer`` (set-up, one step, checkpoints, the loop, the ou
 ``finetune(config)``. The settings are ``train.finetune_config.FinetuneConfig`` (each field
 once, with the help text the CLI shows); the loss, GradCache and the collapse monitor are in
 ``train.contrastive``, the batches in ``train.batching``, process group, checkpoints and logs
-in ``train.runtime``; the CLI verb is ``diffembed.cli.train``.
+in ``diffembed.distributed``, ``train.checkpoint`` and ``train.logs``; the CLI verb is
+``diffembed.cli.train``.
 
 How a step works. The global batch (``G`` pairs, all of one task) is the same on every rank;
 rank ``r`` of ``W`` embeds queries ``r*G/W ... (r+1)*G/W - 1`` with their instruction and their
@@ -26,7 +27,6 @@ x ``G/W`` pairs compute what one process computes with ``G`` pairs.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -38,11 +38,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from diffembed.distributed import (
+    all_sum,
+    average_gradients,
+    barrier,
+    broadcast_from_main,
+    init_distributed,
+    mean_over_ranks,
+)
+from diffembed.errors import ConfigError
 from diffembed.formats.pairs import Pair, read_pairs
-from diffembed.io import atomic_dir, write_json
+from diffembed.io import atomic_dir, read_json, write_json
+from diffembed.model.backbone import CheckpointError
 from diffembed.model.embedder import Embedder
-from diffembed.model.precision import autocast
-from diffembed.train import runtime
+from diffembed.model.precision import autocast, bf16_wanted
 from diffembed.train.batching import (
     BatchPlan,
     LocalBatch,
@@ -50,6 +59,17 @@ from diffembed.train.batching import (
     pairs_digest,
     task_prompts,
     tokenize_batch,
+)
+from diffembed.train.checkpoint import (
+    OptimizerFiles,
+    check_output_dir,
+    clean_checkpoint_debris,
+    json_safe,
+    list_checkpoints,
+    optimizer_files,
+    prune_checkpoints,
+    restore_optimizer,
+    step_checkpoint,
 )
 from diffembed.train.contrastive import (
     CollapseMonitor,
@@ -60,8 +80,10 @@ from diffembed.train.contrastive import (
     mean_offdiag_cosine,
     scale_factor,
 )
-from diffembed.train.finetune_config import FinetuneConfig
-from diffembed.train.runtime import OptimizerFiles, Panel
+from diffembed.train.finetune_config import RESUME_KEYS, FinetuneConfig
+from diffembed.train.logs import Panel, plot_log, write_log_csv
+from diffembed.train.rng import gather_rng_states, restore_rng_states, seed_all
+from diffembed.train.schedule import lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -87,24 +109,6 @@ LOG_PANELS: tuple[Panel, ...] = (
     Panel("tokens / s", ("tokens_per_s",)),
 )
 CHECKPOINT_FORMAT = 1
-# Settings that must match between a checkpoint and the run resuming from it.
-_RESUME_KEYS: tuple[str, ...] = (
-    "model",
-    "pairs_sha256",
-    "attention",
-    "pooling",
-    "lora_r",
-    "lora_dropout",
-    "global_batch_size",
-    "hard_negatives",
-    "max_query_length",
-    "max_doc_length",
-    "exclude_instruction",
-    "seed",
-    "scale",
-    "initial_scale",
-    "scale_warmup_steps",
-)
 
 
 class StepResult(NamedTuple):
@@ -127,10 +131,10 @@ class Trainer:
 
     def __init__(self, config: FinetuneConfig, pairs: list[Pair] | None = None) -> None:
         self.config = config
-        self.ctx = runtime.init_distributed(config.device)
+        self.ctx = init_distributed(config.device)
         self.rank, self.world_size, self.device = self.ctx.rank, self.ctx.world, self.ctx.device
         if config.global_batch_size % self.world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"global_batch_size {config.global_batch_size} is not divisible by the "
                 f"{self.world_size} processes"
             )
@@ -147,9 +151,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial LoRA weights on every rank
         self._load_model()
         self._make_trainable()
-        runtime.seed_all(
-            config.seed + 1 + self.rank, self.device
-        )  # dropout streams differ per rank
+        seed_all(config.seed + 1 + self.rank, self.device)  # dropout streams differ per rank
         self._make_optimizer()
         self.step = 0
         self.monitor = CollapseMonitor()
@@ -159,8 +161,8 @@ class Trainer:
 
     # -------------------------------------------------------------- set-up
     def _load_model(self) -> None:
-        """The input model, and one Embedder view of it per maximum length (queries,
-        documents) sharing the backbone."""
+        """The input model in fp32 and the one Embedder the steps encode with (its backbone
+        trained in place; queries and documents are tokenized to their own lengths)."""
         cfg = self.config
         base = Embedder.load(
             cfg.model, attention=cfg.attention, dtype=torch.float32, device=self.device
@@ -197,7 +199,7 @@ class Trainer:
                 target_modules=list(LORA_TARGET_MODULES),
                 bias="none",
             )
-            # Adapters are injected into ``backbone`` in place; the views call it directly.
+            # Adapters are injected into ``backbone`` in place; the embedder calls it directly.
             self.peft_model = get_peft_model(backbone, lora)
         else:
             for p in backbone.parameters():
@@ -213,8 +215,8 @@ class Trainer:
             n: p for n, p in backbone.named_parameters() if p.requires_grad
         }
         if not self.trainable:
-            raise ValueError("no trainable parameters")
-        runtime.broadcast_from_main(self.trainable.values(), self.ctx)
+            raise ConfigError("no trainable parameters")
+        broadcast_from_main(self.trainable.values(), self.ctx)
 
     def _make_optimizer(self) -> None:
         """AdamW (no weight decay on vectors) with linear warm-up and linear decay."""
@@ -227,7 +229,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         warmup = min(cfg.warmup_steps, cfg.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: runtime.lr_factor(s, warmup, cfg.steps)
+            self.optimizer, lambda s: lr_factor(s, warmup, cfg.steps)
         )
 
     def _log_setup(self) -> None:
@@ -251,7 +253,7 @@ class Trainer:
         )
 
     def _autocast(self) -> Any:
-        return autocast(self.device, self.config.bf16)
+        return autocast(self.device, bf16_wanted(self.config.precision, self.device))
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a checkpoint must share with a run that resumes from it."""
@@ -260,7 +262,7 @@ class Trainer:
         c["pairs_sha256"] = self.pairs_sha256
         c["attention"] = self.embedder.attention
         c["pooling"] = self.embedder.pooling
-        return {k: c[k] for k in _RESUME_KEYS}
+        return {k: c[k] for k in RESUME_KEYS}
 
     # -------------------------------------------------------------- data
     def local_batch(self, step: int) -> LocalBatch:
@@ -312,9 +314,9 @@ class Trainer:
             d = self._embedder(*docs)(slice(None))
             result = self._loss(q, d, batch)
             result.loss.backward()
-        runtime.average_gradients(list(self.trainable.values()), self.ctx)
+        average_gradients(list(self.trainable.values()), self.ctx)
         stats = torch.stack([result.loss.detach().float(), result.accuracy.float()])
-        runtime.mean_over_ranks(stats, self.ctx)
+        mean_over_ranks(stats, self.ctx)
         return StepResult(float(stats[0]), float(stats[1]), result.doc_cosine)
 
     def _embedder(self, ids: list[list[int]], masks: list[list[int]]) -> Any:
@@ -330,14 +332,14 @@ class Trainer:
         result = self.forward_backward(batch)
         loss = result.loss
         if not math.isfinite(loss):
-            raise FloatingPointError(f"step {self.step + 1}: loss is {loss}; try --no-bf16")
+            raise FloatingPointError(f"step {self.step + 1}: loss is {loss}; try --precision fp32")
         params = list(self.trainable.values())
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        tokens = runtime.all_sum(batch.tokens, self.ctx)
+        tokens = all_sum(batch.tokens, self.ctx)
         seconds = time.perf_counter() - start
         row = {
             "step": self.step,
@@ -360,24 +362,24 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step-N`` atomically (rank 0; every rank's RNG state included)
         and keep the newest ``keep_checkpoints``. Returns the path on rank 0."""
-        rng = runtime.gather_rng_states(self.ctx)
-        path = runtime.step_checkpoint(self.config.checkpoints, self.step)
+        rng = gather_rng_states(self.ctx)
+        path = step_checkpoint(self.config.checkpoints, self.step)
         if self.rank == 0:
             with atomic_dir(path) as tmp:
                 weights = {n: p.detach().cpu().contiguous() for n, p in self.trainable.items()}
                 save_file(weights, str(tmp / "trainable.safetensors"))
-                opt = runtime.optimizer_files(self.optimizer)
+                opt = optimizer_files(self.optimizer)
                 save_file(opt.tensors, str(tmp / "optimizer.safetensors"))
                 write_json(
                     tmp / "optimizer.json",
                     {"param_groups": opt.param_groups, "scalar_state": opt.scalars},
                 )
-                write_json(tmp / "scheduler.json", runtime.json_safe(self.scheduler.state_dict()))
+                write_json(tmp / "scheduler.json", json_safe(self.scheduler.state_dict()))
                 save_file(rng, str(tmp / "rng.safetensors"))
                 write_json(tmp / "trainer_state.json", self._trainer_state())
-            runtime.prune_checkpoints(self.config.checkpoints, self.config.keep_checkpoints)
+            prune_checkpoints(self.config.checkpoints, self.config.keep_checkpoints)
             logger.info("checkpoint %s", path)
-        runtime.barrier(self.ctx)
+        barrier(self.ctx)
         return path if self.rank == 0 else None
 
     def _trainer_state(self) -> dict[str, Any]:
@@ -393,13 +395,15 @@ class Trainer:
 
     def _read_trainer_state(self, path: Path) -> dict[str, Any]:
         """The checkpoint's trainer state, refused when its format or settings differ."""
-        info = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        info = read_json(path / "trainer_state.json", CheckpointError)
         if info.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unsupported checkpoint format {info.get('format')!r}")
+            raise CheckpointError(f"{path}: unsupported checkpoint format {info.get('format')!r}")
         theirs, ours = info["fingerprint"], self.fingerprint()
         diff = [f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in ours if theirs.get(k) != ours[k]]
         if diff:
-            raise ValueError(f"{path}: cannot resume with different settings: {'; '.join(diff)}")
+            raise CheckpointError(
+                f"{path}: cannot resume with different settings: {'; '.join(diff)}"
+            )
         if info["config"]["steps"] != self.config.steps:
             logger.warning(
                 "%s: resuming with steps=%d (checkpoint run: %d); the learning-rate schedule "
@@ -415,20 +419,18 @@ class Trainer:
         info = self._read_trainer_state(path)
         weights = load_file(str(path / "trainable.safetensors"))
         if set(weights) != set(self.trainable):
-            raise ValueError(f"{path}: trainable parameters differ from this run's")
+            raise CheckpointError(f"{path}: trainable parameters differ from this run's")
         with torch.no_grad():
             for name, p in self.trainable.items():
                 p.copy_(weights[name].to(p.device))
-        opt_json = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+        opt_json = read_json(path / "optimizer.json", CheckpointError)
         tensors = load_file(str(path / "optimizer.safetensors"))
         files = OptimizerFiles(tensors, opt_json["scalar_state"], opt_json["param_groups"])
-        runtime.restore_optimizer(self.optimizer, files, self.device)
-        self.scheduler.load_state_dict(
-            json.loads((path / "scheduler.json").read_text(encoding="utf-8"))
-        )
+        restore_optimizer(self.optimizer, files, self.device)
+        self.scheduler.load_state_dict(read_json(path / "scheduler.json", CheckpointError))
         rng = load_file(str(path / "rng.safetensors"))
         if info["world_size"] == self.world_size:
-            runtime.restore_rng_states(rng, self.ctx)
+            restore_rng_states(rng, self.ctx)
         else:
             logger.warning(
                 "%s: saved by %d processes, resumed by %d: random state reseeded (dropout "
@@ -451,7 +453,7 @@ class Trainer:
         if not resume:
             return None
         if resume == "latest":
-            found = runtime.list_checkpoints(self.config.checkpoints)
+            found = list_checkpoints(self.config.checkpoints)
             if not found:
                 logger.warning(
                     "--resume: no checkpoint in %s; starting from step 0", self.config.checkpoints
@@ -460,7 +462,7 @@ class Trainer:
             return found[-1]
         path = Path(resume)
         if not (path / "trainer_state.json").is_file():
-            raise ValueError(f"{path}: not a checkpoint (no trainer_state.json)")
+            raise CheckpointError(f"{path}: not a checkpoint (no trainer_state.json)")
         return path
 
     # -------------------------------------------------------------- the run
@@ -487,7 +489,7 @@ class Trainer:
         if self.rank == 0:
             self.save_model(cfg.out)
             self.write_logs(cfg.out / "training")
-        runtime.barrier(self.ctx)
+        barrier(self.ctx)
         return cfg.out
 
     def _report(self, row: dict[str, float], bar: Any) -> None:
@@ -552,8 +554,8 @@ class Trainer:
     def write_logs(self, directory: Path) -> None:
         """Write ``log.csv``, ``training.png`` and ``finetune.json`` into ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
-        runtime.write_log_csv(directory / "log.csv", self.log, LOG_COLUMNS)
-        runtime.plot_log(self.log, directory / "training.png", LOG_PANELS, line_width=1, grid=True)
+        write_log_csv(directory / "log.csv", self.log, LOG_COLUMNS)
+        plot_log(self.log, directory / "training.png", LOG_PANELS, line_width=1, grid=True)
         write_json(
             directory / "finetune.json",
             {
@@ -584,14 +586,14 @@ def finetune(config: FinetuneConfig, pairs: list[Pair] | None = None) -> Path:
     ``pairs`` may be given instead of being read from ``config.pairs``. Resumes from a
     checkpoint when ``config.resume`` is set.
     """
-    runtime.check_output_dir(config.out, config.overwrite)  # before any work
+    check_output_dir(config.out, config.overwrite)  # before any work
     trainer = Trainer(config, pairs)
     try:
         checkpoint = trainer.resolve_resume()
         if checkpoint is not None:
             trainer.load_checkpoint(checkpoint)
         if config.resume and trainer.rank == 0:
-            runtime.clean_checkpoint_debris(config.checkpoints)
+            clean_checkpoint_debris(config.checkpoints)
         return trainer.train()
     finally:
         trainer.close()

@@ -4,13 +4,16 @@ text and argparse settings from which ``diffembed.cli.train`` generates the ``fi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffembed.errors import ConfigError
 from diffembed.formats.pairs import parse_columns
 from diffembed.model.backbone import ATTENTIONS
 from diffembed.model.pooling import POOLINGS
+from diffembed.model.precision import PRECISIONS
 
 
 def parse_scale(value: str) -> float | None:
@@ -29,6 +32,26 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
     if cli.get("required"):
         return field(metadata={"help": help, **cli})
     return field(default=default, metadata={"help": help, **cli})
+
+
+# Settings that must match between a checkpoint and the run resuming from it.
+RESUME_KEYS: tuple[str, ...] = (
+    "model",
+    "pairs_sha256",
+    "attention",
+    "pooling",
+    "lora_r",
+    "lora_dropout",
+    "global_batch_size",
+    "hard_negatives",
+    "max_query_length",
+    "max_doc_length",
+    "exclude_instruction",
+    "seed",
+    "scale",
+    "initial_scale",
+    "scale_warmup_steps",
+)
 
 
 @dataclass
@@ -118,7 +141,15 @@ class FinetuneConfig:
         "recompute activations in the backward pass (less memory)",
         action="store_true",
     )
-    bf16: bool = _opt(True, "bf16 autocast with fp32 master weights (default: on)", action="bool")
+    precision: str = _opt(
+        "bf16",
+        "compute precision: bf16 autocast with fp32 master weights, fp32, or auto (bf16 where "
+        "the hardware has it fast) (default: {default})",
+        choices=PRECISIONS,
+    )
+    # deprecated: the boolean name of ``precision`` before (True: "bf16", False: "fp32");
+    # ``--bf16``/``--no-bf16`` still set it (cli.train)
+    bf16: InitVar[bool | None] = None
     seed: int = _opt(0, "seed of data order, negatives, LoRA init and dropout (default: {default})")
     mini_batch: int = _opt(
         0,
@@ -143,18 +174,26 @@ class FinetuneConfig:
         True, "hide the progress bar", action="store_false", flag="--no-progress"
     )
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, bf16: bool | None) -> None:
+        if bf16 is not None:
+            warnings.warn(
+                "FinetuneConfig(bf16=...) is deprecated; use precision='bf16' or 'fp32'",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.precision = "bf16" if bf16 else "fp32"
         self.model, self.pairs, self.out = Path(self.model), Path(self.pairs), Path(self.out)
         if self.checkpoint_dir is not None:
             self.checkpoint_dir = Path(self.checkpoint_dir)
         parse_columns(self.columns)  # PairsError (a ValueError) naming --columns
         for ok, message in self._checks():
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
 
     def _checks(self) -> list[tuple[bool, str]]:
         return [
             (self.attention in (None, *ATTENTIONS), f"attention must be one of {ATTENTIONS}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.pooling in (None, *POOLINGS), f"pooling must be one of {POOLINGS}"),
             (self.lora_r >= 0, "lora_r must be >= 0 (0 = full fine-tuning)"),
             (0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),

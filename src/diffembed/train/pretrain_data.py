@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from diffembed.errors import ConfigError, DiffembedError, FileFormatError, InputNotFoundError
 from diffembed.io import iter_jsonl
 
 if TYPE_CHECKING:
-    from diffembed.train.pretrain import PretrainConfig
+    from diffembed.train.pretrain_config import PretrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +42,14 @@ def read_corpus_texts(corpus: Path, split: str = "pretrain") -> list[tuple[str, 
             try:
                 docs.append((str(rec["id"]), str(rec["text"])))
             except KeyError as e:
-                raise ValueError(f"{path}:{lineno}: not a corpus document ({e})") from None
+                raise FileFormatError(f"{path}:{lineno}: not a corpus document ({e})") from None
     elif corpus.is_dir():
         docs = [(p.name, p.read_text(encoding="utf-8")) for p in sorted(corpus.glob("*.txt"))]
     else:
-        raise FileNotFoundError(f"{corpus}: not a corpus directory")
+        raise InputNotFoundError(f"{corpus}: not a corpus directory")
     docs = [(i, t) for i, t in docs if t.strip()]
     if not docs:
-        raise ValueError(f"{corpus}: no {split} documents (looked for {path.name} or *.txt)")
+        raise FileFormatError(f"{corpus}: no {split} documents (looked for {path.name} or *.txt)")
     return sorted(docs)
 
 
@@ -137,7 +138,7 @@ def heldout_first(
     where = {doc_id: i for i, doc_id in enumerate(ids)}
     missing = [d for d in heldout_ids if d not in where]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"{corpus}: held-out document {missing[0]!r} is not in the pretrain split "
             f"({len(missing)} of {len(heldout_ids)} heldout_ids missing)"
         )
@@ -179,7 +180,7 @@ def prepare_data(
     held_count = None
     if corpus.suffix == ".npz":
         if config.heldout_ids is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"{corpus}: heldout_ids needs a corpus directory (a tokenized split has no ids)"
             )
         from diffembed.formats.tokens import read_tokens
@@ -201,12 +202,12 @@ def prepare_data(
     train_blocks = pack_documents(train, config.seq_len)
     heldout = pack_documents(held, config.seq_len)
     if len(train_blocks) < config.global_batch:
-        raise ValueError(
+        raise DiffembedError(
             f"{corpus}: the pretrain split gives {len(train_blocks)} training blocks of "
             f"{config.seq_len} tokens, fewer than one batch ({config.global_batch})"
         )
     if len(heldout) == 0:
-        raise ValueError(
+        raise DiffembedError(
             f"{corpus}: too little text for a held-out block of {config.seq_len} tokens"
         )
     need = config.steps * config.tokens_per_step
@@ -255,7 +256,7 @@ def check_tokenizer(expected_sha256: str, tokenizer: PreTrainedTokenizerBase, pa
     """Refuse a tokenized split written with another tokenizer than ``tokenizer``."""
     actual = tokenizer_sha256(tokenizer)
     if actual != expected_sha256:
-        raise ValueError(
+        raise DiffembedError(
             f"{path}: tokenized with another tokenizer (sha256 {expected_sha256[:12]}, this "
             f"run's is {actual[:12]}); write the tokenized split again with this tokenizer"
         )

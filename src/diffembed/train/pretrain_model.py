@@ -17,10 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from diffembed.io import atomic_dir, write_json
-from diffembed.model.backbone import CheckpointError, read_json
-from diffembed.model.precision import autocast
+from diffembed.errors import DiffembedError
+from diffembed.io import atomic_dir, read_json, write_json
+from diffembed.model.backbone import CheckpointError
+from diffembed.model.precision import autocast, bf16_wanted
 from diffembed.train.adaptation import record_adaptation
+from diffembed.train.checkpoint import OptimizerFiles, optimizer_files, restore_optimizer
 from diffembed.train.objectives import (
     ar_loss,
     diffusion_loss,
@@ -30,10 +32,9 @@ from diffembed.train.objectives import (
     shift_left,
 )
 from diffembed.train.pretrain_data import sample_generators
-from diffembed.train.runtime import OptimizerFiles, optimizer_files, restore_optimizer
 
 if TYPE_CHECKING:
-    from diffembed.train.pretrain import PretrainConfig
+    from diffembed.train.pretrain_config import PretrainConfig
 
 EVAL_MASK_RATES = (0.15, 0.5, 0.85)
 ELBO_GRID = 8  # t values for the held-out diffusion bound: (k + 0.5) / ELBO_GRID
@@ -50,7 +51,7 @@ def build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> L
     contrastive fine-tuning of such a model collapses (see ``diffembed.train.contrastive``).
     """
     if config.objective in ("diffusion", "mntp") and tokenizer.mask_token_id is None:
-        raise ValueError(
+        raise DiffembedError(
             f"the tokenizer has no mask token, needed by the {config.objective} objective"
         )
     hf = LlamaConfig(
@@ -92,7 +93,7 @@ def initial_model(
 
     info = inspect_backbone(init)
     if config.objective == "mntp" and info.objective != "ar":
-        raise ValueError(
+        raise CheckpointError(
             f"{init}: mntp starts from an AR model, this one's objective is {info.objective!r}"
         )
     hf = LlamaConfig.from_pretrained(str(init))
@@ -101,7 +102,9 @@ def initial_model(
         config.layers,
         len(tokenizer),
     ):
-        raise ValueError(f"{init}: model shape does not match the preset (hidden/layers/vocab)")
+        raise CheckpointError(
+            f"{init}: model shape does not match the preset (hidden/layers/vocab)"
+        )
     hf.is_causal = config.objective == "ar"
     hf.diffembed_objective = config.objective
     hf.mask_token_id = tokenizer.mask_token_id
@@ -285,7 +288,7 @@ def evaluate(
             count += int(masked.sum())
         return ce, bound, count
 
-    with autocast(device, config.bf16):
+    with autocast(device, bf16_wanted(config.precision, device)):
         if config.objective == "ar":
             out["ce"] = sum(float(ar_loss(scored(b), b)) for b in batches) / len(heldout)
             out["ppl"] = math.exp(min(out["ce"], 50))
@@ -358,7 +361,7 @@ def load_checkpoint(
     path: Path, model: LlamaForCausalLM, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Restore what ``save_checkpoint`` wrote (either precision); returns the trainer state."""
-    state = read_json(path / "trainer.json")
+    state = read_json(path / "trainer.json", CheckpointError)
     state.pop("compact", None)
     weights = load_file(str(path / "model.safetensors"))
     model.load_state_dict(weights, strict=False)  # copies into the model's float32 parameters

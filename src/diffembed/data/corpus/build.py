@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import numpy as np
 from tqdm import tqdm
 
+from diffembed.errors import ConfigError, DiffembedError
 from diffembed.formats.corpus import Document
 from diffembed.io import atomic_write, write_json
 
@@ -41,7 +42,7 @@ DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 DEFAULT_MIN_DOCS = 1000
 
 
-class CorpusTooSmallError(RuntimeError):
+class CorpusTooSmallError(DiffembedError, RuntimeError):
     """Fewer documents were extracted than the required minimum."""
 
 
@@ -59,7 +60,7 @@ def split_of(doc_id: str, fractions: Sequence[float] = DEFAULT_FRACTIONS, salt: 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(
+        raise ConfigError(
             f"split fractions must be 3 non-negative numbers summing to 1: {fractions}"
         )
     return (float(fractions[0]), float(fractions[1]), float(fractions[2]))

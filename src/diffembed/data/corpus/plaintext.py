@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from diffembed.errors import DiffembedError
 from diffembed.formats.corpus import Document
 
 from .common import normalize_inline, normalize_text
@@ -30,7 +31,7 @@ _CHAPTER = re.compile(r"^(\S.*?) (\d+)$")
 _VERSE = re.compile(r"^\s+(\d+) (.*)$")
 
 
-class ToolMissingError(RuntimeError):
+class ToolMissingError(DiffembedError, RuntimeError):
     """A program a source needs is not installed (message names the Debian package)."""
 
 

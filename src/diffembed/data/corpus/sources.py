@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffembed.errors import ConfigError, InputNotFoundError
 from diffembed.formats.corpus import Document
 
 from .common import words
@@ -27,10 +28,6 @@ from .vimhelp import extract_vim_help
 from .wordnet import extract_wordnet
 
 log = logging.getLogger(__name__)
-
-
-class PackageMissingError(RuntimeError):
-    """A Debian package a source needs is not installed (the message names it)."""
 
 
 @dataclass
@@ -108,7 +105,7 @@ def package_version(package: str, root: str | Path = "/") -> str:
 def _wordnet(ctx: Context) -> Iterator[Document]:
     data = ctx.matching(r"/wordnet/data\.noun$")
     if not data:
-        raise FileNotFoundError("wordnet-base lists no data.noun")
+        raise InputNotFoundError("wordnet-base lists no data.noun")
     yield from extract_wordnet(data[0].parent)
 
 
@@ -117,7 +114,7 @@ def _dictd(name: str) -> Callable[[Context], Iterator[Document]]:
         index = ctx.matching(rf"/{name}\.index$")
         data = ctx.matching(rf"/{name}\.dict(\.dz)?$")
         if not index or not data:
-            raise FileNotFoundError(f"no {name}.index / {name}.dict(.dz) in the package")
+            raise InputNotFoundError(f"no {name}.index / {name}.dict(.dz) in the package")
         yield from extract_dictd(index[0], data[0], name)
 
     return run
@@ -263,7 +260,7 @@ def _debian_reference(ctx: Context) -> Iterator[Document]:
 def _bible(ctx: Context) -> Iterator[Document]:
     data = ctx.matching(r"/bible\.data$")
     if not data:
-        raise FileNotFoundError("bible-kjv-text lists no bible.data")
+        raise InputNotFoundError("bible-kjv-text lists no bible.data")
     yield from parse_bible(run_bible(data[0].parent), "bible-kjv")
 
 
@@ -306,7 +303,9 @@ def resolve_sources(names: list[str] | None) -> list[Source]:
             continue
         src = SOURCES.get(name) or by_package.get(name)
         if src is None:
-            raise ValueError(f"unknown corpus source {name!r}; known: {', '.join(sorted(SOURCES))}")
+            raise ConfigError(
+                f"unknown corpus source {name!r}; known: {', '.join(sorted(SOURCES))}"
+            )
         out[src.name] = src
     return [out[k] for k in sorted(out)]
 

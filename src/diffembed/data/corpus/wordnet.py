@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from diffembed.errors import InputNotFoundError
 from diffembed.formats.corpus import Document
 
 from .common import normalize_inline
@@ -126,4 +127,4 @@ def extract_wordnet(directory: str | Path, source: str = "wordnet") -> Iterator[
                     doc.source = source
                     yield doc
     if not found:
-        raise FileNotFoundError(f"no WordNet data.* files in {directory}")
+        raise InputNotFoundError(f"no WordNet data.* files in {directory}")

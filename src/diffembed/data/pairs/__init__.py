@@ -1,2 +1,3 @@
-"""Training pairs from the finetune split: ``sources`` (one builder per task type), ``pools``
-(candidate documents), ``mining`` (BM25 or model hard negatives), ``build`` (``build_pairs``)."""
+"""Training pairs from the finetune split: ``context`` (what the builders share), ``sources``
+(one builder per task type; ``cloze`` the sentence-document one), ``pools`` (candidate
+documents), ``mining`` (BM25 or model hard negatives), ``build`` (``build_pairs``)."""

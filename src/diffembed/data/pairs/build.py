@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from diffembed.data.documents import document_from_record
+from diffembed.data.pairs.context import DEFAULT_PROBLEMS_PER_CONCEPT, PairsContext
 from diffembed.data.pairs.mining import (
     DEFAULT_MINER_MAX_RATIO,
     DEFAULT_MINER_SKIP,
@@ -46,14 +47,9 @@ from diffembed.data.pairs.mining import (
     round_mean,
 )
 from diffembed.data.pairs.pools import Candidate, Pool, merge_duplicate_queries, seeded
-from diffembed.data.pairs.sources import (
-    BUILDERS,
-    DEFAULT_PROBLEMS_PER_CONCEPT,
-    INSTRUCTIONS,
-    TASKS,
-    PairsContext,
-)
+from diffembed.data.pairs.sources import BUILDERS, INSTRUCTIONS, TASKS
 from diffembed.data.tasks.common import word_count
+from diffembed.errors import ConfigError, DiffembedError
 from diffembed.eval.bm25 import Bm25Index
 from diffembed.formats.corpus import Document
 from diffembed.formats.pairs import Pair, parse_pair, write_pairs
@@ -65,7 +61,7 @@ DEFAULT_HARD_NEGATIVES = 7
 DEFAULT_MAX_DOC_TOKENS = 2000
 
 
-class PairsBuildError(ValueError):
+class PairsBuildError(DiffembedError):
     """The corpus cannot be turned into pairs (missing file, wrong split, nothing built)."""
 
 
@@ -211,18 +207,18 @@ def _wanted_tasks(
     """Check the options; the task types to build (default :data:`TASKS`, less
     :data:`NOT_FROM_CORPUS` for the pretrain split), in :data:`INSTRUCTIONS` order."""
     if hard_negatives < 1:
-        raise ValueError(f"hard_negatives must be >= 1, got {hard_negatives}")
+        raise ConfigError(f"hard_negatives must be >= 1, got {hard_negatives}")
     if problems_per_concept < 1:
-        raise ValueError(f"problems_per_concept must be >= 1, got {problems_per_concept}")
+        raise ConfigError(f"problems_per_concept must be >= 1, got {problems_per_concept}")
     if max_per_task is not None and max_per_task < 1:
-        raise ValueError(f"max_per_task must be >= 1, got {max_per_task}")
+        raise ConfigError(f"max_per_task must be >= 1, got {max_per_task}")
     wanted = list(TASKS if tasks is None else tasks)
     unknown = [t for t in wanted if t not in INSTRUCTIONS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(INSTRUCTIONS)}")
+        raise ConfigError(f"unknown task(s) {unknown}; known: {', '.join(INSTRUCTIONS)}")
     if split != "finetune":
         if tasks is not None and any(t in NOT_FROM_CORPUS for t in wanted):
-            raise ValueError(
+            raise ConfigError(
                 f"{', '.join(NOT_FROM_CORPUS)} pairs do not come from corpus documents; "
                 "build them from the finetune split"
             )

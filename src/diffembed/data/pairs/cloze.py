@@ -12,13 +12,10 @@ documents of the source are the pool the hard negatives come from.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
+from diffembed.data.pairs.context import PairsContext
 from diffembed.data.pairs.pools import Candidate, Pool, doc_string, seeded
 from diffembed.data.tasks.common import word_count
-
-if TYPE_CHECKING:
-    from diffembed.data.pairs.sources import PairsContext
 
 INSTRUCTION = "Given a sentence, retrieve the document it was taken from"
 #: A query sentence has this many whitespace tokens (inclusive).

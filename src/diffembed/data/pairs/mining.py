@@ -35,6 +35,7 @@ import numpy as np
 
 from diffembed.data.pairs.pools import Candidate, Pool, seeded
 from diffembed.data.pairs.sources import INSTRUCTIONS
+from diffembed.errors import ConfigError
 from diffembed.eval.bm25 import Bm25, Bm25Index
 
 logger = logging.getLogger(__name__)
@@ -146,9 +147,9 @@ class ModelMiner:
         from diffembed.model.embedder import Embedder
 
         if skip < 0:
-            raise ValueError(f"miner skip must be >= 0, got {skip}")
+            raise ConfigError(f"miner skip must be >= 0, got {skip}")
         if max_ratio <= 0:
-            raise ValueError(f"miner max ratio must be > 0, got {max_ratio}")
+            raise ConfigError(f"miner max ratio must be > 0, got {max_ratio}")
         self.model_dir = Path(model_dir)
         self.embedder = Embedder.load(self.model_dir, device=device)
         self.skip = skip

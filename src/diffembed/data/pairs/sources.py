@@ -52,13 +52,13 @@ import re
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffembed.data.corpus.common import normalize_inline
 from diffembed.data.documents import is_wordnet_copy, strip_name_section
 from diffembed.data.pairs.cloze import INSTRUCTION as CLOZE_INSTRUCTION
 from diffembed.data.pairs.cloze import build_sentence_document
+from diffembed.data.pairs.context import PairsContext, Section
 from diffembed.data.pairs.pools import (
     Candidate,
     Pool,
@@ -90,7 +90,6 @@ INSTRUCTIONS: dict[str, str] = {
 #: held-out accuracy 0.335 with it vs 0.418 without; results/finetune-curve, session 12).
 TASKS: tuple[str, ...] = tuple(t for t in INSTRUCTIONS if t != "sentence-document")
 
-DEFAULT_PROBLEMS_PER_CONCEPT = 24
 #: At most this many queries share one positive (definition-entry, gloss-hypernym).
 MAX_QUERIES_PER_POSITIVE = 3
 #: Sections (heading-section, question-answer) need at least this many whitespace tokens.
@@ -115,30 +114,6 @@ _WN_POS: dict[str, tuple[str, ...]] = {
     "s": ("a.", "adj.", "p. a."),
     "r": ("adv.",),
 }
-
-
-@dataclass
-class PairsContext:
-    """What the task builders of one pairs build share: documents, options and pools built once."""
-
-    docs: list[Document]
-    seed: int
-    max_tokens: int
-    problems_per_concept: int = DEFAULT_PROBLEMS_PER_CONCEPT
-    eval_seeds: tuple[int, ...] = (0,)
-    pools: dict[str, Pool] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-    sections: dict[str, tuple[Pool, list[Section]]] | None = None
-    _namespaces: dict[str, list[Document]] | None = None
-
-    def by_namespace(self, namespace: str) -> list[Document]:
-        """The documents of an id namespace, in id order."""
-        if self._namespaces is None:
-            groups: dict[str, list[Document]] = defaultdict(list)
-            for d in self.docs:
-                groups[d.namespace].append(d)
-            self._namespaces = dict(groups)
-        return self._namespaces.get(namespace, [])
 
 
 # ------------------------------------------------------------------------------ dictionaries
@@ -345,20 +320,6 @@ def build_synopsis_page(ctx: PairsContext) -> list[Candidate]:
                 continue  # the same description for several pages: keep the first only
             out.append(Candidate(query, pool, i, origin=d.id, exclude=frozenset(twins)))
     return out
-
-
-@dataclass(frozen=True)
-class Section:
-    """A section of a document: its heading and the text up to the next heading."""
-
-    doc_id: str
-    index: int
-    heading: str
-    body: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.doc_id}#{self.index}"
 
 
 def split_sections(doc: Document) -> list[Section]:

@@ -11,6 +11,7 @@ from typing import Any
 from diffembed.data.tasks import instruct, longdoc, reasoning, traditional
 from diffembed.data.tasks.common import BuildContext, TaskSummary, make_meter
 from diffembed.data.tasks.eval_corpus import EvalCorpus
+from diffembed.errors import ConfigError
 from diffembed.io import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
@@ -34,10 +35,10 @@ def _context(
     max_docs: int | None = None,
 ) -> BuildContext:
     if max_length_tokens < 64:
-        raise ValueError(f"max_length_tokens must be at least 64, got {max_length_tokens}")
+        raise ConfigError(f"max_length_tokens must be at least 64, got {max_length_tokens}")
     for label, cap in (("max_queries", max_queries), ("max_docs", max_docs)):
         if cap is not None and cap < 10:
-            raise ValueError(f"{label} must be at least 10 (or None), got {cap}")
+            raise ConfigError(f"{label} must be at least 10 (or None), got {cap}")
     eval_corpus = corpus if isinstance(corpus, EvalCorpus) else EvalCorpus.load(corpus)
     return BuildContext(
         corpus=eval_corpus,
@@ -109,7 +110,7 @@ def build_suite(
         One :class:`~diffembed.data.tasks.common.TaskSummary` per task written.
     """
     if suite not in SUITES:
-        raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
+        raise ConfigError(f"suite must be one of {SUITES}, got {suite!r}")
     ctx = _context(
         corpus_dir, seed, tokenizer, max_length_tokens, measure_bm25, max_queries, max_docs
     )
@@ -130,7 +131,7 @@ def build_all(
     """Build every suite (or ``suites``) into ``out_root``; see :func:`build_suite`."""
     for suite in suites:
         if suite not in SUITES:
-            raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
+            raise ConfigError(f"suite must be one of {SUITES}, got {suite!r}")
     ctx = _context(
         corpus_dir, seed, tokenizer, max_length_tokens, measure_bm25, max_queries, max_docs
     )

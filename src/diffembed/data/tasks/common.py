@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from diffembed.data.tasks.eval_corpus import EVAL_SPLIT, EvalCorpus
+from diffembed.errors import DiffembedError
 from diffembed.formats.corpus import Document
 from diffembed.formats.task_writer import write_task
 from diffembed.formats.tasks import Query, Task
@@ -98,11 +99,6 @@ def truncate_words(text: str, n: int) -> str:
         if i == n - 1:
             return text[: m.end()]
     return text
-
-
-def word_offsets(text: str) -> list[int]:
-    """Character offset of the start of each whitespace token."""
-    return [m.start() for m in _WS.finditer(text)]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -380,7 +376,7 @@ def _source_documents(
     ids = sorted(set(source_ids))
     for doc_id in ids:
         if doc_id not in ctx.corpus:
-            raise ValueError(f"task {name}: source id {doc_id!r} is not an eval-split document")
+            raise DiffembedError(f"task {name}: source id {doc_id!r} is not an eval-split document")
     return ids, Counter(ctx.corpus.get(i).source for i in ids)  # type: ignore[union-attr]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from diffembed.data.documents import document_from_record
+from diffembed.errors import FileFormatError, InputNotFoundError
 from diffembed.formats.corpus import Document
 from diffembed.io import iter_jsonl
 from diffembed.provenance import file_sha256
@@ -78,15 +79,15 @@ class EvalCorpus:
         corpus_dir = Path(corpus_dir)
         path = corpus_dir / f"{EVAL_SPLIT}.jsonl"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file (build the corpus first)")
+            raise InputNotFoundError(f"{path}: no such file (build the corpus first)")
         start = time.perf_counter()
         docs: list[Document] = []
         seen: set[str] = set()
         for lineno, rec in iter_jsonl(path):
             if rec.get("split") != EVAL_SPLIT:
-                raise ValueError(f"{path}:{lineno}: split is {rec.get('split')!r}, not eval")
+                raise FileFormatError(f"{path}:{lineno}: split is {rec.get('split')!r}, not eval")
             if rec["id"] in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate id {rec['id']!r}")
+                raise FileFormatError(f"{path}:{lineno}: duplicate id {rec['id']!r}")
             seen.add(rec["id"])
             docs.append(document_from_record(rec))
         leaked: list[str] = []

@@ -22,6 +22,7 @@ from diffembed.data.tasks.common import (
     truncate_words,
     word_count,
 )
+from diffembed.errors import DiffembedError
 from diffembed.formats.corpus import Document
 
 FIRST_NAMES = [
@@ -148,7 +149,7 @@ class Filler:
                     sentences.append(s)
                     ids.append(doc.id)
         if len(sentences) < 20:
-            raise ValueError(f"only {len(sentences)} filler sentences in the eval split")
+            raise DiffembedError(f"only {len(sentences)} filler sentences in the eval split")
         return cls(sentences, ids)
 
     def window(self, start: int, words: int) -> tuple[str, list[str]]:
@@ -243,7 +244,7 @@ def pick_needles(
         chosen.append((doc, fact))
         if len(chosen) == n:
             return chosen
-    raise ValueError(f"{task}: only {len(chosen)} usable needle facts, need {n}")
+    raise DiffembedError(f"{task}: only {len(chosen)} usable needle facts, need {n}")
 
 
 def pick_names(rng: Any, n: int, haystack: str) -> list[str]:
@@ -267,4 +268,4 @@ def pick_names(rng: Any, n: int, haystack: str) -> list[str]:
             names.append(name)
             if len(names) == n:
                 return names
-    raise ValueError(f"cannot draw {n} distinct names")
+    raise DiffembedError(f"cannot draw {n} distinct names")

@@ -37,6 +37,7 @@ from diffembed.data.tasks.eval_corpus import tagged_file_sha256
 from diffembed.data.tasks.instruct import LEXNAMES, UNINFORMATIVE_LEXNAMES
 from diffembed.data.tasks.longdoc import description_qrels, man_pages
 from diffembed.data.tasks.reasoning import gloss_webster_pairs, webster_corpus, webster_entries
+from diffembed.errors import DiffembedError
 from diffembed.formats.corpus import Document
 
 logger = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ def lee50_pairs(folder: Path) -> list[dict[str, Any]]:
         if line.strip()
     ]
     if len(docs) != 50 or len(rows) != 50 or any(len(r) != 50 for r in rows):
-        raise ValueError(f"{folder}: expected 50 Lee documents and a 50x50 similarity matrix")
+        raise DiffembedError(f"{folder}: expected 50 Lee documents and a 50x50 similarity matrix")
     return [
         {"_id": f"lee-{i:02d}-{j:02d}", "text1": docs[i], "text2": docs[j], "score": rows[i][j]}
         for i in range(50)

@@ -1,19 +1,23 @@
-"""Late chunking: encode a whole document once, then pool each chunk's token span.
+"""Chunking: long documents split into token windows, the same for ``diffembed index build``
+and ``diffembed eval --chunk-tokens`` (one home below both).
 
-Plain chunking embeds every chunk on its own, so a chunk never sees the rest of its document.
+``Chunking`` is the setting (tokens per chunk, overlap, plain or late), checked once when it is
+made. ``chunk_token_spans``/``chunk_spans`` are the windows over a text's tokens;
+``split_texts`` cuts texts into them for plain chunking (each chunk embedded alone).
+
 Late chunking (Günther et al., 2024, "Late Chunking: Contextual Chunk Embeddings") runs the
 model over the whole document -- a bidirectional model lets every token attend to every other
 -- and mean-pools the hidden states of each chunk's tokens (``span_mean_pool``), so chunk
-vectors carry their document's context.
+vectors carry their document's context (``late_chunk``).
 
-Chunks are the same token windows as plain chunking (``chunk_token_spans`` over the document's
-tokens). The document's first chunk also pools the leading tokens (special tokens and the
-document prompt, as ``Embedder.encode`` does) and its last chunk the trailing ones, so the
-chunk spans cover the tokens ``encode`` pools exactly, and a one-chunk document gets the plain
-document vector. A document longer than the model's ``max_length`` is encoded in windows
-(``plan_windows``): each chunk lies wholly in one window, which extends past the chunk on both
-sides as far as room allows, and neighbouring windows overlap; ``LateChunks.windows`` counts
-the windows of each document so that callers can say which documents were split.
+Late chunks are the same token windows as plain chunks. The document's first chunk also pools
+the leading tokens (special tokens and the document prompt, as ``Embedder.encode`` does) and its
+last chunk the trailing ones, so the chunk spans cover the tokens ``encode`` pools exactly, and a
+one-chunk document gets the plain document vector. A document longer than the model's
+``max_length`` is encoded in windows (``plan_windows``): each chunk lies wholly in one window,
+which extends past the chunk on both sides as far as room allows, and neighbouring windows
+overlap; ``LateChunks.windows`` counts the windows of each document so that callers can say
+which documents were split.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diffembed.index.documents import chunk_token_spans
+from diffembed.errors import ConfigError
 
 if TYPE_CHECKING:
     from diffembed.model.embedder import Embedder
@@ -33,6 +37,117 @@ if TYPE_CHECKING:
 CHUNKINGS = ("plain", "late")
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """How documents are split, checked when made (errors name the ``--chunk-*`` flags).
+
+    ``tokens``: tokens per chunk (None: documents whole, truncated at the model's
+    ``max_length``); ``overlap``: tokens shared by neighbouring chunks (0 <= overlap < tokens);
+    ``mode``: ``plain`` (each chunk embedded alone) or ``late`` (pooled from the whole document
+    in context; needs ``tokens``).
+    """
+
+    tokens: int | None = None
+    overlap: int = 0
+    mode: str = "plain"
+
+    def __post_init__(self) -> None:
+        if self.mode not in CHUNKINGS:
+            raise ConfigError(
+                f"chunking (--chunking) must be one of {CHUNKINGS}, got {self.mode!r}"
+            )
+        if self.tokens is None:
+            if self.overlap:
+                raise ConfigError(
+                    "chunk_overlap (--chunk-overlap) needs chunk_tokens (--chunk-tokens)"
+                )
+            if self.mode == "late":
+                raise ConfigError("--chunking late needs --chunk-tokens (the size of each chunk)")
+            return
+        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens < 1:
+            raise ConfigError(f"chunk_tokens (--chunk-tokens) must be >= 1, got {self.tokens!r}")
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, int):
+            raise ConfigError(
+                f"chunk_overlap (--chunk-overlap) must be an integer, got {self.overlap!r}"
+            )
+        if not 0 <= self.overlap < self.tokens:
+            raise ConfigError(
+                f"chunk_overlap (--chunk-overlap) must be >= 0 and below chunk_tokens="
+                f"{self.tokens}, got {self.overlap}"
+            )
+
+    @property
+    def chunked(self) -> bool:
+        """Whether documents are split (``tokens`` given)."""
+        return self.tokens is not None
+
+    def describe(self) -> dict[str, Any] | None:
+        """``{"mode", "tokens", "overlap"}`` as result files record it; None when whole."""
+        if self.tokens is None:
+            return None
+        return {"mode": self.mode, "tokens": self.tokens, "overlap": self.overlap}
+
+
+# ------------------------------------------------------------------------------ token windows
+def chunk_token_spans(n: int, chunk_tokens: int, overlap: int) -> list[tuple[int, int]]:
+    """Token windows over ``n`` tokens: ``[(start, end)]`` token indices, ``chunk_tokens`` long
+    (the last may be shorter and ends at ``n``), neighbours sharing ``overlap`` tokens
+    (0 <= overlap < chunk_tokens); none for ``n == 0``."""
+    Chunking(chunk_tokens, overlap)  # refuses a bad pair
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start < n:
+        end = min(start + chunk_tokens, n)
+        spans.append((start, end))
+        if end == n:
+            break
+        start = end - overlap
+    return spans
+
+
+def chunk_spans(
+    offsets: Sequence[tuple[int, int]], chunk_tokens: int, overlap: int
+) -> list[tuple[int, int, int]]:
+    """Token windows over a text: ``[(char_start, char_end, n_tokens)]``.
+
+    Args:
+        offsets: character offsets ``(start, end)`` of each token of the text.
+        chunk_tokens: tokens per window (>= 1); ``overlap``: tokens shared by neighbours
+            (0 <= overlap < chunk_tokens). The last window ends at the last token.
+    """
+    return [
+        (offsets[start][0], offsets[end - 1][1], end - start)
+        for start, end in chunk_token_spans(len(offsets), chunk_tokens, overlap)
+    ]
+
+
+def split_texts(
+    embedder: Embedder, texts: Sequence[str], chunk_tokens: int, chunk_overlap: int = 0
+) -> tuple[list[tuple[int, int, int, int, int]], list[str], list[int]]:
+    """Split each text into token windows for plain chunking: ``(rows, window texts, windows
+    per text)``; a row is ``(text index, chunk number, char_start, char_end, tokens)``. Windows
+    of whitespace only are skipped, so a text may have 0 windows (callers refuse it, naming it).
+    """
+    enc = embedder.tokenizer(
+        list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    rows: list[tuple[int, int, int, int, int]] = []
+    pieces: list[str] = []
+    counts: list[int] = []
+    for d, (t, offsets) in enumerate(zip(texts, enc["offset_mapping"], strict=True)):
+        kept = 0
+        for start, end, n in chunk_spans(offsets, chunk_tokens, chunk_overlap):
+            piece = t[start:end]
+            if not piece.strip():
+                continue
+            rows.append((d, kept, start, end, n))
+            pieces.append(piece)
+            kept += 1
+        counts.append(kept)
+    return rows, pieces, counts
+
+
+# ------------------------------------------------------------------------------ late chunking
 @dataclass
 class LateChunks:
     """Chunk vectors of several documents, in document then chunk order.
@@ -114,7 +229,7 @@ def late_chunk(
         document without any chunk has ``doc_chunks`` 0.
     """
     if embedder.pooling != "mean":
-        raise ValueError(
+        raise ConfigError(
             f"late chunking pools token means; this model pools {embedder.pooling!r}: use "
             "--chunking plain"
         )
@@ -135,7 +250,7 @@ def late_chunk(
         lead, trail = ids[:first], ids[stop:]
         capacity = embedder.max_length - len(lead) - len(trail)
         if capacity < chunk_tokens:
-            raise ValueError(
+            raise ConfigError(
                 f"chunk_tokens={chunk_tokens} (--chunk-tokens) does not fit the model's "
                 f"max_length={embedder.max_length} with {len(lead) + len(trail)} prompt and "
                 f"special tokens; use at most {capacity}"
