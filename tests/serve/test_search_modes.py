@@ -11,7 +11,7 @@ import pytest
 from test_serve import ServerThread, assert_error, request
 
 from diffembed.formats.corpus import Document
-from diffembed.index.build import build_index
+from diffembed.index.build import IndexSettings, build_index
 from diffembed.index.search import Searcher
 from diffembed.index.store import VectorIndex
 from diffembed.model.embedder import Embedder
@@ -29,7 +29,7 @@ def make_index(path: Path, model_dir: Path, embedder: Embedder, bm25: bool) -> P
     rng = np.random.default_rng(0)
     docs = [Document(id=f"d{i}", text=" ".join(rng.choice(WORDS, 8))) for i in range(12)]
     docs.append(Document(id="rare", text="zebra stripes field guide"))
-    build_index(docs, path, model_dir, embedder=embedder, bm25=bm25).close()
+    build_index(docs, path, model_dir, IndexSettings(bm25=bm25), embedder=embedder).close()
     return path
 
 

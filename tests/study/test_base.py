@@ -11,7 +11,7 @@ import pytest
 
 from diffembed.formats.pairs import Pair, read_pairs
 from diffembed.provenance import file_sha256
-from diffembed.study.heldout import heldout_batches, split_heldout
+from diffembed.study.heldout import heldout_batches, split_heldout, without_queries
 from diffembed.study.presets import PRESETS
 from diffembed.study.stages import Study
 
@@ -30,6 +30,18 @@ def test_heldout_split_is_seeded_disjoint_and_complete() -> None:
     assert split_heldout(pairs, 12, seed=1)[1] != held
     with pytest.raises(ValueError, match="cannot hold out 50 of 50"):
         split_heldout(pairs, 50, seed=0)
+
+
+def test_a_held_out_query_is_trained_on_in_no_pair() -> None:
+    # q0..q9 twice each (a query text recurs in a split, with other positives)
+    pairs = [_pair("a", i % 10) for i in range(20)]
+    train, held = split_heldout(pairs, 4, seed=0)
+    queries = [p.query for p in held]
+    assert len(queries) == len(set(queries)) == 4
+    assert not {p.query for p in train} & set(queries) and len(train) == 12
+    assert without_queries(pairs[:3], held) == [p for p in pairs[:3] if p.query not in queries]
+    with pytest.raises(ValueError, match="cannot hold out 10 of 10 distinct"):
+        split_heldout(pairs, 10, seed=0)
 
 
 def test_heldout_batches_are_of_one_task_and_full() -> None:

@@ -99,7 +99,7 @@ def test_repetition_rows_spend_the_ar_tokens_from_a_smaller_pool(tmp_path: Path)
             assert (lms[name].steps, lms[name].tokens_per_step) == (ar.steps, ar.tokens_per_step)
         pool = ar.steps * ar.tokens_per_step // preset.repeat_epochs
         assert lms["ar-repeat"].unique_tokens == lms["diffusion-repeat"].unique_tokens == pool
-        assert lms["diffusion-unique"].unique_tokens is None and ar.unique_tokens is None
+        assert lms["diffusion-unique"].unique_tokens == ar.unique_tokens  # the preset's pool
         assert (lms["ar-repeat"].objective, lms["diffusion-repeat"].objective) == (
             "ar",
             "diffusion",
@@ -115,7 +115,7 @@ def test_gpu_short_setup_at_toy_size(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert preset.jobs > 1 and preset.references == ("bm25",)  # nothing to carry but the pack
     study = Study(preset=preset, out=tmp_path)
     lms = [study.lm_config(LM_BY_NAME[r.base]) for r in select_rows(preset.rows)]
-    assert all(c.compile and c.bf16 for c in lms)
+    assert all(c.compile and c.precision == "bf16" for c in lms)
     corpus = write_study_corpus(tmp_path / "corpus")
     pack = tmp_path / "gpu-short.pack.tar.gz"
     args = ["reproduce", "--preset", "gpu-short", "--corpus", str(corpus), "--no-progress"]

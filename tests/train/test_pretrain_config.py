@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_committed_base_run_keeps_its_config_hash():
-    """results/base/run/checkpoint resumes only when the config hashes as it did."""
-    saved = json.loads((ROOT / "results/base/run/checkpoint/trainer.json").read_text())
+    """results/base/run/checkpoint-stable resumes only when the config hashes as it did."""
+    saved = json.loads((ROOT / "results/base/run/checkpoint-stable/trainer.json").read_text())
     config = make_config("cpu", "ar", ROOT / "results/base/config.json")
     assert config.precision == "bf16"
     assert config_hash(config) == saved["config_hash"]

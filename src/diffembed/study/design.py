@@ -35,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from diffembed.errors import ConfigError
+
 SUITE_ORDER = ("longdoc", "reasoning", "instruct", "traditional")
 SUITE_LABELS = {
     "longdoc": "Long-doc",
@@ -244,7 +246,7 @@ def select_rows(names: Sequence[str] | None) -> tuple[Row, ...]:
     wanted = {n for name in names for n in ROW_GROUPS.get(name, (name,))}
     unknown = sorted(wanted - set(ROW_NAMES))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown rows {unknown}; choose from {list(ROW_NAMES)} or the groups "
             f"{list(ROW_GROUPS)}"
         )

@@ -23,11 +23,27 @@ HELDOUT_PAIRS = "heldout.jsonl"  # beside a study's training pairs: the gate's h
 
 
 def split_heldout(pairs: Sequence[Pair], n: int, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """A seeded split of ``pairs``: ``(training, held-out)`` with ``n`` pairs held out."""
-    if not 0 <= n < len(pairs):
-        raise ValueError(f"cannot hold out {n} of {len(pairs)} pairs")
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    return [pairs[i] for i in order[n:]], [pairs[i] for i in order[:n]]
+    """A seeded split of ``pairs``: ``(training, held-out)`` with ``n`` pairs of distinct
+    queries held out and every pair whose query is one of theirs kept out of training (a query
+    text may recur in a split: the held-out score must not have seen it)."""
+    queries = {p.query for p in pairs}
+    if not 0 <= n < len(queries):
+        raise ValueError(f"cannot hold out {n} of {len(queries)} distinct queries")
+    held: list[Pair] = []
+    seen: set[str] = set()
+    for i in np.random.default_rng(seed).permutation(len(pairs)):
+        if len(held) == n:
+            break
+        if pairs[i].query not in seen:
+            held.append(pairs[i])
+            seen.add(pairs[i].query)
+    return without_queries(pairs, held), held
+
+
+def without_queries(pairs: Sequence[Pair], held: Sequence[Pair]) -> list[Pair]:
+    """``pairs`` less those whose query text is one of ``held``'s, in their order."""
+    queries = {p.query for p in held}
+    return [p for p in pairs if p.query not in queries]
 
 
 def heldout_batches(pairs: Sequence[Pair], batch: int) -> list[list[Pair]]:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from diffembed.errors import ConfigError
+
 if TYPE_CHECKING:
     from diffembed.study.stages import Study
 
@@ -43,7 +45,7 @@ def run_calls(study: Study, calls: Sequence[Call], jobs: int) -> list[Any]:
     after another when ``jobs`` is 1, else in up to ``jobs`` spawned processes (each with
     ``cpu_count // jobs`` torch threads). Stage wall times come back into ``study``."""
     if jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if jobs == 1 or len(calls) <= 1:
         return [getattr(study, method)(*args) for method, args in calls]
     workers = min(jobs, len(calls))

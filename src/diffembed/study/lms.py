@@ -18,10 +18,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffembed.errors import ConfigError
 from diffembed.io import write_json
 from diffembed.provenance import file_sha256
 from diffembed.study.design import LM, LM_BY_NAME, choose_adaptation_steps
 from diffembed.study.presets import PretrainOverrides
+from diffembed.train.pretrain_config import stable_fields
 
 if TYPE_CHECKING:
     from diffembed.study.stages import Study
@@ -59,14 +61,14 @@ def base_config(base: Path) -> dict[str, Any]:
         info = json.loads(path.read_text(encoding="utf-8"))
         config = info["config"]
     except FileNotFoundError:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: missing; the study's base must be a model directory written by "
             "`diffembed pretrain` (its pretrain.json records the config it was trained with)"
         ) from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: no pretraining config in it ({e})") from None
+        raise ConfigError(f"{path}: no pretraining config in it ({e})") from None
     if config.get("objective") != "ar":
-        raise ValueError(
+        raise ConfigError(
             f"{path}: objective {config.get('objective')!r}; the study's base is an AR LM"
         )
     return config
@@ -167,7 +169,9 @@ def stage_base(study: Study, base: Path) -> str:
     def run() -> None:
         tmp = path.with_name("ar.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(base, tmp)
+        tmp.mkdir(parents=True)
+        for f in files:  # the model's files only: never a run's checkpoint or snapshots
+            shutil.copy2(f, tmp / f.name)
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
         keep_logs(path, study.out / "logs" / "lm" / "ar")
@@ -190,7 +194,7 @@ def stage_lm(study: Study, lm: LM, tok: Path, corpus: Path, deps: dict[str, str]
             return
         _pretrain(study, config, corpus, tok, path, lm.init)
 
-    key = {"config": dataclasses.asdict(config), **deps}
+    key = {"config": stable_fields(config), **deps}
     return study.stage(f"lm-{lm.name}", key, [path / "config.json"], run)
 
 
@@ -221,21 +225,30 @@ def curve_points(log: Path) -> list[tuple[int, float]]:
     return [(int(r["step"]), float(r[CURVE_METRIC])) for r in rows if r.get(CURVE_METRIC)]
 
 
+def curve_config(study: Study) -> Any:
+    """The pretraining config of the adaptation-curve run (the preset's ``adapt_curve``: the
+    adaptation at its longest, evaluated often); errors when the preset has none."""
+    curve = study.preset.adapt_curve
+    if curve is None:
+        raise ConfigError(f"preset {study.preset.name} has no adapt_curve")
+    return pretrain_config(study, "diffusion", curve.overrides(study.preset.adapt))
+
+
 def stage_adapt_curve(study: Study, tok: Path, corpus: Path, deps: dict[str, str]) -> int:
     """Measure the adaptation curve of the preset (``adapt_curve``) from ``OUT/lm/ar`` and
     return M by :func:`~diffembed.study.design.choose_adaptation_steps`; the points, the rule
     and M go to ``OUT/logs/adapt-curve.json`` (the report's design section reads it)."""
     curve = study.preset.adapt_curve
     if curve is None:
-        raise ValueError(f"preset {study.preset.name} has no adapt_curve")
+        raise ConfigError(f"preset {study.preset.name} has no adapt_curve")
     deps = {**deps, "ar": stage_lm(study, LM_BY_NAME["ar"], tok, corpus, deps)}
-    config = pretrain_config(study, "diffusion", curve.overrides(study.preset.adapt))
+    config = curve_config(study)
     path = study.out / "lm" / CURVE
 
     def run() -> None:
         _pretrain(study, config, corpus, tok, path, "ar")
 
-    key = {"config": dataclasses.asdict(config), **deps}
+    key = {"config": stable_fields(config), **deps}
     study.stage(f"lm-{CURVE}", key, [path / "config.json"], run)
     points = curve_points(study.out / "logs" / "lm" / CURVE / "train_log.csv")
     steps = choose_adaptation_steps(points, curve.min_gain, curve.steps)

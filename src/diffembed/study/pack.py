@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffembed.errors import ConfigError, DiffembedError, FileFormatError
 from diffembed.io import atomic_write, write_json
 from diffembed.study.heldout import HELDOUT_PAIRS
 
@@ -43,6 +44,7 @@ def write_pack(study: Study, rows: Sequence[Row], path: Path) -> dict[str, Any]:
     LMs ``rows`` need, and write them to ``path`` (one ``.tar.gz``). Returns the manifest."""
     from diffembed.model.tokenizer import load_tokenizer
     from diffembed.study.design import lms_needed
+    from diffembed.study.lms import curve_config
     from diffembed.train.pretrain_data import write_tokenized
 
     study.begin()
@@ -50,6 +52,8 @@ def write_pack(study: Study, rows: Sequence[Row], path: Path) -> dict[str, Any]:
     configs = [
         study.lm_config(lm) for lm in lms_needed([r.base for r in rows]) if lm.objective != "random"
     ]
+    if study.preset.adapt_curve is not None:  # the curve's run reads documents too
+        configs.append(curve_config(study))
     tokens = study.out / TOKENS
     meta = write_tokenized(configs, load_tokenizer(data.tok), data.corpus, tokens)
     manifest = {
@@ -96,13 +100,13 @@ def unpack(path: Path, out: Path, preset: StudyPreset) -> StudyData:
         with tarfile.open(path, mode="r:*") as tar:
             manifest = json.load(tar.extractfile(MANIFEST))  # type: ignore[arg-type]
             if manifest.get("preset") != preset.name:
-                raise ValueError(
+                raise ConfigError(
                     f"{path}: written for preset {manifest.get('preset')!r}, not "
                     f"{preset.name!r}; write a pack with --preset {preset.name} --write-pack"
                 )
             tar.extractall(out, filter="data")  # no links, devices or paths outside out
     except (tarfile.TarError, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a study pack ({e})") from None
+        raise FileFormatError(f"{path}: not a study pack ({e})") from None
     digests = {
         s: json.loads((out / "stages" / f"{s}.json").read_text())["digest"] for s in DATA_STAGES
     }
@@ -139,5 +143,5 @@ def _tar(path: Path, folder: Path, arcname: str, skip: Sequence[str]) -> Path:
         tar.add(folder, arcname, filter=keep)
     size = path.stat().st_size
     if size > MAX_ARCHIVE_BYTES:
-        raise ValueError(f"{path}: {size / 2**20:.1f} MiB, over the 16 MiB an archive may hold")
+        raise DiffembedError(f"{path}: {size / 2**20:.1f} MiB, over the 16 MiB an archive may hold")
     return path

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from diffembed.errors import ConfigError
 from diffembed.study.design import MAIN_ROWS, REFERENCES, REPETITION_ROWS, ROW_NAMES
 
 
@@ -198,7 +199,7 @@ class StudyPreset:
     def __post_init__(self) -> None:
         curve = self.adapt_curve
         if curve is not None and curve.eval_every <= self.adapt.anneal_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"preset {self.name}: adapt_curve.eval_every ({curve.eval_every}) must be above "
                 f"adapt.anneal_steps ({self.adapt.anneal_steps}): every candidate M ends with "
                 "full attention"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffembed.errors import ConfigError
 from diffembed.io import atomic_dir, atomic_write, write_json
 from diffembed.model.model_dir import write_max_length
 from diffembed.provenance import git_commit, machine
@@ -425,7 +426,7 @@ def _best_seed(
             scores = {s: summary["table"][row.name][s]["seed_scores"][i] for s in SUITE_ORDER}
             candidates.append((float(np.mean(list(scores.values()))), row, seed, scores))
     if not candidates:
-        raise ValueError(f"{study.out}: no evaluated diffusion row to export")
+        raise ConfigError(f"{study.out}: no evaluated diffusion row to export")
     return max(candidates, key=lambda c: c[0])
 
 

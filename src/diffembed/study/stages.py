@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffembed.errors import InputNotFoundError
 from diffembed.io import atomic_write, write_json
 from diffembed.provenance import file_sha256, provenance
 from diffembed.study import lms
@@ -215,7 +216,7 @@ class Study:
                 if (self.corpus / f"{s}.jsonl").exists()
             }
             if "eval" not in ids:
-                raise FileNotFoundError(f"{self.corpus}: no eval.jsonl (a corpus directory?)")
+                raise InputNotFoundError(f"{self.corpus}: no eval.jsonl (a corpus directory?)")
             return self.corpus, digest({"corpus": ids, "report": report.exists()})
         from diffembed.data.corpus.build import build_corpus
 
@@ -280,7 +281,7 @@ class Study:
         finetune split's pairs less the held-out sample, plus the pretrain split's pairs."""
         from diffembed.data.pairs.build import build_pairs
         from diffembed.formats.pairs import read_pairs, write_pairs
-        from diffembed.study.heldout import split_heldout
+        from diffembed.study.heldout import split_heldout, without_queries
 
         folder = self.out / "pairs"
         path, heldout = folder / "pairs.jsonl", folder / HELDOUT_PAIRS
@@ -300,7 +301,7 @@ class Study:
                     **{**settings, "max_per_task": training.pretrain_split_per_task},
                     split="pretrain",
                 )
-                train += read_pairs(extra)
+                train += without_queries(read_pairs(extra), held)
             write_pairs(heldout, held)
             write_pairs(path, train)
             report["training_pairs"] = len(train)
