@@ -163,7 +163,8 @@ def stage_base(study: Study, base: Path) -> str:
     it."""
     base_config(base)  # an AR run with its config, or a clear error
     path = study.out / "lm" / "ar"
-    files = sorted(p for p in base.iterdir() if p.is_file())
+    # the model's files; its card (README.md) is prose, not an input of any row
+    files = sorted(p for p in base.iterdir() if p.is_file() and p.name != "README.md")
     key = {"base_files": {p.name: file_sha256(p) for p in files}}
 
     def run() -> None:
