@@ -31,11 +31,16 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="HTTP server: OpenAI-compatible embeddings and index search",
         description="Serve a model over HTTP: POST /v1/embeddings (OpenAI schema), POST "
-        "/v1/search (with --index), GET /v1/models, /health, /metrics. Concurrent requests are "
-        "merged into token-budget batches by one worker; a full queue answers 503.",
+        "/v1/search and a search page at GET / (with --index), GET /v1/models, /health, /metrics. "
+        "Concurrent requests are merged into token-budget batches by one worker; a full queue "
+        "answers 503.",
     )
     p.add_argument("--model", required=True, type=Path, help="model directory")
-    p.add_argument("--index", type=Path, help="index directory built with this model")
+    p.add_argument(
+        "--index",
+        type=Path,
+        help="index directory built with this model: serves /v1/search and the search page at /",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument(
         "--port", type=port_number, default=8080, help="port, 0 = any free (default 8080)"

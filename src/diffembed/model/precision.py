@@ -4,10 +4,22 @@ and the autocast context every forward pass (encode, serve, train, pretrain) run
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def precision_from_bf16(bf16: bool, owner: str) -> str:
+    """The ``precision`` that the deprecated boolean ``bf16`` of ``owner`` (a config class's
+    name) meant, with a DeprecationWarning pointing at the caller's caller (its constructor)."""
+    warnings.warn(
+        f"{owner}(bf16=...) is deprecated; use precision='bf16' or 'fp32'",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    return "bf16" if bf16 else "fp32"
 
 
 def bf16_supported(device: torch.device | str) -> bool:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from diffembed.errors import DiffembedError
 from diffembed.serve.config import ServeConfig
 from diffembed.serve.metrics import Metrics
 
@@ -35,7 +36,7 @@ class QueueFull(Exception):
     """The worker's queue holds ``max_queue_texts`` texts already."""
 
 
-class RejectedInput(ValueError):
+class RejectedInput(DiffembedError):
     """A request's texts cannot be embedded (over-long without truncation, or untokenizable);
     the server answers 400 with ``param`` and ``code``."""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from diffembed.errors import ConfigError
+
 API_KEY_ENV = "DIFFEMBED_API_KEY"
 
 
@@ -58,13 +60,13 @@ class ServeConfig:
         return max(1, os.cpu_count() or 1)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first limit that cannot work (a count below 1, or
+        """Raise ``ConfigError`` naming the first limit that cannot work (a count below 1, or
         more inputs per request than the queue holds)."""
         for name in ("max_batch_tokens", "max_step_texts", "max_queue_texts", "max_inputs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_inputs > self.max_queue_texts:
-            raise ValueError(
+            raise ConfigError(
                 f"max_inputs ({self.max_inputs}) must not exceed max_queue_texts "
                 f"({self.max_queue_texts})"
             )

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from diffembed.eval.fusion import DEFAULT_ALPHA
+from diffembed.index.generations import CURRENT, IndexFormatError
 from diffembed.index.search import Hit
-from diffembed.index.store import CURRENT, IndexFormatError, VectorIndex
+from diffembed.index.store import VectorIndex
 
 logger = logging.getLogger(__name__)
 

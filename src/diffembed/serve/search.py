@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from diffembed.eval.fusion import describe_search
-from diffembed.index.store import IndexFormatError
+from diffembed.index.generations import IndexFormatError
 from diffembed.serve.live_index import IndexChanged
 
 if TYPE_CHECKING:

@@ -10,14 +10,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import warnings
 from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
 from diffembed.errors import ConfigError
 from diffembed.io import read_json
-from diffembed.model.precision import PRECISIONS
+from diffembed.model.precision import PRECISIONS, precision_from_bf16
 from diffembed.train.adaptation import check_adaptation
 from diffembed.train.objectives import OBJECTIVES
 from diffembed.train.schedule import lr_factor
@@ -102,12 +101,7 @@ class PretrainConfig:
 
     def __post_init__(self, bf16: bool | None) -> None:
         if bf16 is not None:
-            warnings.warn(
-                "PretrainConfig(bf16=...) is deprecated; use precision='bf16' or 'fp32'",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            self.precision = "bf16" if bf16 else "fp32"
+            self.precision = precision_from_bf16(bf16, "PretrainConfig")
 
     def validate(self) -> None:
         for name in POSITIVE_INTS:
