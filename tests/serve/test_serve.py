@@ -477,6 +477,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(model_dir):
         request(s.port, "GET", "/health")
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 def test_cli_serve_with_index_and_api_key_stops_on_sigterm(model_dir, index_dir, embedder):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

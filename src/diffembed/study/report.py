@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffembed.errors import ConfigError
-from diffembed.io import atomic_dir, atomic_write, write_json
+from diffembed.io import atomic_dir, atomic_write, read_json, write_json
 from diffembed.model.model_dir import write_max_length
 from diffembed.provenance import git_commit, machine
 from diffembed.study.analysis import analyse, finetune_log
@@ -515,10 +515,12 @@ def export_best(study: Study, dest: Path, rows: Sequence[Row] = ROWS) -> Path:
     ``max_position_embeddings`` (positions beyond those were never trained). Selection uses the
     evaluation tasks themselves, which the card says.
     """
-    summary = json.loads((study.out / "summary.json").read_text())
+    from diffembed.model.model_dir import ModelDir, max_positions
+
+    summary = read_json(study.out / "summary.json")
     mean, row, seed, scores = _best_seed(study, summary, rows)
-    config = json.loads((study.ft_dir(row, seed) / "config.json").read_text())
-    positions = config.get("max_position_embeddings") or study.preset.eval.max_length
+    config = ModelDir(study.ft_dir(row, seed)).config
+    positions = max_positions(config) or study.preset.eval.max_length
     max_length = min(study.preset.eval.max_length, positions)
     with atomic_dir(dest) as tmp:
         _copy_model(study.ft_dir(row, seed), tmp, max_length)

@@ -382,8 +382,9 @@ class Study:
         those were never trained)."""
         if row.max_length is not None:
             return row.max_length
-        config = json.loads((self.ft_dir(row, seed) / "config.json").read_text())
-        positions = config.get("max_position_embeddings")
+        from diffembed.model.model_dir import ModelDir, max_positions
+
+        positions = max_positions(ModelDir(self.ft_dir(row, seed)).config)
         wanted = self.preset.eval.max_length
         return min(wanted, int(positions)) if positions else wanted
 

@@ -3,10 +3,10 @@ headless Debian ``chromium`` through the tests' DevTools client (``tests/serve/c
 
 Serves the index ``make demo`` writes (the Python standard library's pages, the shipped model),
 searches one of the demo's fixed queries and writes ``search-360.png`` and ``search-1400.png``
-beside this file::
+into ``results/web/``::
 
     make demo
-    .venv/bin/python results/web/screenshots.py
+    .venv/bin/python scripts/search_page_screenshots.py
 
 Options: ``--index DIR`` (default ``demo-output/index``), ``--model DIR`` (default
 ``models/diffembed-tiny``), ``--query``, ``--k``, ``--out DIR``.
@@ -21,14 +21,15 @@ import time
 import urllib.parse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "serve"))
 
 from cdp import Browser, enable_page_domains  # noqa: E402
 
 from diffembed.index.store import VectorIndex, check_model  # noqa: E402
 from diffembed.model.embedder import Embedder  # noqa: E402
-from diffembed.serve.app import ServeConfig, bind_socket, create_app, make_server  # noqa: E402
+from diffembed.serve.app import bind_socket, create_app, make_server  # noqa: E402
+from diffembed.serve.config import ServeConfig  # noqa: E402
 
 WIDTHS = (360, 1400)
 
@@ -39,7 +40,7 @@ def main() -> int:
     p.add_argument("--model", type=Path, default=ROOT / "models" / "diffembed-tiny")
     p.add_argument("--query", default="parse command line options and arguments")
     p.add_argument("--k", type=int, default=5)
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "web")
     args = p.parse_args()
     if not (args.index / "CURRENT").exists():
         sys.exit(f"no index at {args.index}: run `make demo` first, or pass --index DIR")
