@@ -20,6 +20,7 @@ from diffembed.cli.options import (
 )
 from diffembed.errors import ConfigError
 from diffembed.eval.evaluate import EvalSettings, collect_task_dirs, evaluate_model
+from diffembed.eval.quantize import QUANTIZE, RESCORE_FACTOR
 from diffembed.formats.tasks import SUITES
 from diffembed.io import check_output_file
 from diffembed.model.chunking import CHUNKINGS, Chunking
@@ -110,9 +111,10 @@ def _add_retriever_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retriever (the same code as `diffembed search --mode`)")
     g.add_argument(
         "--retriever",
-        choices=("dense", "bm25", "hybrid"),
+        choices=("dense", "bm25", "hybrid", "sparse", "dense+sparse"),
         default="dense",
-        help="dense: the model (default); bm25; hybrid: the model and BM25 fused",
+        help="dense: the model (default); bm25; hybrid: the model and BM25 fused; sparse: a "
+        "mask-readout model's LM-head terms; dense+sparse: its dense and sparse sides fused",
     )
     add_fusion(g)
     g.add_argument(
@@ -130,6 +132,25 @@ def _add_retriever_options(p: argparse.ArgumentParser) -> None:
         help="with --chunk-tokens: plain (each chunk alone, default) or late (pooled from the "
         "whole document in context)",
     )
+    g.add_argument(
+        "--dimensions",
+        type=at_least(1),
+        help="search the first N dimensions of every vector, renormalised, as `index build "
+        "--dimensions` stores them (warns unless the model was trained for N)",
+    )
+    g.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        default="none",
+        help="search documents stored as `index build --quantize` stores them: none (float32, "
+        "default), int8, or binary (candidates re-scored from int8)",
+    )
+    g.add_argument(
+        "--rescore-factor",
+        type=at_least(1),
+        default=RESCORE_FACTOR,
+        help=f"--quantize binary: candidates re-scored per result (default {RESCORE_FACTOR})",
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -146,7 +167,8 @@ def run_eval(args: argparse.Namespace) -> int:
     for flag in ("mteb_data", "instructions"):
         if getattr(args, flag) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')} applies to --mteb / --benchmark only")
-    alpha = fusion_choice(args, args.retriever == "hybrid", "--retriever hybrid")
+    fused = args.retriever in ("hybrid", "dense+sparse")
+    alpha = fusion_choice(args, fused, "--retriever hybrid or dense+sparse")
     chunking = None  # whole documents; compose_retriever refuses --chunking alone
     if args.chunk_tokens is not None or args.chunking is not None:
         chunking = Chunking(args.chunk_tokens, args.chunk_overlap, args.chunking or "plain")
@@ -161,6 +183,9 @@ def run_eval(args: argparse.Namespace) -> int:
         retriever=args.retriever,
         alpha=alpha,
         chunking=chunking,
+        dimensions=args.dimensions,
+        quantize=args.quantize,
+        rescore_factor=args.rescore_factor,
     )
     evaluate_model(
         args.model,
@@ -180,11 +205,11 @@ def _run_mteb(args: argparse.Namespace, names: list[str]) -> int:
         raise ConfigError("--mteb / --benchmark run MTEB tasks; drop --tasks-root / --task-dir")
     if args.model in ("bm25", "minilm"):
         raise ConfigError("--mteb / --benchmark evaluate a model directory, not bm25 or minilm")
-    given = (args.alpha, args.fusion, args.chunk_tokens)
-    if args.retriever != "dense" or any(v is not None for v in given):
+    given = (args.alpha, args.fusion, args.chunk_tokens, args.dimensions)
+    if args.retriever != "dense" or args.quantize != "none" or any(v is not None for v in given):
         raise ConfigError(
-            "--retriever, --fusion, --alpha and --chunk-tokens apply to task folders, not "
-            "--mteb / --benchmark"
+            "--retriever, --fusion, --alpha, --chunk-tokens, --dimensions and --quantize apply "
+            "to task folders, not --mteb / --benchmark"
         )
     run_mteb(
         args.model,

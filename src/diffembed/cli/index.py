@@ -23,6 +23,7 @@ from diffembed.cli.options import (
     fusion_choice,
 )
 from diffembed.errors import ConfigError
+from diffembed.eval.quantize import QUANTIZE, RESCORE_FACTOR
 from diffembed.index.build import IndexSettings, add_documents, build_index
 from diffembed.index.documents import read_documents
 from diffembed.index.search import Searcher
@@ -80,6 +81,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--ef-search", type=at_least(1), default=128, help="HNSW search depth (default 128)"
     )
+    _add_small_vector_options(b)
     add_max_length(b)
     add_precision(b)
     add_compile(b)
@@ -105,6 +107,30 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=run_index_info)
 
 
+def _add_small_vector_options(p: argparse.ArgumentParser) -> None:
+    """``--dimensions``, ``--quantize`` and ``--rescore-factor`` of ``index build``."""
+    p.add_argument(
+        "--dimensions",
+        type=at_least(1),
+        help="store the first N dimensions of each vector, renormalised (queries are cut alike); "
+        "warns unless the model was trained for N (finetune --matryoshka-dims)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        default="none",
+        help="none (float32, default), int8 (faiss scalar quantizer, 1 byte per dimension) or "
+        "binary (1 bit per dimension in memory; the top candidates re-scored from int8 codes "
+        "memory-mapped from disk); flat only",
+    )
+    p.add_argument(
+        "--rescore-factor",
+        type=at_least(1),
+        default=RESCORE_FACTOR,
+        help=f"binary: candidates re-scored per result wanted (default {RESCORE_FACTOR})",
+    )
+
+
 def _add_write_options(p: argparse.ArgumentParser) -> None:
     """``--batch-tokens``, ``--device`` and ``--strict``, shared by ``index build`` and ``add``."""
     p.add_argument(
@@ -117,6 +143,7 @@ def _add_write_options(p: argparse.ArgumentParser) -> None:
 def run_index_build(args: argparse.Namespace) -> int:
     from diffembed.model import sharded
     from diffembed.model.embedder import Embedder
+    from diffembed.model.readout import require_single_vector
 
     check_writable(args.out, into=True)  # generations are written inside --out
     settings = IndexSettings(
@@ -125,6 +152,9 @@ def run_index_build(args: argparse.Namespace) -> int:
         hnsw_m=args.hnsw_m,
         ef_search=args.ef_search,
         bm25=args.bm25,
+        dimensions=args.dimensions,
+        quantize=args.quantize,
+        rescore_factor=args.rescore_factor,
     )
     docs = read_documents(args.docs, strict=args.strict)
     overrides: dict[str, Any] = {"precision": args.precision}
@@ -136,6 +166,7 @@ def run_index_build(args: argparse.Namespace) -> int:
     embedder = Embedder.load(
         args.model, device=device, strict_length=args.strict, compile=args.compile, **overrides
     )
+    require_single_vector(embedder, "index build")
     start = time.perf_counter()
     built = build_index(
         docs,
@@ -154,10 +185,11 @@ def run_index_build(args: argparse.Namespace) -> int:
         return 0  # not rank 0: its shards are written, rank 0 wrote the index
     with built as index:
         logger.info(
-            "built %s: %d documents, %d vectors (%s) in %.1f s",
+            "built %s: %d documents, %d %s vectors (%s) in %.1f s",
             args.out,
             index.n_documents,
             index.ntotal,
+            index.describe_vectors(),
             index.describe_mode(),
             time.perf_counter() - start,
         )
@@ -204,7 +236,7 @@ def add_search_parser(sub: argparse._SubParsersAction) -> None:
         "or --prompt-name) and print the best documents with scores and snippets. --json "
         "prints an object: index, query, chunking (how documents were embedded: whole or "
         "chunked), search (mode, fusion, alpha), note (why BM25 matched nothing, else null), "
-        "documents, vectors, hits.",
+        "documents, vectors, vectors_stored (float32, int8 or binary; dimensions kept), hits.",
     )
     p.add_argument("index", type=Path, help="index directory")
     p.add_argument("query", help="query text")
@@ -253,12 +285,14 @@ def run_search(args: argparse.Namespace) -> int:
             "note": note,
             "documents": index.n_documents,
             "vectors": index.ntotal,
+            "vectors_stored": index.describe_vectors(),
             "hits": [h.to_dict() for h in hits],
         }
         print(json.dumps(out, ensure_ascii=False, indent=2))
     else:
         print(
-            f"{args.index}: {index.n_documents} documents, {index.ntotal} vectors; "
+            f"{args.index}: {index.n_documents} documents, {index.ntotal} "
+            f"{index.describe_vectors()} vectors; "
             f"{index.describe_mode()}; search: {mode}"
             + (f" ({fusion_label(describe_fusion(alpha))})" if mode == "hybrid" else "")
         )

@@ -33,6 +33,7 @@ from diffembed.formats.texts import (
 )
 from diffembed.io import atomic_write, check_output_dir, check_output_file, check_writable
 from diffembed.model import sharded
+from diffembed.model.dimensions import truncate
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,26 @@ def add_encode_parser(sub: argparse._SubParsersAction) -> None:
         help="token budget per batch, rows x longest row (default: 16384)",
     )
     p.add_argument("--batch-size", type=at_least(1), help="cap on texts per batch")
+    p.add_argument(
+        "--dimensions",
+        type=at_least(1),
+        help="keep the first N dimensions of each vector, renormalised; logs a warning unless "
+        "the model was trained for N (finetune --matryoshka-dims)",
+    )
     add_precision(p)
     add_compile(p)
     p.add_argument(
         "--attention", choices=["bidirectional", "causal"], help="override the model's attention"
     )
     p.add_argument(
-        "--pooling", choices=["mean", "last", "weighted_mean"], help="override the model's pooling"
+        "--pooling",
+        choices=["mean", "last", "weighted_mean", "mask"],
+        help="override the model's pooling (mask: the mask-token readout, see --mask-tokens)",
+    )
+    p.add_argument(
+        "--mask-tokens",
+        type=at_least(1),
+        help="with --pooling mask: K mask tokens per text (K > 1 writes [N, K, H] vectors)",
     )
     add_device(p)
     add_no_progress(p)
@@ -97,12 +111,16 @@ def run_encode(args: argparse.Namespace) -> int:
         overrides["max_length"] = args.max_length
     if args.pooling is not None:
         overrides["pooling"] = args.pooling
+    if args.mask_tokens is not None:
+        overrides["mask_tokens"] = args.mask_tokens
     overrides["strict_length"] = args.strict
     ctx = sharded.join(args.device) if ranks > 1 else None
     device = ctx.device if ctx is not None else args.device
     embedder = Embedder.load(
         args.model, attention=args.attention, device=device, compile=args.compile, **overrides
     )
+    if args.dimensions is not None:  # refused or warned about before any encoding
+        _check_dimensions(args.model, args.dimensions, embedder.dim)
     start = time.perf_counter()
     run = None
     if ctx is None:
@@ -116,6 +134,7 @@ def run_encode(args: argparse.Namespace) -> int:
             return 0  # not rank 0: its shards are written, rank 0 merges
         vectors, stats = merged
     seconds = time.perf_counter() - start
+    vectors = truncate(vectors, args.dimensions)
     with atomic_write(args.output, "wb") as f:
         np.save(f, vectors)
     if run is not None:
@@ -130,6 +149,17 @@ def run_encode(args: argparse.Namespace) -> int:
         stats.tokens / max(seconds, 1e-9),
     )
     return 0
+
+
+def _check_dimensions(model: Path, n: int, full: int) -> None:
+    """Refuse ``--dimensions`` beyond the model's width; log a warning for a length the model
+    was not trained for."""
+    from diffembed.model.dimensions import check_dimensions, dimensions_warning
+    from diffembed.model.model_dir import trained_dims
+
+    warning = dimensions_warning(check_dimensions(n, full), full, trained_dims(model))
+    if warning is not None:
+        logger.warning("--dimensions: %s", warning)
 
 
 def _encode_sharded(

@@ -102,6 +102,8 @@ def run_serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
     from diffembed.index.store import VectorIndex, check_model
     from diffembed.model.embedder import Embedder
+    from diffembed.model.model_dir import trained_dims
+    from diffembed.model.readout import require_single_vector
 
     overrides: dict[str, Any] = {}
     if args.precision is not None:
@@ -117,6 +119,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
     embedder = Embedder.load(
         args.model, device=args.device, strict_length=args.strict, compile=args.compile, **overrides
     )
+    require_single_vector(embedder, "serve")
     config = ServeConfig(
         model_name=args.model_name or args.model.resolve().name,
         max_batch_tokens=args.max_batch_tokens,
@@ -127,7 +130,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket) -> int:
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         threads=args.threads,
     )
-    app = create_app(embedder, config, index)
+    app = create_app(embedder, config, index, trained_dims(args.model))
     port = sock.getsockname()[1]
     logger.info(
         "serving %s on http://%s:%d (index: %s, API key: %s, worker threads: %d, "

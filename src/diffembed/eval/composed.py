@@ -20,7 +20,7 @@ import numpy as np
 
 from diffembed.errors import ConfigError, DiffembedError
 from diffembed.eval.fusion import DEFAULT_ALPHA
-from diffembed.eval.models import EmbedderRetriever
+from diffembed.eval.models import EmbedderRetriever, SparseReadoutRetriever
 from diffembed.eval.retrievers import (
     BM25Retriever,
     DenseRetriever,
@@ -32,7 +32,8 @@ from diffembed.model.chunking import Chunking, late_chunk, split_texts
 
 logger = logging.getLogger(__name__)
 
-RETRIEVERS = ("dense", "bm25", "hybrid")
+# sparse / dense+sparse: a mask-readout model's LM-head terms, alone or fused with its dense side.
+RETRIEVERS = ("dense", "bm25", "hybrid", "sparse", "dense+sparse")
 
 
 class ChunkedRetriever(DenseRetriever):
@@ -162,4 +163,10 @@ def compose_retriever(
         if not isinstance(model, DenseRetriever):
             raise ConfigError("--retriever hybrid needs a dense model as --model")
         return HybridRetriever(model, BM25Retriever(), alpha)
+    if retriever in ("sparse", "dense+sparse"):
+        if not isinstance(model, EmbedderRetriever):
+            raise ConfigError(f"--retriever {retriever} needs a mask-readout model directory")
+        sparse = SparseReadoutRetriever(model)
+        # One fusion path: the readout's sparse side takes BM25's place in HybridRetriever.
+        return sparse if retriever == "sparse" else HybridRetriever(model, sparse, alpha)
     return model

@@ -38,6 +38,7 @@ from diffembed.eval.metrics import (
     retrieval_metrics,
 )
 from diffembed.eval.models import make_retriever
+from diffembed.eval.quantize import QUANTIZE, RESCORE_FACTOR
 from diffembed.eval.retrievers import DenseRetriever, EncodeReport, Retriever
 from diffembed.formats.tasks import (
     Qrels,
@@ -350,7 +351,9 @@ class EvalSettings:
     documents per query; ``use_faiss``: faiss IndexFlatIP top-k, the same results), the
     retriever (``retriever`` dense, bm25 or hybrid; ``alpha``: the hybrid fusion, the weight of
     dense in the convex combination, None: reciprocal-rank fusion, k = 60; ``chunking``:
-    documents split as ``index build`` splits them, None: whole) and the recorded ``seed``."""
+    documents split as ``index build`` splits them, None: whole), the vectors searched
+    (``dimensions``: the first N, renormalised; ``quantize``: none, int8 or binary, as ``index
+    build --quantize`` stores them: ``diffembed.eval.small``) and the recorded ``seed``."""
 
     max_length: int | None = None
     batch_tokens: int | None = 16384
@@ -362,10 +365,17 @@ class EvalSettings:
     retriever: str = "dense"
     alpha: float | None = DEFAULT_ALPHA
     chunking: Chunking | None = None
+    dimensions: int | None = None
+    quantize: str = "none"
+    rescore_factor: int = RESCORE_FACTOR
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ConfigError(f"top_k (--top-k) must be >= 1, got {self.top_k}")
+        if self.quantize not in QUANTIZE:
+            raise ConfigError(f"--quantize must be one of {QUANTIZE}, got {self.quantize!r}")
+        if self.small and self.chunking is not None:
+            raise ConfigError("--dimensions and --quantize take whole documents: no --chunk-tokens")
 
     def record(self, device: str) -> dict[str, Any]:
         """The ``settings`` of a result file (``device``: the one used)."""
@@ -382,6 +392,20 @@ class EvalSettings:
             "fusion": used["fusion"],
             "alpha": used["alpha"],
             "chunking": None if self.chunking is None else self.chunking.describe(),
+            # only when asked: the records of float, full-width runs stay as they were
+            **({"vectors": self.vectors_record()} if self.small else {}),
+        }
+
+    @property
+    def small(self) -> bool:
+        """Whether vectors are cut or quantised."""
+        return self.dimensions is not None or self.quantize != "none"
+
+    def vectors_record(self) -> dict[str, Any]:
+        return {
+            "dimensions": self.dimensions,
+            "quantize": self.quantize,
+            "rescore_factor": self.rescore_factor if self.quantize == "binary" else None,
         }
 
 
@@ -404,6 +428,7 @@ def evaluate_model(
     task finishes, and a Markdown table ``OUT.md``; returns the summary written to ``out``.
     """
     from diffembed.eval.composed import compose_retriever
+    from diffembed.eval.small import shrink_retriever
     from diffembed.provenance import provenance
 
     start = time.time()
@@ -417,6 +442,8 @@ def evaluate_model(
     s = settings
     loaded = "bm25" if s.retriever == "bm25" else str(model)
     base = make_retriever(loaded, s.max_length, s.batch_tokens, s.precision, device, show_progress)
+    if s.small:
+        base = shrink_retriever(base, s.dimensions, s.quantize, s.rescore_factor)
     retriever = compose_retriever(base, s.retriever, s.alpha, s.chunking)
     if s.use_faiss and not isinstance(retriever, DenseRetriever):
         logger.warning("%s: faiss applies to dense models only; searching exactly", model)

@@ -93,7 +93,7 @@ def fusion_label(fusion: Mapping[str, Any]) -> str:
 def describe_search(mode: str, alpha: float | None) -> dict[str, Any]:
     """What a search in ``mode`` used: ``{"mode", "fusion", "alpha"}``; fusion and alpha are
     None unless ``mode`` is hybrid (alpha None for rrf)."""
-    if mode != "hybrid":
+    if mode not in ("hybrid", "dense+sparse"):
         return {"mode": mode, "fusion": None, "alpha": None}
     return {"mode": mode, "fusion": describe_fusion(alpha)["method"], "alpha": alpha}
 

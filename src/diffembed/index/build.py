@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffembed.errors import ConfigError, DiffembedError, OutputExistsError
+from diffembed.eval.quantize import QUANTIZE, RESCORE_FACTOR, bytes_per_vector
 from diffembed.formats.corpus import Document
 from diffembed.index.documents import DocumentsError
 from diffembed.index.generations import (
@@ -36,6 +37,7 @@ from diffembed.index.store import (
     write_generation,
 )
 from diffembed.model.chunking import Chunking, late_chunk, split_texts
+from diffembed.model.dimensions import check_dimensions, dimensions_warning
 
 if TYPE_CHECKING:
     from diffembed.distributed import Dist
@@ -59,7 +61,10 @@ class IndexSettings:
     (:class:`diffembed.model.chunking.Chunking`); ``faiss_type``: ``"flat"`` (exact inner
     product) or ``"hnsw"`` (approximate, ``hnsw_m`` neighbours per node, ``ef_construction`` /
     ``ef_search`` build and search depths); ``bm25``: keep a BM25 index of the documents in
-    every generation (hybrid search).
+    every generation (hybrid search); ``dimensions``: store the first N dimensions of each
+    vector, renormalised (None: all); ``quantize``: ``"none"`` (float32), ``"int8"`` or
+    ``"binary"`` (``diffembed.index.quantize``; flat only), binary re-scoring
+    ``rescore_factor`` candidates per result from int8 codes kept on disk.
     """
 
     chunking: Chunking = field(default_factory=Chunking)
@@ -68,16 +73,48 @@ class IndexSettings:
     ef_construction: int = 200
     ef_search: int = 128
     bm25: bool = True
+    dimensions: int | None = None
+    quantize: str = "none"
+    rescore_factor: int = RESCORE_FACTOR
 
     def __post_init__(self) -> None:
         # faiss aborts the process on some of these, so they are refused before it sees them.
         if self.faiss_type not in FAISS_TYPES:
             raise ConfigError(f"faiss type must be one of {FAISS_TYPES}, got {self.faiss_type!r}")
-        for name, least in (("hnsw_m", 2), ("ef_construction", 1), ("ef_search", 1)):
+        if self.quantize not in QUANTIZE:
+            raise ConfigError(
+                f"quantize (--quantize) must be one of {QUANTIZE}, got {self.quantize!r}"
+            )
+        if self.quantize != "none" and self.faiss_type != "flat":
+            raise ConfigError(
+                f"--quantize {self.quantize} searches every vector (faiss flat); drop --faiss "
+                f"{self.faiss_type}"
+            )
+        if self.dimensions is not None and (
+            isinstance(self.dimensions, bool)
+            or not isinstance(self.dimensions, (int, np.integer))
+            or self.dimensions < 1
+        ):
+            raise ConfigError(f"--dimensions must be an integer >= 1, got {self.dimensions!r}")
+        for name, least in (
+            ("hnsw_m", 2),
+            ("ef_construction", 1),
+            ("ef_search", 1),
+            ("rescore_factor", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{name} ({flag}) must be an integer >= {least}, got {value!r}")
+
+    def vectors_meta(self, model_dim: int) -> dict[str, Any]:
+        """meta.json's ``vectors`` entry for a model of ``model_dim`` dimensions."""
+        dim = check_dimensions(self.dimensions or model_dim, model_dim)
+        out: dict[str, Any] = {"dim": dim, "quantize": self.quantize}
+        if self.quantize == "binary":
+            out.update(rescore="int8", rescore_factor=self.rescore_factor)
+        out["bytes_per_vector"] = bytes_per_vector(dim, self.quantize)
+        return out
 
     def faiss_meta(self) -> dict[str, Any]:
         """meta.json's ``faiss`` entry."""
@@ -253,6 +290,7 @@ def build_index(
             f"chunk_tokens={tokens} exceeds the model's max_length={embedder.max_length}"
         )
     meta = _new_meta(model_dir, embedder, settings)
+    _warn_untrained_dims(model_dir, meta["vectors"]["dim"], embedder.dim)
 
     def encode(part: list[Document], progress: bool = show_progress) -> EncodedDocuments:
         return _encode_documents(embedder, part, settings.chunking, batch_tokens, progress)
@@ -407,7 +445,18 @@ def _new_meta(model_dir: Path, embedder: Embedder, settings: IndexSettings) -> d
     if settings.bm25:
         meta["bm25"] = {}  # write_generation records the settings and the document count
     meta["faiss"] = settings.faiss_meta()
+    meta["vectors"] = settings.vectors_meta(embedder.dim)
     return meta
+
+
+def _warn_untrained_dims(model_dir: Path, dim: int, full: int) -> None:
+    """Log a warning when the index keeps a length of the vectors the model was not trained
+    for (``dimensions_warning``)."""
+    from diffembed.model.model_dir import trained_dims
+
+    warning = dimensions_warning(dim, full, trained_dims(model_dir))
+    if warning is not None:
+        logger.warning("index --dimensions: %s", warning)
 
 
 def add_documents(

@@ -17,10 +17,14 @@ from typing import Any
 from diffembed.errors import DiffembedError
 from diffembed.io import atomic_write
 
-FORMAT_VERSION = 1
+# 2: meta.json's "vectors" entry (stored dimensions, quantisation; issue 31). Version 1
+# indexes (float32 vectors of the model's width, no "vectors" entry) still open and grow.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CURRENT = "CURRENT"
 META = "meta.json"
 VECTORS = "vectors.faiss"
+RESCORE = "rescore.safetensors"  # binary indexes: the int8 codes that re-score candidates
 DOCS = "docs.sqlite"
 FILES = "files"  # meta.json's {relative path: {"bytes", "sha256"}} of the generation's files
 REBUILD = "rebuild the index with `diffembed index build --overwrite`"

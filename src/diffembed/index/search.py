@@ -18,6 +18,7 @@ from diffembed.eval.fusion import DEFAULT_ALPHA
 from diffembed.formats.corpus import Document
 from diffembed.index.generations import VECTORS, corrupt_file
 from diffembed.index.store import ModelMismatchError, VectorIndex, load_embedder_for, select_in
+from diffembed.model.dimensions import truncate
 
 if TYPE_CHECKING:
     from diffembed.model.embedder import Embedder
@@ -50,7 +51,8 @@ def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
 
 
 def rank_documents(index: VectorIndex, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
-    """``index.search``: the best ``k`` documents for each of ``queries`` (``float32 [Q, H]``).
+    """``index.search``: the best ``k`` documents for each of ``queries`` (``float32 [Q, H]``;
+    vectors of the model's width are cut to the index's ``--dimensions`` and renormalised).
 
     Chunked indexes fetch more rows than ``k`` (several may belong to one document) and widen
     the fetch until ``k`` distinct documents are found or every row was seen.
@@ -58,6 +60,8 @@ def rank_documents(index: VectorIndex, queries: np.ndarray, k: int = 10) -> list
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if queries.shape[1] == index.model_dim and index.dim < index.model_dim:
+        queries = truncate(queries, index.dim)
     if queries.shape[1] != index.dim:
         raise ValueError(f"query vectors have dimension {queries.shape[1]}, index {index.dim}")
     if not np.isfinite(queries).all():
@@ -238,8 +242,8 @@ class Searcher:
     """An index and its model: text queries in, ranked documents out."""
 
     def __init__(self, index: VectorIndex, embedder: Embedder) -> None:
-        if embedder.dim != index.dim:
-            raise ModelMismatchError(f"model dimension {embedder.dim} != index {index.dim}")
+        if embedder.dim != index.model_dim:
+            raise ModelMismatchError(f"model dimension {embedder.dim} != index {index.model_dim}")
         self.index = index
         self.embedder = embedder
 

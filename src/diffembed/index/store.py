@@ -8,8 +8,11 @@ Layout of an index directory::
       gen-000003/
         meta.json      model dir hash + path, embedding settings, chunking mode, faiss type,
                        counts, and each other file's size and sha256 ("files")
-        vectors.faiss  faiss index (IndexFlatIP, or IndexHNSWFlat with inner product); row r is
-                       the r-th vector
+        vectors.faiss  faiss index (IndexFlatIP, or IndexHNSWFlat with inner product; with
+                       --quantize an int8 scalar quantizer or a binary index,
+                       ``diffembed.index.quantize``); row r is the r-th vector, of the first
+                       meta.json ``vectors.dim`` dimensions of the model's, renormalised
+        rescore.safetensors  binary indexes: the int8 codes that re-score the candidates
         docs.sqlite    documents(doc_id, title, text, meta, tokens, truncated, n_chunks) and
                        vectors(row, doc_id, chunk, char_start, char_end, tokens)
         bm25/          BM25 over the same documents (``diffembed.index.lexical``), when built
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffembed.errors import DiffembedError, InputNotFoundError
+from diffembed.eval.quantize import QuantizedVectors
 from diffembed.formats.corpus import Document
 
 # CURRENT stays importable from here for diffembed.serve.live_index.
@@ -47,11 +51,12 @@ from diffembed.index.generations import CURRENT as CURRENT
 from diffembed.index.generations import (
     DOCS,
     FILES,
-    FORMAT_VERSION,
     META,
+    READABLE_VERSIONS,
     VECTORS,
     IndexFormatError,
     clean_leftovers,
+    corrupt_file,
     corrupt_from_error,
     current_generation,
     file_checksums,
@@ -60,7 +65,9 @@ from diffembed.index.generations import (
     swap_current,
     verify_files,
 )
+from diffembed.index.quantize import read_quantized, write_quantized
 from diffembed.io import atomic_dir, read_json, write_json
+from diffembed.model.dimensions import truncate
 
 if TYPE_CHECKING:
     from diffembed.index.lexical import LexicalIndex
@@ -93,10 +100,49 @@ def _new_faiss(dim: int, kind: str, hnsw_m: int, ef_construction: int) -> Any:
     raise ValueError(f"faiss type must be one of {FAISS_TYPES}, got {kind!r}")
 
 
+def vectors_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's ``vectors`` entry (stored ``dim``, ``quantize`` none|int8|binary,
+    ``rescore_factor``, ``bytes_per_vector``); for a version-1 index, which stored the model's
+    float32 vectors whole, the entry it would have had."""
+    recorded = meta.get("vectors")
+    if recorded is not None:
+        return recorded
+    return {"dim": int(meta["embedding"]["dim"]), "quantize": "none"}
+
+
 def _empty_faiss(meta: dict[str, Any]) -> Any:
-    """A new, empty faiss index of the type and settings ``meta`` records."""
-    f = meta["faiss"]
-    return _new_faiss(meta["embedding"]["dim"], f["type"], f["hnsw_m"], f["ef_construction"])
+    """A new, empty faiss index (or ``QuantizedVectors``) of the type and settings ``meta``
+    records."""
+    f, v = meta["faiss"], vectors_meta(meta)
+    if v["quantize"] != "none":
+        return QuantizedVectors(v["dim"], v["quantize"], v.get("rescore_factor", 10))
+    return _new_faiss(v["dim"], f["type"], f["hnsw_m"], f["ef_construction"])
+
+
+def read_vectors(generation: Path, meta: dict[str, Any]) -> Any:
+    """The generation's vectors: a faiss index, or ``QuantizedVectors`` for a quantised index;
+    a damaged file is an ``IndexFormatError`` naming it."""
+    v = vectors_meta(meta)
+    if v["quantize"] != "none":
+        return read_quantized(generation, v)
+    faiss, path = _faiss(), generation / VECTORS
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as e:  # faiss reports a short or garbled file this way
+        raise corrupt_from_error(path, "not a readable faiss index", e) from None
+    kind = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSW}.get(meta["faiss"]["type"])
+    if (kind is not None and not isinstance(index, kind)) or index.d != v["dim"]:
+        raise corrupt_file(
+            path, f"not a float32 {meta['faiss']['type']} index of {v['dim']} dimensions"
+        )
+    return index
+
+
+def _write_vectors(vindex: Any, generation: Path) -> None:
+    if isinstance(vindex, QuantizedVectors):
+        write_quantized(vindex, generation)
+    else:
+        _faiss().write_index(vindex, str(generation / VECTORS))
 
 
 _SCHEMA = """
@@ -144,17 +190,15 @@ class VectorIndex:
         gen = current_generation(index_dir)
         meta_path = gen / META
         meta = read_json(meta_path, IndexFormatError)
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_VERSIONS:
             raise IndexFormatError(
-                f"{meta_path}: unsupported format_version {meta.get('format_version')!r}"
+                f"{meta_path}: unsupported format_version {meta.get('format_version')!r} "
+                f"(this diffembed reads {', '.join(map(str, READABLE_VERSIONS))})"
             )
         if not (gen / VECTORS).is_file() or not (gen / DOCS).is_file():
             raise IndexFormatError(f"{gen}: missing {VECTORS} or {DOCS}")
         verify_files(gen, meta)
-        try:
-            faiss_index = _faiss().read_index(str(gen / VECTORS))
-        except RuntimeError as e:  # faiss reports a short or garbled file this way
-            raise corrupt_from_error(gen / VECTORS, "not a readable faiss index", e) from None
+        faiss_index = read_vectors(gen, meta)
         index = cls(index_dir, gen, meta, faiss_index)
         try:
             rows = index.db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
@@ -201,7 +245,24 @@ class VectorIndex:
 
     @property
     def dim(self) -> int:
+        """Dimensions of the stored vectors (the model's, or fewer with ``--dimensions``)."""
+        return int(vectors_meta(self.meta)["dim"])
+
+    @property
+    def model_dim(self) -> int:
+        """Dimensions of the model's vectors; queries of this width are cut to ``dim``."""
         return int(self.meta["embedding"]["dim"])
+
+    @property
+    def quantize(self) -> str:
+        """How the vectors are stored: ``"none"`` (float32), ``"int8"`` or ``"binary"``."""
+        return str(vectors_meta(self.meta)["quantize"])
+
+    def describe_vectors(self) -> str:
+        """E.g. ``"binary (re-scored from int8), 64 of 128 dimensions"``."""
+        kind = {"none": "float32", "int8": "int8", "binary": "binary (re-scored from int8)"}
+        cut = f", {self.dim} of {self.model_dim} dimensions" if self.dim != self.model_dim else ""
+        return f"{kind[self.quantize]}{cut}"
 
     @property
     def mode(self) -> dict[str, Any]:
@@ -343,27 +404,26 @@ def _write_tables(
 ) -> tuple[int, int, int]:
     """Write ``docs.sqlite`` and ``vectors.faiss`` into ``tmp``; return the counts
     ``(documents, rows, truncated documents)``."""
-    faiss = _faiss()
     db = sqlite3.connect(tmp / DOCS)
     if base is not None:
         src = sqlite3.connect(f"file:{base / DOCS}?mode=ro", uri=True)
         src.backup(db)
         src.close()
-        vindex = faiss.read_index(str(base / VECTORS))
+        vindex = read_vectors(base, meta)
     else:
         db.executescript(_SCHEMA)
         vindex = _empty_faiss(meta)
     with db:
         if replace_ids:
             vindex = _drop_documents(db, vindex, meta, replace_ids)
-        _append(db, vindex, encoded)
+        _append(db, vindex, encoded, vectors_meta(meta)["dim"])
         n_rows = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
         n_docs = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
         n_trunc = db.execute("SELECT COALESCE(SUM(truncated), 0) FROM documents").fetchone()[0]
     db.close()
     if n_rows != vindex.ntotal:  # a bug, never a user error
         raise AssertionError(f"{tmp}: {vindex.ntotal} vectors but {n_rows} rows")
-    faiss.write_index(vindex, str(tmp / VECTORS))
+    _write_vectors(vindex, tmp)
     return n_docs, n_rows, n_trunc
 
 
@@ -377,10 +437,13 @@ def _drop_documents(
         "SELECT row, doc_id, chunk, char_start, char_end, tokens FROM vectors "
         "WHERE doc_id NOT IN (SELECT doc_id FROM gone) ORDER BY row"
     ).fetchall()
-    old = vindex.reconstruct_n(0, vindex.ntotal) if vindex.ntotal else None
-    vindex = _empty_faiss(meta)
-    if kept:
-        vindex.add(np.ascontiguousarray(old[[r[0] for r in kept]]))
+    if isinstance(vindex, QuantizedVectors):  # keep the codes: decoding and re-encoding drifts
+        vindex = vindex.select([r[0] for r in kept])
+    else:
+        old = vindex.reconstruct_n(0, vindex.ntotal) if vindex.ntotal else None
+        vindex = _empty_faiss(meta)
+        if kept:
+            vindex.add(np.ascontiguousarray(old[[r[0] for r in kept]]))
     db.execute("DELETE FROM documents WHERE doc_id IN (SELECT doc_id FROM gone)")
     db.execute("DELETE FROM vectors")
     db.executemany(
@@ -390,8 +453,9 @@ def _drop_documents(
     return vindex
 
 
-def _append(db: sqlite3.Connection, vindex: Any, encoded: EncodedDocuments) -> None:
-    """Insert ``encoded``'s documents and rows after the existing ones, and add its vectors."""
+def _append(db: sqlite3.Connection, vindex: Any, encoded: EncodedDocuments, dim: int) -> None:
+    """Insert ``encoded``'s documents and rows after the existing ones, and add its vectors
+    (their first ``dim`` dimensions, renormalised)."""
     first_row = vindex.ntotal
     next_ord = db.execute("SELECT COALESCE(MAX(ord), -1) + 1 FROM documents").fetchone()[0]
     per_doc = zip(
@@ -418,7 +482,7 @@ def _append(db: sqlite3.Connection, vindex: Any, encoded: EncodedDocuments) -> N
         [(first_row + i, *r) for i, r in enumerate(encoded.rows)],
     )
     if len(encoded.rows):
-        vindex.add(encoded.vectors)
+        vindex.add(truncate(encoded.vectors, dim))
 
 
 def _next_meta(

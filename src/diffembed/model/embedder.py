@@ -41,9 +41,12 @@ from diffembed.model.compiled import CompileError, compile_position_wise, uncomp
 from diffembed.model.inputs import (
     Encoded,
     EncodeStats,
+    NonFiniteEmbeddingError,  # noqa: F401 - re-exported: callers import it from here
     TextTooLongError,
     Tokenized,
     TruncationWarning,
+    check_finite,
+    nonfinite_weights,
     token_budget_batches,
     validate_texts,
 )
@@ -60,6 +63,7 @@ from diffembed.model.model_dir import (
 from diffembed.model.packing import PACKED_ATTENTION, PackedLayout, attention_implementation
 from diffembed.model.pooling import POOLINGS, pool
 from diffembed.model.precision import PRECISIONS, autocast, bf16_wanted
+from diffembed.model.readout import merge_settings, readout_of, save_head
 from diffembed.model.tokenizer import load_tokenizer, verify_saved_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -74,22 +78,15 @@ class UnknownPromptError(ConfigError, KeyError):
     """A ``prompt_name`` the model has no prompt for (a ``KeyError`` as well)."""
 
 
-class NonFiniteEmbeddingError(DiffembedError, FloatingPointError):
-    """Embeddings came out NaN, infinite or zero: ``rows`` are the texts' 0-based positions;
-    ``bad_weights`` names the model's weight tensors holding NaN/inf (empty when all finite)."""
-
-    def __init__(self, message: str, rows: list[int], bad_weights: list[str]):
-        super().__init__(message)
-        self.rows, self.bad_weights = rows, bad_weights
-
-
 class Embedder:
     """Turns texts into embeddings with a backbone LM.
 
     Args:
         backbone: a transformers base model (``load_backbone``); returns ``last_hidden_state``.
         tokenizer: its tokenizer (a fast one).
-        pooling: ``"mean"`` (default), ``"last"`` or ``"weighted_mean"``.
+        pooling: ``"mean"`` (default), ``"last"``, ``"weighted_mean"`` or ``"mask"`` (the
+            mask-token readout, ``diffembed.model.readout``: ``mask_tokens`` masks appended after
+            ``readout_prompt``; K > 1 gives ``[K, H]`` vectors per text).
         normalize: L2-normalise the output vectors.
         max_length: the most tokens a text may have (instruction and special tokens included);
             default 512, or the model's ``max_position_embeddings`` if fewer. Beyond them: a
@@ -122,6 +119,8 @@ class Embedder:
         max_tokens_per_batch: int = 16384,
         strict_length: bool = False,
         compile: bool = False,
+        mask_tokens: int = 1,
+        readout_prompt: str | None = None,
     ) -> None:
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -147,6 +146,9 @@ class Embedder:
         )
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(f"a fast tokenizer is required, got {type(tokenizer).__name__}")
+        self.readout = readout_of(pooling, tokenizer, backbone.config, mask_tokens, readout_prompt)
+        self.lm_head: torch.Tensor | None = None  # an untied head, read by readout.head_weight
+        self.source: Path | None = None  # the directory ``load`` read (for an untied LM head)
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -174,6 +176,12 @@ class Embedder:
     def dim(self) -> int:
         """Embedding dimension H."""
         return int(self.backbone.config.hidden_size)
+
+    @property
+    def vector_shape(self) -> tuple[int, ...]:
+        """One text's vector shape: ``(H,)``, or ``(K, H)`` for a multi-vector mask readout."""
+        k = self.readout.mask_tokens if self.readout is not None else 1
+        return (self.dim,) if k == 1 else (k, self.dim)
 
     @property
     def attention(self) -> str:
@@ -242,9 +250,12 @@ class Embedder:
         pool mask is 1 on the tokens that are pooled: all, or, when ``include_instruction`` is
         False, all but the first ``prompt_length(prefix)``. ``max_length`` overrides
         ``self.max_length`` for this call (training tokenizes queries and documents to different
-        lengths).
+        lengths). With a mask readout the readout prompt and masks follow the text, which is
+        truncated to leave room for them, and the pool mask marks the K readout positions.
         """
         max_length = max_length or self.max_length
+        if self.readout is not None:
+            max_length = self.readout.text_budget(max_length)
         full = [prefix + t for t in texts]
         exclude = self.prompt_length(prefix) if prefix and not self.include_instruction else 0
         kwargs = dict(add_special_tokens=True, return_attention_mask=False, verbose=False)
@@ -283,6 +294,8 @@ class Embedder:
                     f"tokens (max_length={max_length})"
                 )
             masks.append([0] * exclude + [1] * (len(row) - exclude))
+        if self.readout is not None:
+            ids, masks = self.readout.append(ids)
         if too_long:
             return Tokenized(ids, masks, len(too_long), longest)
         return Tokenized(ids, masks)
@@ -348,7 +361,7 @@ class Embedder:
         items = validate_texts([texts] if single else texts)
         stats = EncodeStats(texts=len(items))
         if not items:
-            return Encoded(np.zeros((0, self.dim), dtype=np.float32), stats)
+            return Encoded(np.zeros((0, *self.vector_shape), dtype=np.float32), stats)
         prefix = self.instruction_prefix(self._resolve_instruction(prompt, prompt_name))
         tok = self.tokenize(items, prefix, truncate, warn)
         lengths = [len(x) for x in tok.ids]
@@ -356,7 +369,7 @@ class Embedder:
         budget = max_tokens_per_batch or self.max_tokens_per_batch
         batches = token_budget_batches(lengths, budget, batch_size)
         stats.batches = len(batches)
-        out = np.empty((len(items), self.dim), dtype=np.float32)
+        out = np.empty((len(items), *self.vector_shape), dtype=np.float32)
         bar = tqdm(total=len(items), disable=not show_progress, desc="encode", unit="text")
         for batch, vectors in self.embed_batches(tok.ids, tok.masks, batches):
             out[batch] = vectors
@@ -365,13 +378,18 @@ class Embedder:
         return Encoded(out[0] if single else out, stats)
 
     def embed_batches(
-        self, ids: list[list[int]], masks: list[list[int]], batches: list[list[int]]
+        self,
+        ids: list[list[int]],
+        masks: list[list[int]],
+        batches: list[list[int]],
+        normalize: bool | None = None,
     ) -> Iterator[tuple[list[int], np.ndarray]]:
-        """The one inference batch loop (``encode``, the server): for each batch of row indices,
-        ``(batch, float32 [len(batch), H])`` vectors of those tokenized rows, under
-        ``inference_mode`` and the precision's autocast, packed where the backbone allows,
-        normalised when ``normalize``. Raises ``FloatingPointError`` on a non-finite or zero
-        vector, naming the rows."""
+        """The one inference batch loop (``encode``, the server, the sparse readout): for each
+        batch of row indices, ``(batch, float32 [len(batch), *vector_shape])`` vectors of those
+        tokenized rows, under ``inference_mode`` and the precision's autocast, packed where the
+        backbone allows, normalised when ``normalize`` (default: ``self.normalize``). Raises
+        ``FloatingPointError`` on a non-finite or zero vector, naming the rows."""
+        normalize = self.normalize if normalize is None else normalize
         for batch in batches:
             rows = [ids[i] for i in batch]
             packed = self.packing and self.packing_supported(max(len(r) for r in rows))
@@ -380,8 +398,8 @@ class Embedder:
                 vectors = self.embed_tokens(
                     rows, [masks[i] for i in batch], self._autocast(), packed=packed
                 )
-                self._check_finite(vectors, batch)
-                if self.normalize:
+                check_finite(vectors, batch, self.backbone)
+                if normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2.0, dim=-1)
                 array = vectors.cpu().numpy()
             yield batch, array
@@ -464,34 +482,9 @@ class Embedder:
             layout.pad(hidden[0]).float(), pool_mask.to(device), self.pooling, attention.to(device)
         )
 
-    def _check_finite(self, vectors: torch.Tensor, batch: list[int]) -> None:
-        bad = (~torch.isfinite(vectors).all(dim=1)) | (vectors.norm(dim=1) == 0)
-        if bool(bad.any()):
-            rows = [batch[i] for i in torch.nonzero(bad).flatten().tolist()]
-            broken = self.nonfinite_weights()
-            if broken:
-                raise NonFiniteEmbeddingError(
-                    f"non-finite embedding for texts {rows[:10]}: the model's weights hold NaN or "
-                    f"infinite values ({len(broken)} tensors, e.g. {broken[0]}); the checkpoint "
-                    "is broken, no precision setting helps: re-train or re-export it",
-                    rows,
-                    broken,
-                )
-            raise NonFiniteEmbeddingError(
-                f"non-finite or zero embedding for texts {rows[:10]} (the weights are finite); "
-                "try precision='fp32'",
-                rows,
-                [],
-            )
-
     def nonfinite_weights(self) -> list[str]:
         """Names of the backbone's parameters and buffers that hold NaN or infinite values."""
-        tensors = itertools.chain(self.backbone.named_parameters(), self.backbone.named_buffers())
-        return [
-            name
-            for name, t in tensors
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())
-        ]
+        return nonfinite_weights(self.backbone)
 
     def role_prompt(self, role: str, instruction: str | None = None) -> dict[str, str | None]:
         """``encode`` keyword arguments for a ``"query"`` (``instruction``, or the ``"query"``
@@ -528,6 +521,7 @@ class Embedder:
             "include_instruction": self.include_instruction,
             "padding_side": self.padding_side,
             "attention": self.attention,
+            **(self.readout.settings() if self.readout is not None else {}),
         }
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
@@ -551,6 +545,7 @@ class Embedder:
             if ModelDir(tmp).config.get("is_causal") != (self.attention == "causal"):
                 raise CheckpointError(f"{tmp / 'config.json'}: is_causal was not saved")
             verify_saved_tokenizer(self.tokenizer, tmp, list(self.prompts.values()))
+            save_head(self, tmp)
             self._write_settings(tmp)
         return directory
 
@@ -590,9 +585,11 @@ class Embedder:
         settings = read_settings(directory)
         settings.pop("format_version", None)
         saved_attention = settings.pop("attention", None)
-        settings.update(overrides)
+        settings = merge_settings(settings, overrides)  # a saved readout follows the pooling
         backbone = load_backbone(
             directory, attention=attention or saved_attention, dtype=dtype, device=device
         )
         tokenizer = load_tokenizer(directory)
-        return cls(backbone, tokenizer, **settings)
+        embedder = cls(backbone, tokenizer, **settings)
+        embedder.source = directory  # where readout.head_weight finds an untied LM head
+        return embedder

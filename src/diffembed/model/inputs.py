@@ -1,13 +1,16 @@
 """What goes into and comes out of ``Embedder``: text validation, token-budget batching, the
-tokenized and encoded results with their counts, and the truncation warning and error."""
+tokenized and encoded results with their counts, the truncation warning and error, and the
+check that refuses non-finite or zero vectors."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 from diffembed.errors import ConfigError, DiffembedError
 
@@ -23,6 +26,49 @@ class TextTooLongError(DiffembedError):
     def __init__(self, message: str, indices: list[int], lengths: list[int], max_length: int):
         super().__init__(message)
         self.indices, self.lengths, self.max_length = indices, lengths, max_length
+
+
+class NonFiniteEmbeddingError(DiffembedError, FloatingPointError):
+    """Embeddings came out NaN, infinite or zero: ``rows`` are the texts' 0-based positions;
+    ``bad_weights`` names the model's weight tensors holding NaN/inf (empty when all finite)."""
+
+    def __init__(self, message: str, rows: list[int], bad_weights: list[str]):
+        super().__init__(message)
+        self.rows, self.bad_weights = rows, bad_weights
+
+
+def nonfinite_weights(model: torch.nn.Module) -> list[str]:
+    """Names of ``model``'s parameters and buffers that hold NaN or infinite values."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    return [
+        name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+
+
+def check_finite(vectors: torch.Tensor, batch: list[int], model: torch.nn.Module) -> None:
+    """Raise ``NonFiniteEmbeddingError`` when a row of ``vectors`` (``[B, H]``, or ``[B, K, H]``
+    for a multi-vector readout: any of its K vectors) is non-finite or zero; ``batch`` gives the
+    rows' text positions, ``model`` the weights to blame."""
+    norms = vectors.norm(dim=-1).reshape(len(vectors), -1)  # [B, 1] or [B, K]
+    bad = (~torch.isfinite(vectors.flatten(1)).all(dim=1)) | (norms == 0).any(dim=1)
+    if not bool(bad.any()):
+        return
+    rows = [batch[i] for i in torch.nonzero(bad).flatten().tolist()]
+    broken = nonfinite_weights(model)
+    if broken:
+        raise NonFiniteEmbeddingError(
+            f"non-finite embedding for texts {rows[:10]}: the model's weights hold NaN or "
+            f"infinite values ({len(broken)} tensors, e.g. {broken[0]}); the checkpoint "
+            "is broken, no precision setting helps: re-train or re-export it",
+            rows,
+            broken,
+        )
+    raise NonFiniteEmbeddingError(
+        f"non-finite or zero embedding for texts {rows[:10]} (the weights are finite); "
+        "try precision='fp32'",
+        rows,
+        [],
+    )
 
 
 @dataclass

@@ -34,6 +34,8 @@ ST_POOLING_FLAGS = {
     "weighted_mean": "pooling_mode_weightedmean_tokens",
 }
 
+# The module a mask-readout directory names instead (diffembed.model.st_refusal).
+ST_MASK_REFUSAL = "diffembed.model.st_refusal.MaskReadoutRefusal"
 
 # What determines a model's vectors: weights, model config, tokenizer files, and the pooling,
 # prompt and length settings (ours and sentence-transformers'), in the root or a module folder.
@@ -284,6 +286,8 @@ def read_settings(directory: str | Path) -> dict[str, Any]:
                 f"{directory / 'diffembed.json'}: unsupported format_version {version!r}"
             )
         _check_choices(settings, directory / "diffembed.json")
+        # Read by trained_dims; not an Embedder setting.
+        _check_trained_dims(settings.pop(TRAINED_DIMS, None), directory / "diffembed.json")
         template = settings.get("prompt_template")
         if isinstance(template, str) and settings.get("include_instruction") is False:
             fixed = whitespace_free_template(template)
@@ -349,7 +353,8 @@ def write_st_files(
     """Write the sentence-transformers files of a model directory (modules.json,
     sentence_bert_config.json, 1_Pooling/config.json, config_sentence_transformers.json with the
     literal ``prompts``, and 2_Normalize/ when ``normalize``) into ``directory``, which already
-    holds the Hugging Face model and tokenizer files."""
+    holds the Hugging Face model and tokenizer files. A ``"mask"`` readout's modules.json names
+    ``ST_MASK_REFUSAL`` alone: sentence-transformers then refuses the directory, saying why."""
     write_json(
         directory / "sentence_bert_config.json",
         {"max_seq_length": max_length, "do_lower_case": False},
@@ -359,6 +364,10 @@ def write_st_files(
         {"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"},
     ]
+    if pooling == "mask":
+        # sentence-transformers cannot append the readout's masks: name a module that refuses.
+        modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MASK_REFUSAL}]
+        normalize = False
     if normalize:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": st + "Normalize"})
         (directory / "2_Normalize").mkdir(exist_ok=True)
@@ -370,7 +379,7 @@ def write_st_files(
         "include_prompt": include_prompt,
     }
     for name, flag in ST_POOLING_FLAGS.items():
-        pooling_cfg[flag] = name == pooling
+        pooling_cfg[flag] = name == pooling  # all False for "mask" (its module refuses)
     for flag in (
         "pooling_mode_cls_token",
         "pooling_mode_max_tokens",
@@ -406,6 +415,10 @@ def write_settings(
         if tokenizer is None:
             raise ValueError("excluded prompts are checked against the saved tokenizer: give it")
         check_st_prompts(tokenizer, prompts)
+    previous = directory / "diffembed.json"
+    if TRAINED_DIMS not in settings and previous.is_file():  # rewriting: keep the trained dims
+        kept = read_json(previous, CheckpointError).get(TRAINED_DIMS)
+        settings = {**settings, TRAINED_DIMS: kept} if kept is not None else settings
     write_json(directory / "diffembed.json", settings)
     write_st_files(
         directory,
@@ -504,6 +517,43 @@ def resolve_max_length(
             raise ConfigError(problem)
         logger.warning("%s", problem)
     return max_length
+
+
+# ----------------------------------------------------------------------------- trained dims
+TRAINED_DIMS = "matryoshka_dims"  # diffembed.json: the shorter lengths the model was trained for
+
+
+def _check_trained_dims(value: Any, path: Path) -> list[int]:
+    """``value`` (diffembed.json's ``matryoshka_dims``) as a sorted list, refused unless it is
+    a list of distinct positive integers."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value
+    ):
+        raise CheckpointError(
+            f"{path}: {TRAINED_DIMS} {value!r} is not a list of positive integers; correct the file"
+        )
+    return sorted(set(value))
+
+
+def trained_dims(directory: str | Path) -> list[int]:
+    """The shorter vector lengths a model directory was fine-tuned for (``finetune
+    --matryoshka-dims``), sorted; empty for any other directory."""
+    model = ModelDir(directory)
+    if not model.is_ours:
+        return []
+    path = model.path / "diffembed.json"
+    return _check_trained_dims(model.json("diffembed.json").get(TRAINED_DIMS), path)
+
+
+def write_trained_dims(directory: str | Path, dims: Iterable[int]) -> None:
+    """Record in a saved model directory's diffembed.json the shorter lengths ``dims`` it was
+    trained for (none: the entry is removed)."""
+    path = Path(directory) / "diffembed.json"
+    settings = {k: v for k, v in read_json(path, CheckpointError).items() if k != TRAINED_DIMS}
+    dims = sorted(set(int(d) for d in dims))
+    write_json(path, {**settings, TRAINED_DIMS: dims} if dims else settings)
 
 
 def write_max_length(directory: str | Path, max_length: int) -> None:

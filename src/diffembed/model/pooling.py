@@ -3,6 +3,10 @@
 All functions take ``hidden [B, T, H]`` and a 0/1 ``mask [B, T]`` marking the tokens to pool
 (padding is 0; with instruction exclusion, instruction tokens are 0 too) and return ``[B, H]``.
 They are correct for left and right padding alike, and compute in float32.
+
+``"mask"`` (``mask_pool``) is the mask-token readout (``diffembed.model.readout``): its mask marks
+the K readout positions, and it returns their hidden states, ``[B, H]`` for K = 1 and
+``[B, K, H]`` for K > 1 (multi-vector).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 
 from diffembed.errors import ConfigError
 
-POOLINGS: tuple[str, ...] = ("mean", "last", "weighted_mean")
+POOLINGS: tuple[str, ...] = ("mean", "last", "weighted_mean", "mask")
 
 
 def _check(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,6 +60,23 @@ def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
 
+def mask_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The hidden states at the marked positions, in order: ``[B, T, H], [B, T] -> [B, K, H]``
+    (``[B, H]`` when K = 1), float32. Every row must mark the same number K of positions (the
+    readout's K appended masks)."""
+    m = _check(hidden, mask)
+    counts = m.sum(dim=1)
+    k = int(counts[0])
+    if bool((counts != k).any()):
+        raise ValueError(
+            f"mask pooling needs the same number of readout positions per row, got {counts.tolist()}"
+        )
+    # A stable sort puts each row's marked positions first, in position order.
+    order = torch.sort((m == 0).to(torch.int8), dim=1, stable=True).indices[:, :k]
+    picked = hidden.gather(1, order[:, :, None].expand(-1, -1, hidden.shape[2])).float()
+    return picked[:, 0] if k == 1 else picked
+
+
 def pool(
     hidden: torch.Tensor, mask: torch.Tensor, mode: str, attention: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -67,6 +88,8 @@ def pool(
         return weighted_mean_pool(hidden, mask, attention)
     if mode == "last":
         return last_token_pool(hidden, mask)
+    if mode == "mask":
+        return mask_pool(hidden, mask)
     raise ConfigError(f"pooling must be one of {POOLINGS}, got {mode!r}")
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from diffembed.model.dimensions import dimensions_warning, truncate
 from diffembed.serve.batcher import Batcher, EmbedResult, QueueFull, RejectedInput
 from diffembed.serve.config import API_KEY_ENV as API_KEY_ENV  # re-exported for the CLI
 from diffembed.serve.config import ServeConfig
@@ -42,12 +43,17 @@ logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------ the app
 def create_app(
-    embedder: "Embedder", config: ServeConfig | None = None, index: "VectorIndex | None" = None
+    embedder: "Embedder",
+    config: ServeConfig | None = None,
+    index: "VectorIndex | None" = None,
+    trained_dims: "tuple[int, ...] | list[int]" = (),
 ) -> "FastAPI":
     """The ASGI app. Its lifespan starts the model's worker thread and, on shutdown, drains it.
 
     ``index`` (optional) must have been built with ``embedder``'s model (see
-    ``diffembed.index.store.check_model``); it enables ``POST /v1/search``.
+    ``diffembed.index.store.check_model``); it enables ``POST /v1/search``. ``trained_dims``:
+    the shorter lengths the model was trained for (``model_dir.trained_dims``); a request's
+    ``dimensions`` of another length is answered with a ``warning`` field.
     """
     from fastapi import FastAPI
 
@@ -56,6 +62,7 @@ def create_app(
     metrics = Metrics()
     live = LiveIndex(index) if index is not None else None
     routes = _Routes(embedder, config, Batcher(embedder, config, metrics), live)
+    routes.trained_dims = tuple(trained_dims)
     app = FastAPI(
         title="diffembed",
         version="1",
@@ -89,7 +96,9 @@ def _request_models() -> tuple[type, type]:
         model: StrictStr | None = Field(default=None, description="the served model id")
         encoding_format: Literal["float", "base64"] = "float"
         dimensions: StrictInt | None = Field(
-            default=None, description="keep the first N dimensions and renormalise"
+            default=None,
+            description="keep the first N dimensions and renormalise; a length the model was "
+            "not trained for (Matryoshka) adds a 'warning' field to the response",
         )
         user: StrictStr | None = None
         prompt_name: StrictStr | None = Field(
@@ -267,6 +276,7 @@ class _Routes:
         self.metrics = batcher.metrics
         self.index = index
         self.created = int(time.time())
+        self.trained_dims: tuple[int, ...] = ()  # create_app sets the model's (Matryoshka)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: "FastAPI"):  # noqa: ANN201
@@ -404,9 +414,7 @@ class _Routes:
         result = await self.embed(texts, prefix, req.truncate)
         vectors = result.vectors
         if req.dimensions is not None and req.dimensions < dim:
-            vectors = vectors[:, : req.dimensions]
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
+            vectors = truncate(vectors, req.dimensions)
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if req.encoding_format == "base64":
             items: list[Any] = [base64.b64encode(v.tobytes()).decode("ascii") for v in vectors]
@@ -421,6 +429,9 @@ class _Routes:
             "model": self.config.model_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+        warning = dimensions_warning(req.dimensions, dim, self.trained_dims)
+        if warning is not None:  # not OpenAI's: clients that do not know it ignore it
+            body["warning"] = warning
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     async def search(self, req: Any) -> dict[str, Any]:
@@ -439,6 +450,7 @@ class _Routes:
                     "created": self.created,
                     "owned_by": "diffembed",
                     "dimensions": embedder.dim,
+                    "trained_dimensions": sorted({*self.trained_dims, embedder.dim}),
                     "max_length": embedder.max_length,
                     "prompts": embedder.prompts,
                 }

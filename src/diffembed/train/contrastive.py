@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from diffembed.model.readout import maxsim
 from diffembed.train.rng import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def info_nce_loss(
     (scale 50 = temperature 0.02).
 
     Args:
-        queries: ``[B, H]`` query embeddings (any norm; normalised here).
+        queries: ``[B, H]`` query embeddings (any norm; normalised here); ``[B, K, H]`` for
+            K vectors per text, scored by MaxSim (``diffembed.model.readout.maxsim``).
         docs: ``[M, H]`` candidate documents: every query's positive and hard negatives, and in
             the distributed case those of all ranks (normalised here).
         positives: ``[B]`` long, the index in ``docs`` of each query's positive.
@@ -67,15 +69,18 @@ def info_nce_loss(
         ``(loss, logits)``: the scalar mean loss (float32) and the ``[B, M]`` scaled
         query-document similarities (excluded candidates at ``-inf``).
     """
-    if queries.dim() != 2 or docs.dim() != 2 or queries.shape[1] != docs.shape[1]:
+    shapes_ok = queries.dim() in (2, 3) and docs.dim() == queries.dim()
+    if not shapes_ok or queries.shape[-1] != docs.shape[-1]:
         raise ValueError(
-            f"expected queries [B,H] and docs [M,H], got {queries.shape}, {docs.shape}"
+            f"expected queries [B,H] and docs [M,H] (or [B,K,H], [M,K,H]), got {queries.shape}, "
+            f"{docs.shape}"
         )
     if positives.shape != (queries.shape[0],):
         raise ValueError(f"expected positives [{queries.shape[0]}], got {list(positives.shape)}")
     q = F.normalize(queries.float(), p=2.0, dim=-1)
     d = F.normalize(docs.float(), p=2.0, dim=-1)
-    logits = scale * (q @ d.T)
+    # K vectors per text (the multi-vector mask readout): MaxSim instead of the cosine.
+    logits = scale * (maxsim(q, d) if q.dim() == 3 else q @ d.T)
     if exclude is not None:
         rows = torch.arange(len(positives), device=positives.device)
         if bool(exclude[rows, positives].any()):
@@ -169,6 +174,8 @@ def mean_offdiag_cosine(x: torch.Tensor) -> float:
     if n < 2:
         return math.nan
     with torch.no_grad():
+        # K vectors per text: the cosine of their (per-vector normalised) concatenations.
+        x = F.normalize(x.detach().float(), p=2.0, dim=-1).flatten(1) if x.dim() == 3 else x
         v = F.normalize(x.detach().float(), p=2.0, dim=-1)
         total = v.sum(dim=0).pow(2).sum() - n  # sum over i != j of cos(v_i, v_j)
         return float(total / (n * (n - 1)))

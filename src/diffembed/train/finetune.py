@@ -51,7 +51,9 @@ from diffembed.formats.pairs import Pair, read_pairs
 from diffembed.io import atomic_dir, read_json, write_json
 from diffembed.model.backbone import CheckpointError
 from diffembed.model.embedder import Embedder
+from diffembed.model.model_dir import write_trained_dims
 from diffembed.model.precision import autocast, bf16_wanted
+from diffembed.model.readout import readout_settings
 from diffembed.train.batching import (
     BatchPlan,
     LocalBatch,
@@ -76,12 +78,12 @@ from diffembed.train.contrastive import (
     gather_with_grad,
     grad_cache_step,
     in_batch_accuracy,
-    info_nce_loss,
     mean_offdiag_cosine,
     scale_factor,
 )
 from diffembed.train.finetune_config import RESUME_KEYS, FinetuneConfig
 from diffembed.train.logs import Panel, plot_log, write_log_csv
+from diffembed.train.matryoshka import check_dims, matryoshka_info_nce_loss
 from diffembed.train.rng import gather_rng_states, restore_rng_states, seed_all
 from diffembed.train.schedule import lr_factor
 
@@ -167,8 +169,10 @@ class Trainer:
         base = Embedder.load(
             cfg.model, attention=cfg.attention, dtype=torch.float32, device=self.device
         )
+        pooling = cfg.pooling or base.pooling
         common = dict(
-            pooling=cfg.pooling or base.pooling,
+            pooling=pooling,
+            **readout_settings(pooling, base.readout, cfg.mask_tokens, cfg.readout_prompt),
             normalize=base.normalize,
             prompt_template=base.prompt_template,
             include_instruction=base.include_instruction and not cfg.exclude_instruction,
@@ -183,6 +187,8 @@ class Trainer:
         self.lengths = (cfg.max_query_length, cfg.max_doc_length)
         self.saved_precision = base.precision
         self.saved_prompts = {**base.prompts, **self.prompts}
+        shape = self.embedder.vector_shape  # (K, dim) for a multi-vector readout
+        check_dims(cfg.matryoshka, self.embedder.dim, shape[0] if len(shape) > 1 else 1)
 
     def _make_trainable(self) -> None:
         """LoRA adapters (or every weight) trainable, in training mode, identical on all
@@ -284,8 +290,9 @@ class Trainer:
 
     def _loss(self, q: torch.Tensor, d: torch.Tensor, batch: LocalBatch) -> StepResult:
         docs = gather_with_grad(d)
-        loss, logits = info_nce_loss(
-            q, docs, batch.positives, self.scale_at(batch.step), batch.exclude
+        dims = self.config.matryoshka  # empty: plain InfoNCE
+        loss, logits = matryoshka_info_nce_loss(
+            q, docs, batch.positives, self.scale_at(batch.step), batch.exclude, dims
         )
         accuracy = in_batch_accuracy(logits.detach(), batch.positives)
         return StepResult(loss, accuracy, mean_offdiag_cosine(docs))
@@ -542,12 +549,14 @@ class Trainer:
             include_instruction=self.embedder.include_instruction,
             precision=self.saved_precision,
             padding_side=self.embedder.padding_side,
+            **(self.embedder.readout.settings() if self.embedder.readout is not None else {}),
         )
 
     def save_model(self, out: Path) -> Path:
         """Save the merged model to ``out`` with ``Embedder.save`` (atomic)."""
         embedder = self.merged_embedder()
         embedder.save(out, overwrite=self.config.overwrite)  # --out was checked at the start
+        write_trained_dims(out, self.config.matryoshka)  # read by trained_dims
         logger.info("saved %s (prompts: %s)", out, ", ".join(sorted(self.saved_prompts)))
         return out
 

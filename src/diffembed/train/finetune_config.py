@@ -4,7 +4,6 @@ text and argparse settings from which ``diffembed.cli.train`` generates the ``fi
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ from diffembed.errors import ConfigError
 from diffembed.formats.pairs import parse_columns
 from diffembed.model.backbone import ATTENTIONS
 from diffembed.model.pooling import POOLINGS
-from diffembed.model.precision import PRECISIONS
+from diffembed.model.precision import PRECISIONS, precision_from_bf16
+from diffembed.train.matryoshka import parse_dims
 
 
 def parse_scale(value: str) -> float | None:
@@ -51,6 +51,7 @@ RESUME_KEYS: tuple[str, ...] = (
     "scale",
     "initial_scale",
     "scale_warmup_steps",
+    "matryoshka_dims",
 )
 
 
@@ -106,6 +107,16 @@ class FinetuneConfig:
     exclude_instruction: bool = _opt(
         False, "pool over the query text only, not its instruction", action="store_true"
     )
+    mask_tokens: int | None = _opt(
+        None,
+        "with --pooling mask: K mask tokens read out per text (K > 1: multi-vector, scored by "
+        "MaxSim; default: the model's own, else 1)",
+    )
+    readout_prompt: str | None = _opt(
+        None,
+        "with --pooling mask: the prompt before the masks (default: the model's own, else "
+        "'\\nThis text in one word:' for K = 1, '... in a few words:' for more)",
+    )
     lora_r: int = _opt(
         16,
         "LoRA rank on q/k/v/o/gate/up/down projections, alpha = 2r; "
@@ -136,6 +147,13 @@ class FinetuneConfig:
         type=parse_scale,
     )
     scale_warmup_steps: int = _opt(100, "steps of the scale warm-up (default: {default})")
+    matryoshka_dims: str | None = _opt(
+        None,
+        "Matryoshka: also train the first D dimensions of the vectors (renormalised) for each "
+        "D, e.g. 32,64; the loss is the mean of the full and each prefix's InfoNCE, and the "
+        "saved model records the lengths (default: off)",
+        metavar="D1,D2,...",
+    )
     gradient_checkpointing: bool = _opt(
         False,
         "recompute activations in the backward pass (less memory)",
@@ -176,16 +194,13 @@ class FinetuneConfig:
 
     def __post_init__(self, bf16: bool | None) -> None:
         if bf16 is not None:
-            warnings.warn(
-                "FinetuneConfig(bf16=...) is deprecated; use precision='bf16' or 'fp32'",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            self.precision = "bf16" if bf16 else "fp32"
+            self.precision = precision_from_bf16(bf16, "FinetuneConfig")
         self.model, self.pairs, self.out = Path(self.model), Path(self.pairs), Path(self.out)
         if self.checkpoint_dir is not None:
             self.checkpoint_dir = Path(self.checkpoint_dir)
         parse_columns(self.columns)  # PairsError (a ValueError) naming --columns
+        dims = parse_dims(self.matryoshka_dims)  # ConfigError naming --matryoshka-dims
+        self.matryoshka_dims = ",".join(map(str, dims)) or None  # one spelling per setting
         for ok, message in self._checks():
             if not ok:
                 raise ConfigError(message)
@@ -195,6 +210,10 @@ class FinetuneConfig:
             (self.attention in (None, *ATTENTIONS), f"attention must be one of {ATTENTIONS}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.pooling in (None, *POOLINGS), f"pooling must be one of {POOLINGS}"),
+            (
+                self.mask_tokens is None or self.mask_tokens >= 1,
+                "mask_tokens must be >= 1",
+            ),
             (self.lora_r >= 0, "lora_r must be >= 0 (0 = full fine-tuning)"),
             (0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),
             (self.lr > 0, "lr must be > 0"),
@@ -216,6 +235,11 @@ class FinetuneConfig:
             (self.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 = no clipping)"),
             (self.log_every >= 1, "log_every must be >= 1"),
         ]
+
+    @property
+    def matryoshka(self) -> tuple[int, ...]:
+        """``matryoshka_dims`` as sorted lengths (empty: no Matryoshka loss)."""
+        return parse_dims(self.matryoshka_dims)
 
     @property
     def checkpoints(self) -> Path:
