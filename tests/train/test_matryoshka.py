@@ -18,7 +18,7 @@ from diffembed.model.embedder import Embedder
 from diffembed.model.model_dir import CheckpointError, read_settings, trained_dims
 from diffembed.train.contrastive import info_nce_loss
 from diffembed.train.finetune_config import FinetuneConfig
-from diffembed.train.matryoshka import matryoshka_info_nce_loss, parse_dims
+from diffembed.train.matryoshka import check_dims, matryoshka_info_nce_loss, parse_dims
 from synthetic import INSTRUCTION, top1
 
 
@@ -55,6 +55,10 @@ def test_dims_are_parsed_and_checked():
     assert config.matryoshka_dims == "32,64" and config.matryoshka == (32, 64)
     with pytest.raises(ConfigError, match="--matryoshka-dims"):
         FinetuneConfig(model="m", pairs="p", out="o", matryoshka_dims="a")
+    check_dims((32,), 64)  # one vector per text: fine
+    check_dims((), 64, vectors_per_text=4)  # no lengths asked for: fine
+    with pytest.raises(ConfigError, match="one vector per text, not --mask-tokens > 1"):
+        check_dims((32,), 64, vectors_per_text=4)
 
 
 def test_saved_dims_are_read_back_and_checked(model_dir, tmp_path):
